@@ -1,0 +1,21 @@
+"""Poll function: the hot path (`GET /services/{name}/{start_id}`), listings, flavors and ping."""
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from outpost import api, operations
+
+ROUTES = [
+    api.Route("GET", "/ping", operations.ping, public=True),
+    api.Route("GET", "/services", operations.list_services),
+    api.Route("GET", "/services/{name:segment}", operations.poll_service),
+    api.Route("GET", "/services/{name:segment}/{start_id:segment}", operations.poll_service),
+    api.Route("GET", "/flavors", operations.list_flavors),
+    api.Route("POST", "/userflavors", operations.user_flavors),
+]
+
+
+@functions_framework.aio.http
+async def poll_service(request: Request) -> Response:
+    return await api.dispatch(request, ROUTES)

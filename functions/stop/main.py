@@ -1,0 +1,17 @@
+"""Stop function: `DELETE /services/{name}/{start_id}` stops a server and forgets it."""
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from outpost import api, operations
+
+ROUTES = [
+    api.Route("DELETE", "/services/{name:segment}", operations.stop_service),
+    api.Route("DELETE", "/services/{name:segment}/{start_id:segment}", operations.stop_service),
+]
+
+
+@functions_framework.aio.http
+async def stop_service(request: Request) -> Response:
+    return await api.dispatch(request, ROUTES)

@@ -1,0 +1,1 @@
+"""Outpost Functions: a serverless JupyterHub Outpost for the OutpostSpawner."""

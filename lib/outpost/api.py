@@ -1,0 +1,192 @@
+"""Request -> operation -> response, and `error_response`: the only place an exception becomes HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import cloudevents.exceptions
+import redis.exceptions
+from cloudevents.http import CloudEvent, from_http
+from pydantic import BaseModel, ValidationError
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import compile_path
+
+from outpost import errors
+from outpost.auth import authenticate
+from outpost.runtime import Runtime, get_runtime
+
+EventHandler = Callable[[Runtime, CloudEvent], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class SegmentConvertor(Convertor[str]):
+    """One path segment that may be empty: a user's default server has the name ''."""
+
+    regex = "[^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("segment", SegmentConvertor())
+
+
+@dataclass(frozen=True)
+class Call:
+    """What an operation gets: the authenticated hub, path parameters, query, headers and body."""
+
+    runtime: Runtime
+    hub: str
+    params: Mapping[str, str]
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json_object(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise errors.InvalidJSON() from None
+        if not isinstance(data, dict):
+            raise errors.InvalidBody("request body must be a JSON object")
+        return data
+
+    def json(self, model: type[Model]) -> Model:
+        data = self.json_object()
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise errors.InvalidBody(_describe(exc)) from None
+
+    @property
+    def is_async(self) -> bool:
+        return self.headers.get("execution-type", "").lower() == "async"
+
+
+@dataclass(frozen=True)
+class Reply:
+    body: Any
+    status: int = HTTPStatus.OK
+
+
+Operation = Callable[[Call], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    operation: Operation
+    public: bool = False
+    pattern: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        regex, _, convertors = compile_path(self.path)
+        object.__setattr__(self, "pattern", (regex, convertors))
+
+    def match(self, path: str) -> dict[str, str] | None:
+        regex, convertors = self.pattern
+        found = regex.match(path)
+        if found is None:
+            return None
+        return {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise errors.BodyTooLarge(f"request body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.BodyTooLarge(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[str, str]]:
+    path_matched = False
+    for route in routes:
+        params = route.match(path)
+        if params is None:
+            continue
+        if route.method == method:
+            return route, params
+        path_matched = True
+    if path_matched:
+        raise errors.MethodNotAllowed(f"{method} is not allowed on {path}")
+    raise errors.UnknownRoute(f"no route for {method} {path}")
+
+
+async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
+    """Serve one request with the first route matching its method and path."""
+    try:
+        route, params = _find(routes, request.method, request.url.path.rstrip("/") or "/")
+        runtime = await get_runtime()
+        hub = "" if route.public else authenticate(
+            request.headers.get("authorization"), runtime.settings.hub_credentials()
+        )
+        body = await _read_body(request, runtime.settings.max_body_bytes)
+        call = Call(runtime, hub, params, request.query_params, request.headers, body)
+        reply = await route.operation(call)
+        return JSONResponse(reply.body, status_code=reply.status)
+    except Exception as exc:  # every failure gets a JSON answer; see error_response
+        return error_response(exc)
+
+
+async def receive_event(request: Request, handler: EventHandler) -> Response:
+    """A CloudEvent delivery: an empty 202 acknowledges it (a body would read as a failed reply)."""
+    try:
+        runtime = await get_runtime()
+        body = await _read_body(request, runtime.settings.max_body_bytes)
+        await handler(runtime, from_http(dict(request.headers), body))
+        return Response(status_code=HTTPStatus.ACCEPTED)
+    except Exception as exc:  # a 4xx stops redelivery, a 5xx asks for it
+        return error_response(exc)
+
+
+# Third-party failures that have a meaning for the client.
+_FOREIGN: dict[type[BaseException], type[errors.OutpostError]] = {
+    cloudevents.exceptions.GenericException: errors.InvalidEvent,
+    redis.exceptions.ConnectionError: errors.StoreUnavailable,
+    redis.exceptions.TimeoutError: errors.StoreUnavailable,
+    redis.exceptions.BusyLoadingError: errors.StoreUnavailable,
+}
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """The one mapping from exceptions to HTTP answers. Unknown errors: a JSON 500, logged."""
+    for cls in type(exc).__mro__:
+        if cls in _FOREIGN:
+            log.warning("store unavailable: %s", type(exc).__name__)
+            exc = _FOREIGN[cls]()
+            break
+    if isinstance(exc, errors.SpawnFailed):
+        return JSONResponse(exc.protocol_body(), status_code=exc.status)
+    if isinstance(exc, errors.OutpostError) and exc.status < HTTPStatus.INTERNAL_SERVER_ERROR:
+        headers = {"WWW-Authenticate": 'Basic realm="outpost"'} if isinstance(exc, errors.Unauthorized) else None
+        return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status, headers)
+    if isinstance(exc, errors.StoreUnavailable | errors.EventsUnavailable):
+        return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status)
+    log.error("unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
+    message = exc.message if isinstance(exc, errors.ConfigurationError) else "internal error; see the outpost's log"
+    return JSONResponse({"error": "InternalError", "message": message}, HTTPStatus.INTERNAL_SERVER_ERROR)

@@ -1,0 +1,68 @@
+"""The backend contract: start a server, poll it, stop it, read its logs.
+
+`state` is a JSON-able dict (JupyterHub's get_state/load_state contract): whatever a backend returns
+in `Started.state`, or hands to `save_state` while starting, is stored encrypted and given back to
+poll/stop/logs, possibly in another process that never saw the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from traitlets.config import Config, Configurable, PyFileConfigLoader
+
+from outpost.errors import ConfigurationError
+from outpost.models import ServiceId
+
+SaveState = Callable[[dict[str, Any]], Awaitable[None]]
+Progress = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StartSpec:
+    sid: ServiceId
+    env: dict[str, str]
+    misc: dict[str, Any] = field(default_factory=dict)  # overrides already allowed by policy
+    certs: dict[str, str] = field(default_factory=dict)
+    trust_bundles: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # from the flavor
+
+
+@dataclass(frozen=True)
+class Started:
+    address: str  # "http://host:port" or "https://host:port", as the hub expects it
+    state: dict[str, Any]
+
+
+class Backend(Protocol):
+    async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
+        """Start the server and wait until it accepts connections; raise BackendError on failure."""
+
+    async def poll(self, state: dict[str, Any]) -> int | None:
+        """None while the server runs, its exit code once it has stopped."""
+
+    async def stop(self, state: dict[str, Any]) -> None:
+        """Stop the server and clean up; stopping a server that is already gone is not an error."""
+
+    async def logs(self, state: dict[str, Any]) -> list[str]:
+        """The tail of the server's output, for `collect_logs`."""
+
+
+def load_backend_config(path: Path | None) -> Config:
+    """Read the administrator's `outpost_config.py` (`c.LocalProcessBackend.cmd = [...]`)."""
+    if path is None or not path.exists() or not path.read_text().strip():
+        return Config()
+    try:
+        return PyFileConfigLoader(path.name, str(path.parent)).load_config()
+    except Exception as exc:  # a syntax or runtime error in the admin's file
+        raise ConfigurationError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+
+
+def apply_overrides(options: Configurable, misc: dict[str, Any]) -> None:
+    """Set the `misc` keys that name traits of this backend; others belong to other backends."""
+    for key, value in misc.items():
+        if options.has_trait(key) and options.trait_metadata(key, "config"):
+            setattr(options, key, value)

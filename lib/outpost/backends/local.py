@@ -1,0 +1,195 @@
+"""Local processes: the embedded default of `outpost dev`.
+
+The server runs under `sh`, which records its exit code in a file, so any process (not only the
+one that started it) can poll it; pid plus process creation time guard against pid reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from traitlets import Dict, Float, Int, List, Unicode
+from traitlets.config import Config, Configurable
+
+from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
+from outpost.errors import BackendError, InvalidBody
+
+LOG_TAIL_LINES = 200
+# Runs the command, then writes its exit status where poll can read it.
+_RECORD_EXIT = 'code_file="$1"; shift; "$@"; echo $? > "$code_file"'
+# Variables a notebook server needs from the outpost's own environment; the rest comes from the hub.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+class LocalProcessBackend(Configurable):
+    """Options of the local-process backend; `misc` may override any of them per start."""
+
+    cmd = List(Unicode(), default_value=["jupyterhub-singleuser"], help="Command that starts the server").tag(
+        config=True
+    )
+    args = List(Unicode(), help="Extra arguments appended to cmd").tag(config=True)
+    ip = Unicode("127.0.0.1", help="Address the server binds to").tag(config=True)
+    port = Int(0, help="Port the server listens on; 0 picks a free one").tag(config=True)
+    notebook_dir = Unicode("", help="Working directory; default: a directory per user").tag(config=True)
+    env = Dict(value_trait=Unicode(), help="Extra environment variables for the server").tag(config=True)
+    start_timeout = Float(120.0, help="Seconds to wait for the server to accept connections").tag(config=True)
+    stop_timeout = Float(5.0, help="Seconds between SIGTERM and SIGKILL").tag(config=True)
+
+
+def _free_port(ip: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((ip, 0))
+        return int(sock.getsockname()[1])
+
+
+def _connect_host(ip: str) -> str:
+    return "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
+
+
+def _alive(state: dict[str, Any]) -> psutil.Process | None:
+    """The server's process group leader, if it is still the process we started."""
+    try:
+        proc = psutil.Process(int(state["pid"]))
+        if abs(proc.create_time() - float(state["create_time"])) > 0.01:
+            return None
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return None
+
+
+class LocalBackend:
+    def __init__(self, config: Config, data_dir: Path) -> None:
+        self._config = config
+        self._servers = data_dir / "servers"
+
+    def _options(self, misc: dict[str, Any]) -> LocalProcessBackend:
+        options = LocalProcessBackend(config=self._config)
+        try:
+            apply_overrides(options, misc)
+        except Exception as exc:  # a trait rejected the value's type
+            raise InvalidBody(f"invalid backend option in misc: {exc}") from None
+        return options
+
+    async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
+        options = self._options(spec.misc)
+        workdir = self._servers / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, mode=0o700)
+        port = options.port or _free_port(options.ip)
+        scheme, env = self._environment(spec, options, workdir, port)
+        home = Path(options.notebook_dir) if options.notebook_dir else self._servers / "home" / spec.env.get(
+            "JUPYTERHUB_USER", "user"
+        )
+        home.mkdir(parents=True, exist_ok=True)
+        log_file = (workdir / "output.log").open("wb")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "sh", "-c", _RECORD_EXIT, "sh", str(workdir / "exit_code"), *options.cmd, *options.args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                env=env, cwd=home, start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            raise BackendError(f"cannot start {options.cmd[0]!r}: {exc.strerror}") from None
+        finally:
+            log_file.close()
+        state = {
+            "pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "dir": str(workdir),
+            "host": _connect_host(options.ip), "port": port, "stop_timeout": options.stop_timeout,
+        }  # fmt: skip
+        await save_state(state)
+        await progress(50, f"Server process started on the outpost (port {port}), waiting for it to answer")
+        await self._wait_ready(state, options.start_timeout)
+        return Started(address=f"{scheme}://{state['host']}:{port}", state=state)
+
+    def _environment(
+        self, spec: StartSpec, options: LocalProcessBackend, workdir: Path, port: int
+    ) -> tuple[str, dict[str, str]]:
+        env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+        env.update(spec.env)
+        env.update(options.env)
+        scheme = "http"
+        if spec.certs.get("keyfile") and spec.certs.get("certfile"):
+            scheme = "https"
+            for name in ("keyfile", "certfile", "cafile"):
+                path = workdir / name
+                path.write_text(spec.certs.get(name, ""))
+                path.chmod(0o600)
+            env.update(
+                JUPYTERHUB_SSL_KEYFILE=str(workdir / "keyfile"),
+                JUPYTERHUB_SSL_CERTFILE=str(workdir / "certfile"),
+                JUPYTERHUB_SSL_CLIENT_CA=str(workdir / "cafile"),
+            )
+        prefix = spec.env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+        env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://{options.ip}:{port}{prefix}"
+        return scheme, env
+
+    async def _wait_ready(self, state: dict[str, Any], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _alive(state) is None:
+                code = await self.poll(state)
+                tail = "\n".join((await self.logs(state))[-5:])
+                await self.stop(state)
+                raise BackendError(f"the server exited with code {code} before it was ready", detail=tail)
+            try:
+                _, writer = await asyncio.open_connection(state["host"], state["port"])
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        await self.stop(state)
+        raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
+
+    async def poll(self, state: dict[str, Any]) -> int | None:
+        if _alive(state) is not None:
+            return None
+        try:
+            return int((Path(state["dir"]) / "exit_code").read_text().strip())
+        except (OSError, ValueError, KeyError):
+            return 1  # gone without a recorded status: killed from outside
+
+    async def stop(self, state: dict[str, Any]) -> None:
+        proc = _alive(state)
+        if proc is not None:
+            await self._terminate(proc.pid, float(state.get("stop_timeout", 5.0)), state)
+        if state.get("dir"):
+            shutil.rmtree(state["dir"], ignore_errors=True)
+
+    async def _terminate(self, pgid: int, grace: float, state: dict[str, Any]) -> None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if _alive(state) is None and not _group_members(pgid):
+                    return
+                await asyncio.sleep(0.02)
+
+    async def logs(self, state: dict[str, Any]) -> list[str]:
+        try:
+            text = (Path(state["dir"]) / "output.log").read_text(errors="replace")
+        except (OSError, KeyError):
+            return []
+        return text.splitlines()[-LOG_TAIL_LINES:]
+
+
+def _group_members(pgid: int) -> bool:
+    """Whether any live process is still in the server's process group (no orphans left)."""
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False

@@ -1,0 +1,210 @@
+"""The exception tree; `outpost.api.error_response` is the only place these become HTTP.
+
+OutpostError
+ ├── ConfigurationError          500  the outpost's own configuration is wrong
+ ├── BadRequest                  400  the request cannot be understood
+ │    ├── InvalidJSON            400  body is not JSON
+ │    ├── InvalidBody            400  JSON of the wrong shape or types
+ │    ├── InvalidEvent           400  not a CloudEvent
+ │    └── BodyTooLarge           413  body over the configured limit
+ ├── Unauthorized                401  missing or wrong hub credentials
+ ├── NotFound                    404
+ │    ├── UnknownRoute           404  no such path
+ │    └── UnknownService         404  no such service for this hub
+ ├── MethodNotAllowed            405
+ ├── ServiceExists               409  a start for a service that is already active
+ ├── UndecryptableRecord         409  a stored record no configured key can decrypt
+ ├── SpawnFailed                 419  the protocol's error body, shown to the user
+ │    ├── SpawnRefused           419  a policy refusal (flavor full, over limit, ...)
+ │    │    ├── FlavorNotAllowed
+ │    │    ├── FlavorFull
+ │    │    ├── UserOverLimit
+ │    │    └── OverrideNotAllowed
+ │    └── BackendError           419  the backend failed to start/poll/stop a server
+ ├── StoreUnavailable            503  Redis cannot be reached
+ └── EventsUnavailable           503  the event broker cannot be reached
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+SPAWN_FAILED = 419
+
+__all__ = [
+    "SPAWN_FAILED",
+    "BackendError",
+    "BadRequest",
+    "BodyTooLarge",
+    "ConfigurationError",
+    "FlavorFull",
+    "FlavorNotAllowed",
+    "EventsUnavailable",
+    "InvalidBody",
+    "InvalidEvent",
+    "InvalidJSON",
+    "MethodNotAllowed",
+    "NotFound",
+    "OutpostError",
+    "OverrideNotAllowed",
+    "ServiceExists",
+    "SpawnFailed",
+    "SpawnRefused",
+    "StoreUnavailable",
+    "Unauthorized",
+    "UndecryptableRecord",
+    "UnknownRoute",
+    "UnknownService",
+    "UserOverLimit",
+]
+
+
+class OutpostError(Exception):
+    """Base class; `message` is safe to show to the hub, so it never holds request data."""
+
+    status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+    default_message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigurationError(OutpostError):
+    """The outpost's settings are invalid; raised at start-up and by `outpost check`."""
+
+
+class BadRequest(OutpostError):
+    """The request cannot be understood."""
+
+    status = HTTPStatus.BAD_REQUEST
+    default_message = "bad request"
+
+
+class InvalidJSON(BadRequest):
+    """The body is not valid JSON."""
+
+    default_message = "request body is not valid JSON"
+
+
+class InvalidBody(BadRequest):
+    """The body is JSON of the wrong shape."""
+
+
+class InvalidEvent(BadRequest):
+    """A delivery that is not a valid CloudEvent."""
+
+    default_message = "request is not a valid CloudEvent"
+
+
+class BodyTooLarge(BadRequest):
+    """The body is larger than `Settings.max_body_bytes`."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    default_message = "request body too large"
+
+
+class Unauthorized(OutpostError):
+    """Missing or wrong Basic credentials."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    default_message = "authentication required"
+
+
+class NotFound(OutpostError):
+    status = HTTPStatus.NOT_FOUND
+    default_message = "not found"
+
+
+class UnknownRoute(NotFound):
+    """No function serves this path."""
+
+
+class UnknownService(NotFound):
+    """No service with this name and start_id belongs to the calling hub."""
+
+    default_message = "no such service"
+
+
+class MethodNotAllowed(OutpostError):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+    default_message = "method not allowed"
+
+
+class ServiceExists(OutpostError):
+    """A start for a (name, start_id) that is already starting or running."""
+
+    status = HTTPStatus.CONFLICT
+    default_message = "service is already active; stop it first"
+
+
+class UndecryptableRecord(OutpostError):
+    """A stored record that none of the configured Fernet keys can decrypt."""
+
+    status = HTTPStatus.CONFLICT
+    default_message = "the stored service record cannot be decrypted with the configured keys"
+
+
+class SpawnFailed(OutpostError):
+    """Answers the protocol's 419, whose `args[0]` the hub shows to the user."""
+
+    status = SPAWN_FAILED
+    default_message = "the server could not be started"
+
+    def protocol_body(self) -> dict[str, Any]:
+        return {
+            "module": "outpost.",
+            "class": type(self).__name__,
+            "traceback": "",
+            "args": [self.message],
+            "kwargs": {},
+        }
+
+
+class SpawnRefused(SpawnFailed):
+    """A policy refusal: expected, no traceback, a sentence the user understands."""
+
+
+class FlavorNotAllowed(SpawnRefused):
+    pass
+
+
+class FlavorFull(SpawnRefused):
+    pass
+
+
+class UserOverLimit(SpawnRefused):
+    pass
+
+
+class OverrideNotAllowed(SpawnRefused):
+    pass
+
+
+class BackendError(SpawnFailed):
+    """The backend failed; `detail` is a traceback of our code only, never request data."""
+
+    def __init__(self, message: str | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    def protocol_body(self) -> dict[str, Any]:
+        return {**super().protocol_body(), "traceback": self.detail}
+
+
+class StoreUnavailable(OutpostError):
+    """Redis cannot be reached; the request can be retried."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    default_message = "the outpost's state store is unavailable; try again shortly"
+
+
+class EventsUnavailable(OutpostError):
+    """The broker did not take a background start or stop; nothing was started."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    default_message = "the outpost cannot queue background work right now; try again shortly"

@@ -1,0 +1,182 @@
+"""The use cases, one function per route, composed from the store, the backend and the hub client."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+
+from outpost import errors
+from outpost.api import Call, Reply
+from outpost.backends.base import StartSpec
+from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
+from outpost.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_REFUSALS = {"exists": errors.ServiceExists}
+
+
+def _service_id(call: Call) -> ServiceId:
+    return ServiceId(call.hub, call.params["name"], call.params.get("start_id", "0"))
+
+
+async def ping(call: Call) -> Reply:
+    return Reply({"ping": "pong!"})
+
+
+async def start_service(call: Call) -> Reply:
+    request = call.json(StartRequest)
+    sid = ServiceId(call.hub, request.name, request.start_id)
+    runtime = call.runtime
+    certs = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
+    created = await runtime.store.create(
+        sid,
+        user=request.user,
+        user_id=request.env.get("JUPYTERHUB_USER_ID", ""),
+        flavor=request.flavor,
+        body=request.without_certs(),
+        certs=certs if call.is_async and request.certs else None,
+        limits=None,
+    )
+    if not created.ok:
+        raise _REFUSALS[created.refusal]()
+    log.info("start requested for %s (%s)", sid, "async" if call.is_async else "sync")
+    if call.is_async:
+        try:
+            await runtime.background.submit("start", sid)
+        except httpx.HTTPError:
+            await runtime.store.forget(sid)
+            raise errors.EventsUnavailable() from None
+        return Reply({"service": ""}, HTTPStatus.ACCEPTED)
+    answer = await _start(runtime, sid, request.without_certs(), certs, announce_tunnel=False)
+    return Reply({"service": answer})
+
+
+async def run_background_start(runtime: Runtime, sid: ServiceId) -> None:
+    """The start of an `execution-type: async` request; a no-op when already done or stopped."""
+    meta = await runtime.store.meta(sid)
+    if meta is None or meta.phase != Phase.PENDING:
+        return
+    body, _, _ = await runtime.store.secrets(sid)
+    certs = await runtime.store.take_certs(sid)
+    try:
+        await _start(runtime, sid, body, certs, announce_tunnel=True)
+    except errors.SpawnFailed:
+        pass  # already reported to the hub as a failed event
+
+
+async def _start(
+    runtime: Runtime, sid: ServiceId, body: dict[str, Any], certs: dict[str, Any], *, announce_tunnel: bool
+) -> str:
+    """Run the backend for a PENDING record; the record is forgotten at once if the start fails."""
+    if await runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,)) != Phase.PENDING:
+        raise errors.ServiceExists("the start of this service is already under way")
+    env: dict[str, str] = body.get("env", {})
+    about = str(sid)
+
+    async def progress(percent: int, message: str) -> None:
+        await runtime.hub.progress(env, about, percent, message)
+
+    async def save_state(state: dict[str, Any]) -> None:
+        await runtime.store.save_backend_state(sid, state)
+
+    spec = StartSpec(
+        sid=sid,
+        env=env,
+        misc=body.get("misc", {}),
+        certs=certs.get("certs", {}),
+        trust_bundles=certs.get("internal_trust_bundles", {}),
+    )
+    await progress(10, "Start request received by the outpost")
+    try:
+        started = await runtime.backend.start(spec, save_state, progress)
+    except Exception as exc:
+        failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
+        await runtime.store.forget(sid)
+        if announce_tunnel:  # an async start reports failure through the hub's event stream
+            await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)
+        raise failure from None
+    address = started.address
+    if await runtime.store.mark_running(sid, _host_port(address), address) not in (Phase.PENDING, Phase.STARTING):
+        # A stop arrived while we were starting: it wins.
+        await runtime.backend.stop(started.state)
+        await runtime.store.forget(sid)
+        raise errors.BackendError("the server was stopped while it was starting")
+    await progress(100, "Server is ready")
+    if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
+        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
+    log.info("started %s", sid)
+    return address
+
+
+def _host_port(address: str) -> str:
+    return address.split("://", 1)[-1]
+
+
+def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
+    log.error("backend failed for %s", sid, exc_info=(type(exc), exc, exc.__traceback__))
+    return errors.BackendError(f"the outpost's backend failed ({type(exc).__name__}); see the outpost's log")
+
+
+async def poll_service(call: Call) -> Reply:
+    runtime = call.runtime
+    view = await runtime.store.poll_view(_service_id(call))
+    if view is None:
+        raise errors.UnknownService()
+    meta, state = view
+    status: int | None = None
+    if meta.phase in TERMINAL_PHASES:
+        status = meta.exit_code or 0
+    elif meta.phase == Phase.RUNNING and state is not None:
+        status = await runtime.backend.poll(state)
+    reply: dict[str, Any] = {"status": status}
+    if call.query.get("collect_logs", "").lower() == "true":
+        reply["logs"] = await runtime.backend.logs(state) if state is not None else []
+    return Reply(reply)
+
+
+async def stop_service(call: Call) -> Reply:
+    runtime = call.runtime
+    sid = _service_id(call)
+    if await runtime.store.meta(sid) is None:
+        raise errors.UnknownService()
+    if call.is_async:
+        await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))
+        await runtime.background.submit("stop", sid)
+        return Reply({}, HTTPStatus.ACCEPTED)
+    logs = await _stop(runtime, sid, collect_logs=call.query.get("collect_logs", "").lower() == "true")
+    return Reply({"logs": logs})
+
+
+async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
+    """A background stop, or the dev server's shutdown; a no-op for a service already gone."""
+    if await runtime.store.meta(sid) is not None:
+        await _stop(runtime, sid, collect_logs=False)
+
+
+async def _stop(runtime: Runtime, sid: ServiceId, *, collect_logs: bool) -> list[str]:
+    await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))
+    _, state, _ = await runtime.store.secrets(sid)  # undecryptable: 409, and the record is kept
+    logs: list[str] = []
+    if state is not None:
+        logs = await runtime.backend.logs(state) if collect_logs else []
+        await runtime.backend.stop(state)
+    await runtime.store.forget(sid)
+    log.info("stopped %s", sid)
+    return logs
+
+
+async def list_services(call: Call) -> Reply:
+    return Reply([meta.listing() for meta in await call.runtime.store.list_hub(call.hub)])
+
+
+async def list_flavors(call: Call) -> Reply:
+    return Reply({})
+
+
+async def user_flavors(call: Call) -> Reply:
+    call.json_object()
+    return Reply({})

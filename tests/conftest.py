@@ -1,0 +1,189 @@
+"""Shared fixtures: a real Redis, settings built directly, the functions served by their real loader."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+import uvicorn
+from cryptography.fernet import Fernet
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from outpost.devserver import build_router
+from outpost.embedded_redis import EmbeddedRedis
+from outpost.runtime import close_runtime, use_settings
+from outpost.settings import Settings
+
+TINY_SERVER = Path(__file__).parent / "support" / "tiny_singleuser.py"
+HUBS = {"hubA": "password-a", "hubB": "password-b"}
+
+
+@pytest.fixture(autouse=True)
+def isolate_environment() -> Iterator[None]:
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        yield server.url
+
+
+@pytest_asyncio.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def backend_config(tmp_path: Path) -> Path:
+    """An `outpost_config.py` that runs the tiny stand-in server."""
+    path = tmp_path / "outpost_config.py"
+    path.write_text(
+        f"c.LocalProcessBackend.cmd = [{sys.executable!r}, {str(TINY_SERVER)!r}]\n"
+        "c.LocalProcessBackend.start_timeout = 20.0\n"
+        "c.LocalProcessBackend.stop_timeout = 2.0\n"
+    )
+    return path
+
+
+@pytest_asyncio.fixture
+async def make_settings(
+    redis_url: str, redis: aioredis.Redis, tmp_path: Path, backend_config: Path
+) -> AsyncIterator[Callable[..., Settings]]:
+    """Build Settings directly (never through the environment) and serve with them."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "crypt_key": Fernet.generate_key().decode(),
+            "hub_usernames": ";".join(HUBS),
+            "hub_passwords": ";".join(HUBS.values()),
+            "redis_url": redis_url,
+            "data_dir": tmp_path / "data",
+            "backend_config_file": backend_config,
+            "hub_retries": 2,
+            "hub_timeout_seconds": 2.0,
+            **overrides,
+        }
+        settings = Settings(**values)
+        use_settings(settings)
+        return settings
+
+    yield make
+    await close_runtime()
+    use_settings(None)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+def basic(hub: str, password: str | None = None) -> dict[str, str]:
+    token = base64.b64encode(f"{hub}:{password if password is not None else HUBS[hub]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture(scope="session")
+def router() -> Any:
+    return build_router()
+
+
+@pytest_asyncio.fixture
+async def api(router: Any, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The three functions behind one router, as `outpost dev` and the Knative route serve them."""
+    transport = httpx.ASGITransport(app=router)
+    async with httpx.AsyncClient(transport=transport, base_url="http://outpost", timeout=30) as client:
+        yield client
+
+
+@dataclass
+class HubReceiver:
+    """A real HTTP server standing in for the hub's callback APIs; records what it receives."""
+
+    url: str = ""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 204
+
+    def of(self, path: str) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["path"] == path]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met in {timeout}s; calls: {self.calls}")
+            await asyncio.sleep(0.02)
+
+
+@pytest_asyncio.fixture
+async def hub_receiver() -> AsyncIterator[HubReceiver]:
+    receiver = HubReceiver()
+
+    async def record(request: Request) -> Response:
+        receiver.calls.append(
+            {
+                "path": request.url.path,
+                "authorization": request.headers.get("authorization"),
+                "json": await request.json(),
+            }
+        )
+        return Response(status_code=receiver.status)
+
+    app = Starlette(routes=[Route("/{path:path}", record, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="error"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    receiver.url = f"http://127.0.0.1:{port}"
+    yield receiver
+    server.should_exit = True
+    await task
+
+
+def start_body(
+    name: str = "srv", start_id: str = "1", user: str = "alice", hub_url: str = "", **extra: Any
+) -> dict[str, Any]:
+    """A start body shaped like the OutpostSpawner's."""
+    env = {
+        "JUPYTERHUB_API_TOKEN": "secret-api-token",
+        "JUPYTERHUB_USER": user,
+        "JUPYTERHUB_USER_ID": "7",
+        "JUPYTERHUB_SERVICE_PREFIX": f"/user/{user}/{name}/",
+        "JUPYTERHUB_API_URL": f"{hub_url}/hub/api",
+    }
+    if hub_url:
+        env["JUPYTERHUB_EVENTS_URL"] = f"{hub_url}/hub/api/users/progress/events/{user}/{name}"
+        env["JUPYTERHUB_SETUPTUNNEL_URL"] = f"{hub_url}/hub/api/users/setuptunnel/{user}/{name}"
+    body: dict[str, Any] = {
+        "name": name,
+        "env": env,
+        "user_options": {"start_id": start_id},
+        "misc": {"port": 0, "ip": "127.0.0.1", "internal_ssl": False, "services_enabled": True},
+        "certs": {},
+        "internal_trust_bundles": {},
+    }
+    body.update(extra)
+    return body
