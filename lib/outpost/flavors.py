@@ -1,0 +1,204 @@
+"""Which flavors a hub's user may start, the `/flavors` menu, and quota decisions with their messages.
+
+Pure: the configuration and matching live in `outpost.flavor_rules`; counting lives in `outpost.store`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from outpost.flavor_rules import (
+    Flavor,
+    FlavorConfigError,
+    FlavorPolicy,
+    Normaliser,
+    best_rule,
+    matches,
+    select_flavors,
+    user_rule_matches,
+)
+
+__all__ = [
+    "Admission",
+    "Flavor",
+    "FlavorConfigError",
+    "FlavorPolicy",
+    "Limits",
+    "Normaliser",
+    "Refusal",
+    "Usage",
+    "admission",
+    "allowed_flavors",
+    "flavor_menu",
+    "refusal_message",
+    "runtime_seconds",
+]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Servers counted now: of the flavor (all hubs), of the user in that flavor, of the user in total."""
+
+    flavor_total: int = 0
+    user_flavor: int = 0
+    user_total: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the store enforces atomically when it counts a start; -1 means unlimited."""
+
+    flavor_max: int = -1
+    per_user_max: int = -1
+    user_total_max: int = -1
+
+
+class Refusal(StrEnum):
+    # The quota values are the ones the store's counting script answers with.
+    UNKNOWN_FLAVOR = "unknown_flavor"
+    FLAVOR_NOT_ALLOWED = "flavor_not_allowed"
+    USER_FLAVOR_LIMIT = "user_flavor_limit"
+    FLAVOR_FULL = "flavor_full"
+    USER_TOTAL_LIMIT = "user_total_limit"
+
+
+@dataclass(frozen=True)
+class Admission:
+    limits: Limits
+    flavor: Flavor | None = None  # the effective flavor (overrides applied); None without flavors
+    refusal: Refusal | None = None
+    message: str = ""  # for the user; empty when allowed
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+
+def _normalised(policy: FlavorPolicy, authentication: Mapping[str, Any] | None) -> dict[str, Any]:
+    auth = dict(authentication or {})
+    if policy.normaliser is None or not auth:
+        return auth
+    result = policy.normaliser(copy.deepcopy(auth))
+    if not isinstance(result, dict):
+        raise TypeError("the authentication normaliser must return a dict")
+    return result
+
+
+def allowed_flavors(
+    policy: FlavorPolicy, hub: str, authentication: Mapping[str, Any] | None
+) -> dict[str, Flavor]:
+    """The flavors this hub's user may start, overrides applied; empty when nothing is configured.
+
+    As upstream: the best matching `hubs` rule picks the hub's flavors (no match: all). With an
+    authentication dict, the best matching `users` rule replaces that choice (from all flavors),
+    or blocks everything when `forbidden`; the hub rule's overrides apply before the user rule's.
+    """
+    if not policy.configured:
+        return {}
+    hub_rule = best_rule(r for r in policy.hubs.values() if matches(r.jupyterhub_name, hub))
+    auth = _normalised(policy, authentication)
+    user_rule = None
+    if auth:
+        user_rule = best_rule(r for r in policy.users.values() if user_rule_matches(r, hub, auth))
+    if user_rule is None:
+        return select_flavors(policy.flavors, hub_rule, [hub_rule])
+    if user_rule.forbidden:
+        return {}
+    return select_flavors(policy.flavors, user_rule, [hub_rule, user_rule])
+
+
+def flavor_menu(allowed: Mapping[str, Flavor], counts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """The protocol's `/flavors` answer; `counts` holds the running servers per flavor."""
+    menu: dict[str, dict[str, Any]] = {}
+    for name, flavor in allowed.items():
+        entry: dict[str, Any] = {"max": flavor.max}
+        if flavor.max_per_user is not None:
+            entry["maxPerUser"] = flavor.max_per_user
+        entry |= {
+            "weight": flavor.weight,
+            "display_name": flavor.display_name or name,
+            "description": flavor.description,
+        }
+        if flavor.runtime is not None:
+            entry["runtime"] = flavor.runtime.model_dump(exclude_defaults=True)
+        entry["current"] = counts.get(name, 0)
+        menu[name] = entry
+    return menu
+
+
+def runtime_seconds(flavor: Flavor) -> int | None:
+    """How long a server of this flavor may run, or None for no limit."""
+    return None if flavor.runtime is None else flavor.runtime.seconds
+
+
+def _servers(n: int) -> str:
+    return "server" if n == 1 else "servers"
+
+
+def refusal_message(refusal: Refusal, label: str, limits: Limits, count: int) -> str:
+    """The sentence for a quota refusal, also when the store's atomic check refuses after the pre-check."""
+    if refusal is Refusal.FLAVOR_FULL:
+        return (
+            f"Flavor '{label}' is full ({count} of {limits.flavor_max} in use). "
+            "Try again later or choose another flavor."
+        )
+    if refusal is Refusal.USER_FLAVOR_LIMIT:
+        return (
+            f"You already run {count} of the {limits.per_user_max} {_servers(limits.per_user_max)} "
+            f"each user may run with flavor '{label}'. Stop one before starting another."
+        )
+    if refusal is Refusal.USER_TOTAL_LIMIT:
+        return (
+            f"You already run {count} of the {limits.user_total_max} {_servers(limits.user_total_max)} "
+            "each user may run on this Outpost. Stop one before starting another."
+        )
+    raise ValueError(f"{refusal} is not a quota refusal")
+
+
+def _choices(allowed: Mapping[str, Flavor]) -> str:
+    if not allowed:
+        return "No flavor is available to you on this Outpost."
+    return "Choose one of: " + ", ".join(allowed) + "."
+
+
+def admission(
+    policy: FlavorPolicy,
+    hub: str,
+    authentication: Mapping[str, Any] | None,
+    flavor_name: str | None,
+    usage: Usage,
+) -> Admission:
+    """May this start go ahead, given the current `usage`? Checks run in upstream's order."""
+    total = policy.max_per_user_total
+    if not policy.configured:
+        limits = Limits(user_total_max=total)
+        if total != -1 and usage.user_total >= total:
+            message = refusal_message(Refusal.USER_TOTAL_LIMIT, "", limits, usage.user_total)
+            return Admission(limits, refusal=Refusal.USER_TOTAL_LIMIT, message=message)
+        return Admission(limits)
+
+    allowed = allowed_flavors(policy, hub, authentication)
+    if flavor_name is None or flavor_name not in policy.flavors:
+        what = "No flavor was chosen." if flavor_name is None else f"Flavor '{flavor_name}' does not exist."
+        return Admission(Limits(), refusal=Refusal.UNKNOWN_FLAVOR, message=f"{what} {_choices(allowed)}")
+    flavor = allowed.get(flavor_name)
+    if flavor is None:
+        message = f"You may not use flavor '{flavor_name}'. {_choices(allowed)}"
+        return Admission(Limits(), refusal=Refusal.FLAVOR_NOT_ALLOWED, message=message)
+
+    per_user = -1 if flavor.max_per_user is None else flavor.max_per_user
+    limits = Limits(flavor_max=flavor.max, per_user_max=per_user, user_total_max=total)
+    checks = (
+        (Refusal.USER_FLAVOR_LIMIT, per_user, usage.user_flavor),
+        (Refusal.FLAVOR_FULL, flavor.max, usage.flavor_total),
+        (Refusal.USER_TOTAL_LIMIT, total, usage.user_total),
+    )
+    for refusal, limit, count in checks:
+        if limit != -1 and count >= limit:
+            message = refusal_message(refusal, flavor.display_name or flavor_name, limits, count)
+            return Admission(limits, flavor, refusal, message)
+    return Admission(limits, flavor)
