@@ -1,10 +1,10 @@
-"""Poll function: the hot path (`GET /services/{name}/{start_id}`), listings, flavors and ping."""
+"""Poll function: the hot path (`GET /services/{name}/{start_id}`), listings, flavors, ping and the timer."""
 
 import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from outpost import api, operations
+from outpost import api, operations, timer
 
 ROUTES = [
     api.Route("GET", "/ping", operations.ping, public=True),
@@ -19,3 +19,8 @@ ROUTES = [
 @functions_framework.aio.http
 async def poll_service(request: Request) -> Response:
     return await api.dispatch(request, ROUTES)
+
+
+@functions_framework.aio.http
+async def poll_timer_event(request: Request) -> Response:
+    return await api.receive_event(request, timer.handle_tick)

@@ -107,6 +107,7 @@ async def run_dev(options: DevOptions) -> None:
     import uvicorn
 
     from outpost.devserver import build_router
+    from outpost.timer import run_timer
 
     options.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     async with redis_for(options) as redis_url:
@@ -120,9 +121,11 @@ async def run_dev(options: DevOptions) -> None:
         )
         print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")
         print(spawner_snippet(settings, options), flush=True)
+        timer = asyncio.create_task(run_timer(await get_runtime(), settings.timer_interval_seconds))
         try:
             await server.serve()
         finally:
+            timer.cancel()
             stopped = await stop_all_servers()
             print(f"stopped {stopped} server(s); bye", flush=True)
             await close_runtime()

@@ -134,12 +134,12 @@ class FlavorPolicy(_Frozen):
     def from_values(cls, values: Mapping[str, Any], normaliser: Normaliser | None = None) -> FlavorPolicy:
         """Read the flavor keys from the whole Helm values mapping; raise `FlavorConfigError`."""
         keys = ("flavors", "users", "hubs", "maxPerUserTotal")
+        grouped = values.get("flavors")
+        if isinstance(grouped, Mapping) and isinstance(grouped.get("flavors"), Mapping):
+            # The Helm values group all four under `flavors:` (`flavors.flavors.<name>`);
+            # the upstream flavors file keeps them side by side. Both read the same.
+            values = {**values, **grouped}
         data: dict[str, Any] = {key: values[key] for key in keys if values.get(key) is not None}
-        flavors = data.get("flavors")
-        nested = sorted(set(keys) & set(flavors)) if isinstance(flavors, dict) else []
-        if nested:
-            # The upstream flavors file keeps these side by side; nesting them is the likely mistake.
-            raise FlavorConfigError(f"flavors.{nested[0]}: belongs at the top level, beside flavors")
         try:
             policy = cls.model_validate({**data, "normaliser": normaliser})
         except ValidationError as exc:

@@ -8,15 +8,16 @@ from typing import Any
 
 import httpx
 
-from outpost import errors
+from outpost import errors, quota
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
+from outpost.flavors import runtime_seconds
+from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
+from outpost.overrides import refused_overrides
 from outpost.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-_REFUSALS = {"exists": errors.ServiceExists}
 
 
 def _service_id(call: Call) -> ServiceId:
@@ -31,6 +32,12 @@ async def start_service(call: Call) -> Reply:
     request = call.json(StartRequest)
     sid = ServiceId(call.hub, request.name, request.start_id)
     runtime = call.runtime
+    refused = refused_overrides(
+        call.hub, request.misc, runtime.settings.hub(call.hub).allowed_overrides, runtime.hooks.allow_override
+    )
+    if refused:
+        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {', '.join(refused)}.")
+    decision = await quota.admit(runtime, call.hub, request)
     certs = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
     created = await runtime.store.create(
         sid,
@@ -39,10 +46,11 @@ async def start_service(call: Call) -> Reply:
         flavor=request.flavor,
         body=request.without_certs(),
         certs=certs if call.is_async and request.certs else None,
-        limits=None,
+        limits=decision.limits,
+        runtime_seconds=runtime_seconds(decision.flavor) if decision.flavor else None,
     )
     if not created.ok:
-        raise _REFUSALS[created.refusal]()
+        raise quota.refused_by_store(decision, request.flavor or "", created.refusal, created.count)
     log.info("start requested for %s (%s)", sid, "async" if call.is_async else "sync")
     if call.is_async:
         try:
@@ -83,12 +91,14 @@ async def _start(
     async def save_state(state: dict[str, Any]) -> None:
         await runtime.store.save_backend_state(sid, state)
 
+    flavor = runtime.flavor_policy.flavors.get(body.get("user_options", {}).get("flavor") or "")
     spec = StartSpec(
         sid=sid,
         env=env,
         misc=body.get("misc", {}),
         certs=certs.get("certs", {}),
         trust_bundles=certs.get("internal_trust_bundles", {}),
+        resources=dict(flavor.resources) if flavor else {},
     )
     await progress(10, "Start request received by the outpost")
     try:
@@ -98,14 +108,16 @@ async def _start(
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
             await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)
+        await quota.send_flavor_update(runtime, sid, env)
         raise failure from None
-    address = started.address
+    address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
     if await runtime.store.mark_running(sid, _host_port(address), address) not in (Phase.PENDING, Phase.STARTING):
         # A stop arrived while we were starting: it wins.
         await runtime.backend.stop(started.state)
         await runtime.store.forget(sid)
         raise errors.BackendError("the server was stopped while it was starting")
     await progress(100, "Server is ready")
+    await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
         await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
     log.info("started %s", sid)
@@ -159,13 +171,14 @@ async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
 
 async def _stop(runtime: Runtime, sid: ServiceId, *, collect_logs: bool) -> list[str]:
     await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))
-    _, state, _ = await runtime.store.secrets(sid)  # undecryptable: 409, and the record is kept
+    body, state, _ = await runtime.store.secrets(sid)  # undecryptable: 409, and the record is kept
     logs: list[str] = []
     if state is not None:
         logs = await runtime.backend.logs(state) if collect_logs else []
         await runtime.backend.stop(state)
     await runtime.store.forget(sid)
     log.info("stopped %s", sid)
+    await quota.send_flavor_update(runtime, sid, body.get("env", {}))
     return logs
 
 
@@ -174,9 +187,9 @@ async def list_services(call: Call) -> Reply:
 
 
 async def list_flavors(call: Call) -> Reply:
-    return Reply({})
+    return Reply(await quota.menu(call.runtime, call.hub))
 
 
 async def user_flavors(call: Call) -> Reply:
-    call.json_object()
-    return Reply({})
+    """The menu narrowed to one user; the body is that user's authentication dict."""
+    return Reply(await quota.menu(call.runtime, call.hub, call.json_object()))

@@ -11,8 +11,13 @@ from typing import TYPE_CHECKING
 import httpx
 import redis.asyncio as aioredis
 
+from traitlets.config import Config
+
+from outpost.backends.base import load_backend_config
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
+from outpost.flavor_rules import FlavorPolicy
+from outpost.hooks import Outpost, load_hooks
 from outpost.hub import HubClient
 from outpost.settings import Settings, load_settings
 from outpost.store import Store
@@ -34,15 +39,25 @@ class Runtime:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @cached_property
+    def config(self) -> Config:
+        """The administrator's `outpost_config.py`: backend options and hooks."""
+        return load_backend_config(self.settings.backend_config_file)
+
+    @cached_property
+    def hooks(self) -> Outpost:
+        return load_hooks(self.config)
+
+    @cached_property
+    def flavor_policy(self) -> FlavorPolicy:
+        return self.settings.flavor_policy(self.hooks.normalise_authentication)
+
+    @cached_property
     def backend(self) -> Backend:
         # Imported here so a poll function does not pay for backends it never uses.
-        from outpost.backends.base import load_backend_config
-
-        config = load_backend_config(self.settings.backend_config_file)
         if self.settings.backend == "local":
             from outpost.backends.local import LocalBackend
 
-            return LocalBackend(config, self.settings.data_dir)
+            return LocalBackend(self.config, self.settings.data_dir)
         raise ConfigurationError(f"backend {self.settings.backend!r} is not available in this build")
 
     @cached_property

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.errors import ConfigurationError
+from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
 
 MIB = 1024 * 1024
 
@@ -26,6 +27,18 @@ class SSHKeyEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     hub: str
     key: str
+
+
+class HubOptions(BaseModel):
+    """Per-hub options (YAML `hubOptions.<hub credential name>`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # Which `misc` backend options the hub may override: "all", "none" or a list of keys.
+    allowed_overrides: Literal["all", "none"] | list[str] = Field(default="all", alias="allowedOverrides")
+    # Token for JUPYTERHUB_FLAVORS_UPDATE_URL when the hub does not send one in the start's env.
+    flavors_update_token: SecretStr | None = Field(default=None, alias="flavorsUpdateToken")
+    # Re-send every running service's address after the SSH daemon restarts.
+    recreate_tunnels: bool = Field(default=True, alias="recreateTunnels")
 
 
 class Settings(BaseSettings):
@@ -51,12 +64,15 @@ class Settings(BaseSettings):
     events_sink: str | None = None
     hub_timeout_seconds: float = Field(default=10.0, gt=0)
     hub_retries: int = Field(default=3, ge=1)
-    # Per-hub options, e.g. {"hubA": {"flavorsUpdateToken": ..., "recreateTunnels": false}}.
-    hub_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    hub_options: dict[str, HubOptions] = Field(default_factory=dict)
+    # How often the timer (expiry of runtime limits) runs in `outpost dev`; Knative uses a PingSource.
+    timer_interval_seconds: float = Field(default=60.0, gt=0)
 
+    # Flavors and their rules, validated here and interpreted by `outpost.flavors`.
     flavors: dict[str, Any] = Field(default_factory=dict)
     users: dict[str, Any] = Field(default_factory=dict)
     hubs: dict[str, Any] = Field(default_factory=dict)
+    max_per_user_total: int = -1
 
     ssh_listen_host: str = "0.0.0.0"
     ssh_port: int = Field(default=2222, ge=0, le=65535)
@@ -75,6 +91,24 @@ class Settings(BaseSettings):
             raise ValueError("OUTPOST_CRYPT_KEY is empty")
         return value
 
+    @model_validator(mode="after")
+    def _flavors_valid(self) -> Settings:
+        try:
+            self.flavor_policy()
+        except FlavorConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def flavor_policy(self, normaliser: Normaliser | None = None) -> FlavorPolicy:
+        values = {"flavors": self.flavors, "users": self.users, "hubs": self.hubs}
+        return FlavorPolicy.from_values({**values, "maxPerUserTotal": self.max_per_user_total}, normaliser)
+
+    def hub(self, hub: str) -> HubOptions:
+        return self.hub_options.get(hub) or HubOptions()
+
+    def recreates_tunnels(self, hub: str) -> bool:
+        return self.hub(hub).recreate_tunnels
+
     def crypt_keys(self) -> list[str]:
         return [k.strip() for k in re.split("[,;]", self.crypt_key.get_secret_value()) if k.strip()]
 
@@ -88,8 +122,6 @@ class Settings(BaseSettings):
             )
         return {name: password for name, password in zip(names, passwords, strict=True) if name}
 
-    def recreates_tunnels(self, hub: str) -> bool:
-        return bool(self.hub_options.get(hub, {}).get("recreateTunnels", True))
 
 
 def _snake(key: str) -> str:

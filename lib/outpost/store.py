@@ -4,6 +4,7 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:hub:{hub}:svc:{name}:{start_id}   hash   plain metadata + Fernet-encrypted `body`, `state`, `answer`
   outpost:hub:{hub}:services                set    record keys of that hub (listing never scans others)
   outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup)
+  outpost:expiry                            zset   record keys scored by the end of their runtime limit
   outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
   outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
   outpost:once:{id}                         string idempotency marker of a delivered event
@@ -18,8 +19,10 @@ from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock
 
 from outpost.crypto import Crypt
+from outpost.flavors import Limits
 from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
 
 PLAIN_FIELDS = (
@@ -27,6 +30,7 @@ PLAIN_FIELDS = (
     "start_date", "end_date", "last_update", "exit_code", "address", "state_stored",
 )  # fmt: skip
 ADDRESSES = "outpost:addresses"
+EXPIRY = "outpost:expiry"
 CERTS_TTL_SECONDS = 900
 
 
@@ -55,17 +59,12 @@ def key_user_slots(hub: str, user: str, flavor: str | None = None) -> str:
     return base if flavor is None else f"{base}:{_q(flavor)}"
 
 
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class SlotLimits:
-    """Limits enforced atomically when a record is created; -1 means unlimited."""
-
-    flavor_max: int = -1
-    per_user_max: int = -1
-    user_total_max: int = -1
+    return _iso(dt.datetime.now(dt.UTC))
 
 
 @dataclass(frozen=True)
@@ -91,28 +90,26 @@ class TunnelTarget:
     api_token: str
 
 
-# KEYS: record, index, flavor slots, user-flavor slots, user slots
-# ARGV: flavor_max, per_user_max, user_total_max, counted(0/1), then field/value pairs
+# Checks the limits and takes a slot in one step, so concurrent starts never exceed a limit.
+# KEYS: record, index, flavor slots, user-flavor slots, user slots, expiry
+# ARGV: flavor_max, per_user_max, user_total_max, end timestamp (0: none), then field/value pairs
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
-local counted = ARGV[4] == '1'
-if counted then
-  local checks = {{KEYS[3], ARGV[1], 'flavor_full'}, {KEYS[4], ARGV[2], 'user_flavor_limit'},
-                  {KEYS[5], ARGV[3], 'user_total_limit'}}
-  for _, c in ipairs(checks) do
-    local n = tonumber(redis.call('GET', c[1]) or '0')
-    if tonumber(c[2]) >= 0 and n >= tonumber(c[2]) then return {c[3], n} end
-  end
-  for i = 3, 5 do redis.call('INCR', KEYS[i]) end
+local checks = {{KEYS[4], ARGV[2], 'user_flavor_limit'}, {KEYS[3], ARGV[1], 'flavor_full'},
+                {KEYS[5], ARGV[3], 'user_total_limit'}}
+for _, c in ipairs(checks) do
+  local n = tonumber(redis.call('GET', c[1]) or '0')
+  if tonumber(c[2]) >= 0 and n >= tonumber(c[2]) then return {c[3], n} end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-if counted then redis.call('HSET', KEYS[1], 'slot', '1') end
+for i = 3, 5 do redis.call('INCR', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 5))
 redis.call('SADD', KEYS[2], KEYS[1])
+if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
 """
 
 # Deletes a record and everything pointing at it; frees its slot exactly once.
-# KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots
+# KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots, expiry
 _FORGET = """
 if redis.call('HGET', KEYS[1], 'slot') == '1' then
   for i = 5, 7 do
@@ -125,6 +122,7 @@ if address and address ~= '' and redis.call('HGET', KEYS[4], address) == KEYS[1]
 end
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('SREM', KEYS[2], KEYS[1])
+redis.call('ZREM', KEYS[8], KEYS[1])
 """
 
 # Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
@@ -171,21 +169,21 @@ class Store:
         flavor: str | None,
         body: dict[str, Any],
         certs: dict[str, Any] | None,
-        limits: SlotLimits | None,
-        end_date: str = "",
+        limits: Limits,
+        runtime_seconds: int | None = None,
     ) -> Created:
-        now = now_iso()
+        """Store a PENDING record and take its slot, unless it exists or a limit is reached."""
+        now = dt.datetime.now(dt.UTC)
+        end = now + dt.timedelta(seconds=runtime_seconds) if runtime_seconds else None
         fields: dict[str, str | bytes] = {
             "hub": sid.hub, "name": sid.name, "start_id": sid.start_id, "user": user,
             "user_id": user_id, "flavor": flavor or "", "phase": Phase.PENDING.value,
-            "start_date": now, "end_date": end_date, "last_update": now, "exit_code": "",
-            "address": "", "state_stored": "0", "body": self.crypt.encrypt_json(body),
+            "start_date": _iso(now), "end_date": _iso(end) if end else "", "last_update": _iso(now),
+            "exit_code": "", "address": "", "state_stored": "0", "body": self.crypt.encrypt_json(body),
         }  # fmt: skip
-        counted = limits is not None and flavor is not None
-        lim = limits or SlotLimits()
-        keys = [key_record(sid), key_index(sid.hub), *self._slot_keys(sid.hub, user, flavor or "")]
-        args: list[str | bytes | int] = [lim.flavor_max, lim.per_user_max, lim.user_total_max]
-        args += ["1" if counted else "0", *_flatten(fields)]
+        keys = [key_record(sid), key_index(sid.hub), *self._slot_keys(sid.hub, user, flavor or ""), EXPIRY]
+        args: list[str | bytes | int | float] = [limits.flavor_max, limits.per_user_max, limits.user_total_max]
+        args += [end.timestamp() if end else 0, *_flatten(fields)]
         verdict, count = await self._create(keys=keys, args=args)
         if _text(verdict) != "ok":
             return Created(ok=False, refusal=_text(verdict), count=int(count))
@@ -227,7 +225,9 @@ class Store:
         """Delete the record, its index entry, address and certs; free its slot exactly once."""
         meta = await self.meta(sid)
         slot_keys = self._slot_keys(sid.hub, meta.user if meta else "", meta.flavor if meta else "")
-        await self._forget(keys=[key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys])
+        await self._forget(
+            keys=[key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY]
+        )
 
     async def once(self, marker: str, ttl_seconds: int = 86400) -> bool:
         """True the first time a marker is seen (CloudEvents are delivered at least once)."""
@@ -278,6 +278,21 @@ class Store:
                 meta = _meta(await self.redis.hmget(record_key, PLAIN_FIELDS))
                 if meta is not None:
                     yield meta
+
+    async def expired(self, now: dt.datetime) -> list[ServiceMeta]:
+        """Services whose runtime limit has passed."""
+        keys = await self.redis.zrangebyscore(EXPIRY, "-inf", now.timestamp())
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, PLAIN_FIELDS)
+            rows = await pipe.execute()
+        return [meta for meta in map(_meta, rows) if meta is not None]
+
+    def lock(self, name: str, ttl_seconds: float) -> Lock:
+        """A non-blocking lock that expires by itself: overlapping timer runs do nothing twice."""
+        return self.redis.lock(f"outpost:lock:{name}", timeout=ttl_seconds, blocking=False)
 
     async def flavor_counts(self, flavors: Sequence[str]) -> dict[str, int]:
         if not flavors:

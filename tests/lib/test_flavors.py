@@ -375,17 +375,19 @@ def test_normaliser_must_return_a_dict() -> None:
             "flavors: is required when users or hubs rules are configured",
             id="rules-without-flavors",
         ),
-        pytest.param(
-            {"flavors": {"flavors": FLAVORS, "users": {}}},
-            "flavors.flavors: belongs at the top level",
-            id="nested-layout",
-        ),
     ],
 )
 def test_config_errors_name_the_key(values: dict[str, Any], message: str) -> None:
     with pytest.raises(FlavorConfigError) as info:
         FlavorPolicy.from_values(values)
     assert str(info.value).startswith(message)
+
+
+def test_helm_layout_nests_everything_under_flavors() -> None:
+    rules = {"users": {"u": {"authentication": {"name": "alice"}, "flavors": ["cpu"]}}}
+    flat = FlavorPolicy.from_values({"flavors": FLAVORS, **rules, "maxPerUserTotal": 3})
+    nested = FlavorPolicy.from_values({"flavors": {"flavors": FLAVORS, **rules, "maxPerUserTotal": 3}})
+    assert nested == flat and nested.max_per_user_total == 3
 
 
 def test_config_errors_are_all_reported() -> None:

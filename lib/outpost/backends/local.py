@@ -116,6 +116,10 @@ class LocalBackend:
         env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
         env.update(spec.env)
         env.update(options.env)
+        # JupyterHub's convention: limits are announced to the server (e.g. jupyter-resource-usage).
+        for key in ("mem_limit", "cpu_limit", "mem_guarantee", "cpu_guarantee"):
+            if key in spec.resources:
+                env[key.upper()] = str(spec.resources[key])
         scheme = "http"
         if spec.certs.get("keyfile") and spec.certs.get("certfile"):
             scheme = "https"
