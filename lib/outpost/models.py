@@ -109,6 +109,9 @@ class ServiceMeta:
     exit_code: int | None
     address: str
     state_stored: bool
+    # The last status an event reported (None: running) and when (epoch seconds; 0: never).
+    observed_exit: int | None = None
+    observed_at: float = 0.0
 
     def listing(self) -> dict[str, Any]:
         """One entry of `GET /services`."""

@@ -28,6 +28,7 @@ from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
 PLAIN_FIELDS = (
     "hub", "name", "start_id", "user", "user_id", "flavor", "phase",
     "start_date", "end_date", "last_update", "exit_code", "address", "state_stored",
+    "observed", "observed_at",
 )  # fmt: skip
 ADDRESSES = "outpost:addresses"
 EXPIRY = "outpost:expiry"
@@ -140,6 +141,16 @@ return phase
 """
 
 
+# KEYS: record. ARGV: observed exit code ("" = running), observed timestamp
+_OBSERVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local before = tonumber(redis.call('HGET', KEYS[1], 'observed_at') or '0')
+if tonumber(ARGV[2]) < before then return 0 end
+redis.call('HSET', KEYS[1], 'observed', ARGV[1], 'observed_at', ARGV[2])
+return 1
+"""
+
+
 def _flatten(fields: dict[str, str | bytes]) -> list[str | bytes]:
     return [item for pair in fields.items() for item in pair]
 
@@ -154,6 +165,7 @@ class Store:
     def __init__(self, client: aioredis.Redis, crypt: Crypt) -> None:
         self.redis = client
         self.crypt = crypt
+        self._observe = client.register_script(_OBSERVE)
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
         self._transition = client.register_script(_TRANSITION)
@@ -201,6 +213,14 @@ class Store:
             args=[to.value, ",".join(p.value for p in allowed_from), *_flatten(fields)],
         )
         return Phase(_text(found)) if found else None
+
+    async def record_observed(self, sid: ServiceId, exit_code: int | None, at: float) -> bool:
+        """Cache a status seen by an event (None: running) for polls; ignored for unknown services
+        and for observations older than the one stored (events arrive out of order)."""
+        stored = await self._observe(
+            keys=[key_record(sid)], args=["" if exit_code is None else str(exit_code), repr(at)]
+        )
+        return bool(stored)
 
     async def save_backend_state(self, sid: ServiceId, state: dict[str, Any]) -> None:
         await self.redis.hset(
@@ -332,7 +352,7 @@ def _meta(values: Sequence[bytes | None]) -> ServiceMeta | None:
     row = dict(zip(PLAIN_FIELDS, (_text(v) if v is not None else None for v in values), strict=True))
     if row["phase"] is None or row["hub"] is None:
         return None
-    exit_code = row["exit_code"]
+    exit_code, observed = row["exit_code"], row["observed"]
     return ServiceMeta(
         id=ServiceId(row["hub"] or "", row["name"] or "", row["start_id"] or ""),
         user=row["user"] or "",
@@ -345,4 +365,6 @@ def _meta(values: Sequence[bytes | None]) -> ServiceMeta | None:
         exit_code=int(exit_code) if exit_code not in (None, "") else None,
         address=row["address"] or "",
         state_stored=row["state_stored"] == "1",
+        observed_exit=int(observed) if observed not in (None, "") else None,
+        observed_at=float(row["observed_at"] or 0),
     )

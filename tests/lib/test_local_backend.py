@@ -1,0 +1,129 @@
+"""The local-process backend with real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from traitlets.config import Config
+
+from outpost.backends.base import StartSpec
+from outpost.backends.local import LocalBackend
+from outpost.errors import BackendError, InvalidBody
+from outpost.models import ServiceId
+from tests.conftest import TINY_SERVER
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def make_backend(tmp_path: Path, **options: Any) -> LocalBackend:
+    config = Config()
+    config.LocalProcessBackend.cmd = [sys.executable, str(TINY_SERVER)]
+    config.LocalProcessBackend.start_timeout = 20.0
+    config.LocalProcessBackend.stop_timeout = 1.0
+    for key, value in options.items():
+        setattr(config.LocalProcessBackend, key, value)
+    return LocalBackend(config, tmp_path)
+
+
+def spec(misc: dict[str, Any] | None = None, **env: str) -> StartSpec:
+    return StartSpec(
+        sid=ServiceId("hub", "srv", "1"),
+        env={"JUPYTERHUB_USER": "alice", "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/", **env},
+        misc=misc or {},
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.states: list[dict[str, Any]] = []
+        self.progress: list[tuple[int, str]] = []
+
+    async def save(self, state: dict[str, Any]) -> None:
+        self.states.append(state)
+
+    async def report(self, percent: int, message: str) -> None:
+        self.progress.append((percent, message))
+
+
+async def test_start_poll_stop_and_resume_in_a_fresh_backend(tmp_path: Path) -> None:
+    recorder = Recorder()
+    started = await make_backend(tmp_path).start(spec(), recorder.save, recorder.report)
+    assert recorder.states == [started.state] and recorder.progress[0][0] == 50
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{started.address}/user/alice/")).json()["user"] == "alice"
+    stored = json.loads(json.dumps(started.state))  # what Redis gives back, in another process
+    fresh = make_backend(tmp_path)
+    assert await fresh.poll(stored) is None
+    pid = stored["pid"]
+    children = [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    await fresh.stop(stored)
+    assert await fresh.poll(stored) is not None
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in children)
+    await fresh.stop(stored)  # stopping again is not an error
+
+
+async def test_exit_code_is_reported_to_any_poller(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path, env={"TINY_EXIT_CODE": "0"})
+    with pytest.raises(BackendError, match="exited with code 0"):
+        await backend.start(spec(), Recorder().save, Recorder().report)
+    recorder = Recorder()
+    started = await make_backend(tmp_path).start(spec(), recorder.save, recorder.report)
+    server = psutil.Process(started.state["pid"]).children()
+    for child in server:
+        child.terminate()
+    psutil.wait_procs(server, timeout=5)
+    for _ in range(200):
+        if await make_backend(tmp_path).poll(started.state) is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert await make_backend(tmp_path).poll(started.state) == 143  # 128 + SIGTERM, recorded by sh
+    await make_backend(tmp_path).stop(started.state)
+
+
+async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    recorder = Recorder()
+    backend = make_backend(tmp_path, env={"TINY_IGNORE_SIGTERM": "1"})
+    started = await backend.start(spec(), recorder.save, recorder.report)
+    server = psutil.Process(started.state["pid"]).children()[0]
+    await backend.stop(started.state)
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_pid_reuse_is_not_mistaken_for_the_server(tmp_path: Path) -> None:
+    started = await make_backend(tmp_path).start(spec(), Recorder().save, Recorder().report)
+    impostor = {**started.state, "create_time": started.state["create_time"] - 1000}
+    assert await make_backend(tmp_path).poll(impostor) == 1
+    await make_backend(tmp_path).stop(impostor)  # must not kill the real server
+    assert await make_backend(tmp_path).poll(started.state) is None
+    await make_backend(tmp_path).stop(started.state)
+
+
+async def test_misc_overrides_options_and_bad_types_are_rejected(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path)
+    started = await backend.start(spec({"env": {"MEM_LIMIT": "5G"}, "unrelated": 1}), Recorder().save, Recorder().report)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(started.address)).json()["limits"] == {"MEM_LIMIT": "5G"}
+    await backend.stop(started.state)
+    with pytest.raises(InvalidBody):
+        await backend.start(spec({"port": "not a port"}), Recorder().save, Recorder().report)
+
+
+async def test_missing_command_is_a_backend_error(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path, cmd=["/nonexistent/jupyterhub-singleuser"])
+    with pytest.raises(BackendError, match="exited with code 127"):
+        await backend.start(spec(), Recorder().save, Recorder().report)
+
+
+async def test_logs_hold_the_servers_output(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path)
+    started = await backend.start(spec(), Recorder().save, Recorder().report)
+    assert any("tiny server for alice" in line for line in await backend.logs(started.state))
+    await backend.stop(started.state)
+    assert await backend.logs(started.state) == []
