@@ -142,8 +142,10 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     try:
         route, params = _find(routes, request.method, request.url.path.rstrip("/") or "/")
         runtime = await get_runtime()
-        hub = "" if route.public else authenticate(
-            request.headers.get("authorization"), runtime.settings.hub_credentials()
+        hub = (
+            ""
+            if route.public
+            else authenticate(request.headers.get("authorization"), runtime.settings.hub_credentials())
         )
         body = await _read_body(request, runtime.settings.max_body_bytes)
         call = Call(runtime, hub, params, request.query_params, request.headers, body)
@@ -183,10 +185,14 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, errors.SpawnFailed):
         return JSONResponse(exc.protocol_body(), status_code=exc.status)
     if isinstance(exc, errors.OutpostError) and exc.status < HTTPStatus.INTERNAL_SERVER_ERROR:
-        headers = {"WWW-Authenticate": 'Basic realm="outpost"'} if isinstance(exc, errors.Unauthorized) else None
+        headers = (
+            {"WWW-Authenticate": 'Basic realm="outpost"'} if isinstance(exc, errors.Unauthorized) else None
+        )
         return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status, headers)
     if isinstance(exc, errors.StoreUnavailable | errors.EventsUnavailable):
         return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status)
     log.error("unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
-    message = exc.message if isinstance(exc, errors.ConfigurationError) else "internal error; see the outpost's log"
+    message = (
+        exc.message if isinstance(exc, errors.ConfigurationError) else "internal error; see the outpost's log"
+    )
     return JSONResponse({"error": "InternalError", "message": message}, HTTPStatus.INTERNAL_SERVER_ERROR)

@@ -18,9 +18,13 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--api-host", default="127.0.0.1", help="address of the API (default 127.0.0.1)")
     dev.add_argument("--api-port", type=int, default=8080, help="API port (default 8080)")
     dev.add_argument("--ssh-port", type=int, default=2222, help="SSH daemon port (default 2222)")
-    dev.add_argument("--data-dir", type=Path, default=Path(".outpost"), help="state directory (default .outpost)")
+    dev.add_argument(
+        "--data-dir", type=Path, default=Path(".outpost"), help="state directory (default .outpost)"
+    )
     dev.add_argument("--config", type=Path, default=None, help="YAML configuration (the Helm values' keys)")
-    dev.add_argument("--backend", default="local", choices=["local"], help="where servers run (default local)")
+    dev.add_argument(
+        "--backend", default="local", choices=["local"], help="where servers run (default local)"
+    )
     return parser
 
 

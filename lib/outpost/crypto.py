@@ -25,13 +25,13 @@ class Crypt:
     def encrypt_json(self, value: Any) -> bytes:
         return self._fernet.encrypt(json.dumps(value, separators=(",", ":")).encode())
 
-    def decrypt_json(self, token: bytes) -> Any:
+    def decrypt_json(self, token: bytes | str) -> Any:
         try:
             return json.loads(self._fernet.decrypt(token))
         except (InvalidToken, ValueError, TypeError):
             raise UndecryptableRecord() from None
 
-    def rotate(self, token: bytes) -> bytes:
+    def rotate(self, token: bytes | str) -> bytes:
         """Re-encrypt under the first key (used by `outpost rotate-key`)."""
         try:
             return self._fernet.rotate(token)

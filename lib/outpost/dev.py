@@ -116,7 +116,11 @@ async def run_dev(options: DevOptions) -> None:
         await (await get_runtime()).store.redis.ping()
         server = uvicorn.Server(
             uvicorn.Config(
-                build_router(), host=options.api_host, port=options.api_port, lifespan="off", log_level="warning"
+                build_router(),
+                host=options.api_host,
+                port=options.api_port,
+                lifespan="off",
+                log_level="warning",
             )
         )
         print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")

@@ -1,8 +1,8 @@
 """Administrator hooks from `outpost_config.py`, configured the way JupyterHub is configured.
 
-    c.Outpost.normalise_authentication = lambda auth: {**auth, "name": auth["name"].lower()}
-    c.Outpost.allow_override = lambda hub, key, value: key in {"image", "port", "ip"}
-    c.Outpost.sanitize_start_response = lambda hub, name, address: address.replace("svc", "svc.example")
+c.Outpost.normalise_authentication = lambda auth: {**auth, "name": auth["name"].lower()}
+c.Outpost.allow_override = lambda hub, key, value: key in {"image", "port", "ip"}
+c.Outpost.sanitize_start_response = lambda hub, name, address: address.replace("svc", "svc.example")
 """
 
 from __future__ import annotations

@@ -111,7 +111,10 @@ async def _start(
         await quota.send_flavor_update(runtime, sid, env)
         raise failure from None
     address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
-    if await runtime.store.mark_running(sid, _host_port(address), address) not in (Phase.PENDING, Phase.STARTING):
+    if await runtime.store.mark_running(sid, _host_port(address), address) not in (
+        Phase.PENDING,
+        Phase.STARTING,
+    ):
         # A stop arrived while we were starting: it wins.
         await runtime.backend.stop(started.state)
         await runtime.store.forget(sid)
@@ -119,7 +122,9 @@ async def _start(
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
-        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
+        await runtime.hub.setup_tunnel(
+            env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about
+        )
     log.info("started %s", sid)
     return address
 

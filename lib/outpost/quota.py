@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from outpost import errors
-from outpost.flavors import Admission, Refusal, Usage, admission, allowed_flavors, flavor_menu, refusal_message
+from outpost.flavors import (
+    Admission,
+    Refusal,
+    Usage,
+    admission,
+    allowed_flavors,
+    flavor_menu,
+    refusal_message,
+)
 from outpost.models import ServiceId, StartRequest
 from outpost.runtime import Runtime
 
@@ -28,7 +36,11 @@ async def admit(runtime: Runtime, hub: str, request: StartRequest) -> Admission:
     (flavor_total,) = (await runtime.store.flavor_counts([flavor])).values()
     user_flavor, user_total = await runtime.store.user_counts(hub, request.user, flavor)
     decision = admission(
-        runtime.flavor_policy, hub, request.authentication, request.flavor, Usage(flavor_total, user_flavor, user_total)
+        runtime.flavor_policy,
+        hub,
+        request.authentication,
+        request.flavor,
+        Usage(flavor_total, user_flavor, user_total),
     )
     if decision.refusal is not None:
         raise _ERRORS[decision.refusal](decision.message)
@@ -54,7 +66,9 @@ async def send_flavor_update(runtime: Runtime, sid: ServiceId, env: Mapping[str,
     """After a start, failed start or stop, keep the hub's flavor menu current."""
     url = env.get("JUPYTERHUB_FLAVORS_UPDATE_URL")
     configured = runtime.settings.hub(sid.hub).flavors_update_token
-    token = env.get("JUPYTERHUB_FLAVORS_UPDATE_TOKEN") or (configured.get_secret_value() if configured else None)
+    token = env.get("JUPYTERHUB_FLAVORS_UPDATE_TOKEN") or (
+        configured.get_secret_value() if configured else None
+    )
     if not url or not token or not runtime.flavor_policy.configured:
         return
     await runtime.hub.flavors_update(url, token, await menu(runtime, sid.hub), str(sid))

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 import redis.asyncio as aioredis
-
 from traitlets.config import Config
 
 from outpost.backends.base import load_backend_config

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.errors import ConfigurationError
@@ -117,11 +125,8 @@ class Settings(BaseSettings):
         names = [n.strip() for n in self.hub_usernames.split(";")]
         passwords = self.hub_passwords.get_secret_value().split(";")
         if len(names) != len(passwords):
-            raise ConfigurationError(
-                f"outpost-users: {len(names)} usernames but {len(passwords)} passwords"
-            )
+            raise ConfigurationError(f"outpost-users: {len(names)} usernames but {len(passwords)} passwords")
         return {name: password for name, password in zip(names, passwords, strict=True) if name}
-
 
 
 def _snake(key: str) -> str:

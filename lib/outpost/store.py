@@ -23,7 +23,7 @@ from redis.asyncio.lock import Lock
 
 from outpost.crypto import Crypt
 from outpost.flavors import Limits
-from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
+from outpost.models import Phase, ServiceId, ServiceMeta
 
 PLAIN_FIELDS = (
     "hub", "name", "start_id", "user", "user_id", "flavor", "phase",
@@ -194,7 +194,11 @@ class Store:
             "exit_code": "", "address": "", "state_stored": "0", "body": self.crypt.encrypt_json(body),
         }  # fmt: skip
         keys = [key_record(sid), key_index(sid.hub), *self._slot_keys(sid.hub, user, flavor or ""), EXPIRY]
-        args: list[str | bytes | int | float] = [limits.flavor_max, limits.per_user_max, limits.user_total_max]
+        args: list[str | bytes | int | float] = [
+            limits.flavor_max,
+            limits.per_user_max,
+            limits.user_total_max,
+        ]
         args += [end.timestamp() if end else 0, *_flatten(fields)]
         verdict, count = await self._create(keys=keys, args=args)
         if _text(verdict) != "ok":
@@ -282,12 +286,15 @@ class Store:
         return self.crypt.decrypt_json(token) if token else {}
 
     async def list_hub(self, hub: str) -> list[ServiceMeta]:
-        keys = sorted(_text(k) for k in await self.redis.smembers(key_index(hub)))
+        return await self._metas(sorted(_text(k) for k in await self.redis.smembers(key_index(hub))))
+
+    async def _metas(self, keys: Sequence[bytes | str]) -> list[ServiceMeta]:
+        """The metadata of many records in one round trip."""
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.hmget(key, PLAIN_FIELDS)
+                pipe.hmget(_text(key), PLAIN_FIELDS)
             rows = await pipe.execute()
         return [meta for meta in map(_meta, rows) if meta is not None]
 
@@ -302,13 +309,7 @@ class Store:
     async def expired(self, now: dt.datetime) -> list[ServiceMeta]:
         """Services whose runtime limit has passed."""
         keys = await self.redis.zrangebyscore(EXPIRY, "-inf", now.timestamp())
-        if not keys:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hmget(key, PLAIN_FIELDS)
-            rows = await pipe.execute()
-        return [meta for meta in map(_meta, rows) if meta is not None]
+        return await self._metas([_text(key) for key in keys if isinstance(key, bytes | str)])
 
     def lock(self, name: str, ttl_seconds: float) -> Lock:
         """A non-blocking lock that expires by itself: overlapping timer runs do nothing twice."""
@@ -329,7 +330,9 @@ class Store:
         record_key = await self.redis.hget(ADDRESSES, f"{host}:{port}")
         if not record_key:
             return None
-        hub, name, start_id, phase = await self.redis.hmget(_text(record_key), ["hub", "name", "start_id", "phase"])
+        hub, name, start_id, phase = await self.redis.hmget(
+            _text(record_key), ["hub", "name", "start_id", "phase"]
+        )
         if phase is None:
             return None
         return AddressOwner(_text(hub), _text(name), _text(start_id), Phase(_text(phase)))
@@ -348,7 +351,7 @@ class Store:
         return [key_flavor_slots(flavor), key_user_slots(hub, user, flavor), key_user_slots(hub, user)]
 
 
-def _meta(values: Sequence[bytes | None]) -> ServiceMeta | None:
+def _meta(values: Sequence[bytes | str | None]) -> ServiceMeta | None:
     row = dict(zip(PLAIN_FIELDS, (_text(v) if v is not None else None for v in values), strict=True))
     if row["phase"] is None or row["hub"] is None:
         return None

@@ -27,7 +27,9 @@ async def expire_services(runtime: Runtime, now: dt.datetime | None = None) -> i
         for meta in await runtime.store.expired(now or dt.datetime.now(dt.UTC)):
             body, _, _ = await runtime.store.secrets(meta.id)
             await stop_if_known(runtime, meta.id)
-            message = f"Your server reached the runtime limit of its flavor ({meta.end_date}) and was stopped."
+            message = (
+                f"Your server reached the runtime limit of its flavor ({meta.end_date}) and was stopped."
+            )
             await runtime.hub.progress(body.get("env", {}), str(meta.id), 100, message, failed=True)
             log.info("stopped %s: runtime limit reached", meta.id)
             stopped += 1

@@ -65,7 +65,9 @@ async def test_start_poll_stop_and_resume_in_a_fresh_backend(tmp_path: Path) -> 
     children = [p.pid for p in psutil.Process(pid).children(recursive=True)]
     await fresh.stop(stored)
     assert await fresh.poll(stored) is not None
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in children)
+    assert not any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in children
+    )
     await fresh.stop(stored)  # stopping again is not an error
 
 
@@ -107,7 +109,9 @@ async def test_pid_reuse_is_not_mistaken_for_the_server(tmp_path: Path) -> None:
 
 async def test_misc_overrides_options_and_bad_types_are_rejected(tmp_path: Path) -> None:
     backend = make_backend(tmp_path)
-    started = await backend.start(spec({"env": {"MEM_LIMIT": "5G"}, "unrelated": 1}), Recorder().save, Recorder().report)
+    started = await backend.start(
+        spec({"env": {"MEM_LIMIT": "5G"}, "unrelated": 1}), Recorder().save, Recorder().report
+    )
     async with httpx.AsyncClient() as client:
         assert (await client.get(started.address)).json()["limits"] == {"MEM_LIMIT": "5G"}
     await backend.stop(started.state)

@@ -14,7 +14,9 @@ from urllib.parse import urlparse
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         limits = {k: v for k, v in os.environ.items() if k.startswith(("MEM_", "CPU_"))}
-        body = json.dumps({"path": self.path, "user": os.environ.get("JUPYTERHUB_USER", ""), "limits": limits})
+        body = json.dumps(
+            {"path": self.path, "user": os.environ.get("JUPYTERHUB_USER", ""), "limits": limits}
+        )
         body = body.encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

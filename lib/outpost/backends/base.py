@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from traitlets.config import Config, Configurable, PyFileConfigLoader
+from traitlets.config import Config, Configurable
+from traitlets.config.loader import PyFileConfigLoader
 
 from outpost.errors import ConfigurationError
 from outpost.models import ServiceId
@@ -56,9 +57,10 @@ def load_backend_config(path: Path | None) -> Config:
     if path is None or not path.exists() or not path.read_text().strip():
         return Config()
     try:
-        return PyFileConfigLoader(path.name, str(path.parent)).load_config()
+        config: Config = PyFileConfigLoader(path.name, str(path.parent)).load_config()
     except Exception as exc:  # a syntax or runtime error in the admin's file
         raise ConfigurationError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+    return config
 
 
 def apply_overrides(options: Configurable, misc: dict[str, Any]) -> None:

@@ -86,8 +86,10 @@ class LocalBackend:
         workdir.mkdir(parents=True, mode=0o700)
         port = options.port or _free_port(options.ip)
         scheme, env = self._environment(spec, options, workdir, port)
-        home = Path(options.notebook_dir) if options.notebook_dir else self._servers / "home" / spec.env.get(
-            "JUPYTERHUB_USER", "user"
+        home = (
+            Path(options.notebook_dir)
+            if options.notebook_dir
+            else self._servers / "home" / spec.env.get("JUPYTERHUB_USER", "user")
         )
         home.mkdir(parents=True, exist_ok=True)
         log_file = (workdir / "output.log").open("wb")
