@@ -14,6 +14,7 @@ from outpost.backends.base import StartSpec
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
+from outpost.openapi import openapi_document
 from outpost.overrides import refused_overrides
 from outpost.runtime import Runtime
 
@@ -26,6 +27,10 @@ def _service_id(call: Call) -> ServiceId:
 
 async def ping(call: Call) -> Reply:
     return Reply({"ping": "pong!"})
+
+
+async def describe_api(call: Call) -> Reply:
+    return Reply(openapi_document())
 
 
 async def start_service(call: Call) -> Reply:
