@@ -16,11 +16,12 @@ class Crypt:
         if not keys:
             raise ConfigurationError("no encryption key configured (OUTPOST_CRYPT_KEY)")
         try:
-            self._fernet = MultiFernet([Fernet(key) for key in keys])
+            self._fernets = [Fernet(key) for key in keys]
         except (ValueError, TypeError):
             raise ConfigurationError(
                 "OUTPOST_CRYPT_KEY must hold url-safe base64 Fernet keys (32 bytes each)"
             ) from None
+        self._fernet = MultiFernet(self._fernets)
 
     def encrypt_json(self, value: Any) -> bytes:
         return self._fernet.encrypt(json.dumps(value, separators=(",", ":")).encode())
@@ -30,6 +31,13 @@ class Crypt:
             return json.loads(self._fernet.decrypt(token))
         except (InvalidToken, ValueError, TypeError):
             raise UndecryptableRecord() from None
+
+    def readable_by_first_key(self, token: bytes | str) -> bool:
+        try:
+            self._fernets[0].decrypt(token)
+            return True
+        except InvalidToken:
+            return False
 
     def rotate(self, token: bytes | str) -> bytes:
         """Re-encrypt under the first key (used by `outpost rotate-key`)."""

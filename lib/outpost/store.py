@@ -30,6 +30,7 @@ PLAIN_FIELDS = (
     "start_date", "end_date", "last_update", "exit_code", "address", "state_stored",
     "observed", "observed_at",
 )  # fmt: skip
+ENCRYPTED_FIELDS = ("body", "state", "answer")
 ADDRESSES = "outpost:addresses"
 EXPIRY = "outpost:expiry"
 CERTS_TTL_SECONDS = 900
@@ -141,6 +142,16 @@ return phase
 """
 
 
+# Replaces a field only if it still holds the value we read (a concurrent write wins).
+# KEYS: hash. ARGV: field, expected value, new value
+_REPLACE_IF = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
 # KEYS: record. ARGV: observed exit code ("" = running), observed timestamp
 _OBSERVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -166,6 +177,7 @@ class Store:
         self.redis = client
         self.crypt = crypt
         self._observe = client.register_script(_OBSERVE)
+        self._replace_if = client.register_script(_REPLACE_IF)
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
         self._transition = client.register_script(_TRANSITION)
@@ -299,17 +311,37 @@ class Store:
         return [meta for meta in map(_meta, rows) if meta is not None]
 
     async def all_hubs_services(self) -> AsyncIterator[ServiceMeta]:
-        async for key in self.redis.scan_iter(match="outpost:hub:*:services", count=500):
-            hub_keys = [_text(k) for k in await self.redis.smembers(key)]
-            for record_key in hub_keys:
-                meta = _meta(await self.redis.hmget(record_key, PLAIN_FIELDS))
-                if meta is not None:
-                    yield meta
+        async for record_key in self.record_keys():
+            meta = _meta(await self.redis.hmget(record_key, PLAIN_FIELDS))
+            if meta is not None:
+                yield meta
 
     async def expired(self, now: dt.datetime) -> list[ServiceMeta]:
         """Services whose runtime limit has passed."""
         keys = await self.redis.zrangebyscore(EXPIRY, "-inf", now.timestamp())
         return await self._metas([_text(key) for key in keys if isinstance(key, bytes | str)])
+
+    async def record_keys(self) -> AsyncIterator[str]:
+        """Every service record of every hub (for administration: rotation, reconciling)."""
+        async for index in self.redis.scan_iter(match="outpost:hub:*:services", count=500):
+            for key in await self.redis.smembers(index):
+                yield _text(key)
+
+    async def rotate_record(self, record_key: str) -> int:
+        """Re-encrypt a record's fields (and its pending certs) under the first key; returns how
+        many fields changed. Fields the first key already reads are left alone, so runs resume."""
+        rotated = 0
+        targets = [(record_key, field) for field in ENCRYPTED_FIELDS] + [(record_key + ":certs", None)]
+        for key, field in targets:
+            token = await (self.redis.hget(key, field) if field else self.redis.get(key))
+            if not token or self.crypt.readable_by_first_key(token):
+                continue
+            new = self.crypt.rotate(token)
+            if field:
+                rotated += int(await self._replace_if(keys=[key], args=[field, token, new]))
+            else:  # certs live for minutes only; keep the remaining time
+                rotated += int(bool(await self.redis.set(key, new, xx=True, keepttl=True)))
+        return rotated
 
     def lock(self, name: str, ttl_seconds: float) -> Lock:
         """A non-blocking lock that expires by itself: overlapping timer runs do nothing twice."""

@@ -1,0 +1,107 @@
+"""What the administrator's commands do: list, show and stop services, check the setup, rotate keys.
+
+Nothing here prints a secret: listings show metadata and addresses only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from outpost.errors import ConfigurationError, OutpostError
+from outpost.models import ServiceId, ServiceMeta
+from outpost.runtime import Runtime, build_runtime
+from outpost.settings import Settings, load_settings
+
+Say = Callable[[str], None]
+COLUMNS = ("hub", "name", "start_id", "user", "flavor", "phase", "start_date", "end_date", "address")
+
+
+def _row(meta: ServiceMeta) -> list[str]:
+    return [meta.id.hub, meta.id.name or "<default>", meta.id.start_id, meta.user, meta.flavor,
+            meta.phase.value, meta.start_date, meta.end_date, meta.address]  # fmt: skip
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(COLUMNS, *rows, strict=False)]
+    lines = [COLUMNS, *rows]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+async def list_services(runtime: Runtime, hub: str | None) -> str:
+    metas = [m async for m in runtime.store.all_hubs_services() if hub is None or m.id.hub == hub]
+    return table([_row(m) for m in sorted(metas, key=lambda m: (m.id.hub, m.id.name, m.id.start_id))])
+
+
+async def show_service(runtime: Runtime, sid: ServiceId) -> str:
+    meta = await runtime.store.meta(sid)
+    if meta is None:
+        raise ConfigurationError(f"no service {sid}")
+    fields = dict(zip(COLUMNS, _row(meta), strict=True))
+    fields |= {"user_id": meta.user_id, "state_stored": str(meta.state_stored), "exit_code": str(meta.exit_code)}
+    return "\n".join(f"{key:>13}: {value}" for key, value in fields.items())
+
+
+async def stop_service(runtime: Runtime, sid: ServiceId) -> str:
+    from outpost.operations import stop_if_known
+
+    if await runtime.store.meta(sid) is None:
+        raise ConfigurationError(f"no service {sid}")
+    await stop_if_known(runtime, sid)
+    return f"stopped {sid}"
+
+
+async def rotate_keys(runtime: Runtime, say: Say) -> int:
+    """Re-encrypt every record under the first key. Safe during traffic and resumable."""
+    records = fields = 0
+    async for key in runtime.store.record_keys():
+        fields += await runtime.store.rotate_record(key)
+        records += 1
+        if records % 500 == 0:
+            say(f"... {records} records checked, {fields} fields re-encrypted")
+    say(f"{records} records checked, {fields} fields re-encrypted under the first key")
+    return fields
+
+
+async def check(config_file: Path | None, say: Say) -> bool:
+    """Validate configuration, secrets, Redis and the backend; one line per check."""
+    try:
+        settings = load_settings(config_file)
+    except ConfigurationError as exc:
+        say(f"FAIL settings: {exc.message}")
+        return False
+    say("ok   settings and flavor configuration")
+    checks: list[tuple[str, Callable[[Settings, Runtime], object]]] = [
+        ("hub credentials", lambda s, r: _require_hubs(s)),
+        ("backend configuration", lambda s, r: r.backend),
+        ("administrator hooks", lambda s, r: r.hooks),
+    ]
+    try:
+        runtime = build_runtime(settings)
+    except OutpostError as exc:
+        say(f"FAIL encryption keys / Redis URL: {exc.message}")
+        return False
+    healthy = True
+    try:
+        for name, probe in checks:
+            try:
+                probe(settings, runtime)
+                say(f"ok   {name}")
+            except OutpostError as exc:
+                say(f"FAIL {name}: {exc.message}")
+                healthy = False
+        try:
+            await asyncio.wait_for(runtime.store.redis.ping(), timeout=5)
+            say("ok   Redis reachable")
+        except Exception as exc:  # any failure to reach Redis is the same finding for the admin
+            say(f"FAIL Redis: cannot reach it ({type(exc).__name__}); check OUTPOST_REDIS_URL")
+            healthy = False
+    finally:
+        await runtime.aclose()
+    return healthy
+
+
+def _require_hubs(settings: Settings) -> None:
+    if not settings.hub_credentials():
+        raise ConfigurationError("no hub credentials: set OUTPOST_HUB_USERNAMES and OUTPOST_HUB_PASSWORDS")

@@ -1,0 +1,112 @@
+"""The administrator's tools: key rotation under traffic, service listing/stop, and `outpost check`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
+
+from outpost import admin
+from outpost.crypto import Crypt
+from outpost.flavors import Limits
+from outpost.models import ServiceId
+from outpost.runtime import build_runtime, get_runtime
+from outpost.settings import Settings
+from outpost.store import ENCRYPTED_FIELDS, Store
+from tests.conftest import HUBS, basic, start_body
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def seed(store: Store, count: int, hub: str = "hubA") -> list[ServiceId]:
+    ids = [ServiceId(hub, f"srv{i}", "1") for i in range(count)]
+    for sid in ids:
+        body = {"env": {"JUPYTERHUB_API_TOKEN": f"token-{sid.name}"}}
+        created = await store.create(
+            sid, user="alice", user_id="1", flavor=None, body=body, certs=None, limits=Limits()
+        )
+        assert created.ok
+        await store.save_backend_state(sid, {"pid": 1})
+    return ids
+
+
+async def test_rotation_under_traffic_loses_nothing_and_leaves_no_old_key_tokens(
+    make_settings: Callable[..., Settings], redis: aioredis.Redis
+) -> None:
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    old = make_settings(crypt_key=old_key)
+    runtime = await get_runtime()
+    ids = await seed(runtime.store, 300)
+    rotating = build_runtime(old.model_copy(update={"crypt_key": old.crypt_key.__class__(f"{new_key},{old_key}")}))
+
+    async def traffic() -> None:  # the functions keep writing with the old configuration meanwhile
+        for sid in ids[::10]:
+            await runtime.store.save_backend_state(sid, {"pid": 2})
+
+    checked, _ = await asyncio.gather(admin.rotate_keys(rotating, lambda _: None), traffic())
+    assert checked > 0
+    # Run again: writes made during the first run with the old key are picked up; a run resumes.
+    await admin.rotate_keys(rotating, lambda _: None)
+    assert await admin.rotate_keys(rotating, lambda _: None) == 0
+
+    only_new = Crypt([new_key])
+    for sid in ids:
+        key = f"outpost:hub:hubA:svc:{sid.name}:1"
+        for field in ENCRYPTED_FIELDS:
+            token = await redis.hget(key, field)
+            if token:
+                assert only_new.readable_by_first_key(token)
+        assert only_new.decrypt_json(await redis.hget(key, "body"))["env"]["JUPYTERHUB_API_TOKEN"] == f"token-{sid.name}"
+        assert only_new.decrypt_json(await redis.hget(key, "state"))["pid"] in (1, 2)
+    await rotating.aclose()
+
+
+async def test_list_show_stop_never_print_secrets(api: httpx.AsyncClient, settings: Settings) -> None:
+    assert (await api.post("/services", json=start_body(), headers=basic("hubA"))).status_code == 200
+    runtime = await get_runtime()
+    listing = await admin.list_services(runtime, "hubA")
+    assert "srv" in listing and "running" in listing and "secret-api-token" not in listing
+    assert await admin.list_services(runtime, "hubB") == "  ".join(admin.COLUMNS)
+    shown = await admin.show_service(runtime, ServiceId("hubA", "srv", "1"))
+    assert "alice" in shown and "secret-api-token" not in shown
+    assert await admin.stop_service(runtime, ServiceId("hubA", "srv", "1")) == "stopped hubA/srv/1"
+    assert (await api.get("/services/srv/1", headers=basic("hubA"))).status_code == 404
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "outpost.cli", *args], env={**os.environ, **env}, capture_output=True, text=True
+    )
+
+
+async def test_check_reports_each_problem(redis_url: str, tmp_path: Path) -> None:
+    good = {
+        "OUTPOST_CRYPT_KEY": Fernet.generate_key().decode(),
+        "OUTPOST_HUB_USERNAMES": ";".join(HUBS),
+        "OUTPOST_HUB_PASSWORDS": ";".join(HUBS.values()),
+        "OUTPOST_REDIS_URL": redis_url,
+        "OUTPOST_DATA_DIR": str(tmp_path),
+    }
+    ok = await asyncio.to_thread(run_cli, "check", env=good)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok   Redis reachable" in ok.stdout
+    bad_config = tmp_path / "config.yaml"
+    bad_config.write_text("flavors:\n  gpu:\n    max: lots\n")
+    cases = [
+        ({**good, "OUTPOST_REDIS_URL": f"unix://{tmp_path}/none.sock"}, [], "FAIL Redis"),
+        ({**good, "OUTPOST_CRYPT_KEY": "not-a-key"}, [], "Fernet keys"),
+        ({**good, "OUTPOST_HUB_USERNAMES": ""}, [], "FAIL hub credentials"),
+        (good, ["--config", str(bad_config)], "flavors.gpu.max"),
+    ]
+    for env, extra, words in cases:
+        result = await asyncio.to_thread(run_cli, "check", *extra, env=env)
+        assert result.returncode == 1 and words in result.stdout, result.stdout
+        assert "not-a-key" not in result.stdout and HUBS["hubA"] not in result.stdout
