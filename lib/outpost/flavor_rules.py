@@ -218,8 +218,7 @@ def user_rule_matches(rule: UserRule, hub: str, authentication: Mapping[str, Any
     if rule.hubs is not None and hub not in rule.hubs:
         return False
     matched = any(
-        key in authentication and matches(matcher, authentication[key])
-        for key, matcher in rule.authentication.items()
+        key in authentication and matches(matcher, authentication[key]) for key, matcher in rule.authentication.items()
     )
     return matched != rule.negate_authentication
 

@@ -88,9 +88,7 @@ def _normalised(policy: FlavorPolicy, authentication: Mapping[str, Any] | None) 
     return result
 
 
-def allowed_flavors(
-    policy: FlavorPolicy, hub: str, authentication: Mapping[str, Any] | None
-) -> dict[str, Flavor]:
+def allowed_flavors(policy: FlavorPolicy, hub: str, authentication: Mapping[str, Any] | None) -> dict[str, Flavor]:
     """The flavors this hub's user may start, overrides applied; empty when nothing is configured.
 
     As upstream: the best matching `hubs` rule picks the hub's flavors (no match: all). With an

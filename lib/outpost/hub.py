@@ -23,20 +23,14 @@ class HubClient:
     async def _post(self, what: str, about: str, url: str, token: str, body: Any, tries: int) -> bool:
         for attempt in range(1, tries + 1):
             try:
-                response = await self._client.post(
-                    url, json=body, headers={"Authorization": f"token {token}"}
-                )
+                response = await self._client.post(url, json=body, headers={"Authorization": f"token {token}"})
                 if response.status_code < 300:
                     return True
-                log.warning(
-                    "hub %s for %s answered %d (try %d/%d)", what, about, response.status_code, attempt, tries
-                )
+                log.warning("hub %s for %s answered %d (try %d/%d)", what, about, response.status_code, attempt, tries)
                 if response.status_code < 500 and response.status_code != 429:
                     return False
             except httpx.HTTPError as exc:
-                log.warning(
-                    "hub %s for %s failed: %s (try %d/%d)", what, about, type(exc).__name__, attempt, tries
-                )
+                log.warning("hub %s for %s failed: %s (try %d/%d)", what, about, type(exc).__name__, attempt, tries)
             if attempt < tries:
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
         return False

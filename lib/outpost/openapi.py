@@ -104,9 +104,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "This hub's services",
                     "responses": {
-                        "200": _json(
-                            {"type": "array", "items": {"$ref": "#/components/schemas/Service"}}, "services"
-                        ),
+                        "200": _json({"type": "array", "items": {"$ref": "#/components/schemas/Service"}}, "services"),
                         **_errors(503),
                     },
                 },
@@ -115,9 +113,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_ASYNC],
                     "requestBody": {
                         "required": True,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/StartRequest"}}
-                        },
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StartRequest"}}},
                     },
                     "responses": {
                         "200": _json(service, "the server's address"),
@@ -129,9 +125,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/services/{name}": {"get": _poll(False), "delete": _stop(False)},
             "/services/{name}/{start_id}": {"get": _poll(True), "delete": _stop(True)},
-            "/flavors": {
-                "get": {"summary": "Flavors for this hub", "responses": {"200": _FLAVORS, **_errors(503)}}
-            },
+            "/flavors": {"get": {"summary": "Flavors for this hub", "responses": {"200": _FLAVORS, **_errors(503)}}},
             "/userflavors": {
                 "post": {
                     "summary": "Flavors for one user of this hub",

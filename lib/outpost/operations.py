@@ -127,9 +127,7 @@ async def _start(
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
-        await runtime.hub.setup_tunnel(
-            env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about
-        )
+        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
     log.info("started %s", sid)
     return address
 

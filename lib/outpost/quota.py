@@ -66,9 +66,7 @@ async def send_flavor_update(runtime: Runtime, sid: ServiceId, env: Mapping[str,
     """After a start, failed start or stop, keep the hub's flavor menu current."""
     url = env.get("JUPYTERHUB_FLAVORS_UPDATE_URL")
     configured = runtime.settings.hub(sid.hub).flavors_update_token
-    token = env.get("JUPYTERHUB_FLAVORS_UPDATE_TOKEN") or (
-        configured.get_secret_value() if configured else None
-    )
+    token = env.get("JUPYTERHUB_FLAVORS_UPDATE_TOKEN") or (configured.get_secret_value() if configured else None)
     if not url or not token or not runtime.flavor_policy.configured:
         return
     await runtime.hub.flavors_update(url, token, await menu(runtime, sid.hub), str(sid))

@@ -12,19 +12,22 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
-from redis.asyncio.lock import Lock
+from redis.exceptions import LockError
 
 from outpost.crypto import Crypt
 from outpost.flavors import Limits
 from outpost.models import Phase, ServiceId, ServiceMeta
 
+log = logging.getLogger(__name__)
 PLAIN_FIELDS = (
     "hub", "name", "start_id", "user", "user_id", "flavor", "phase",
     "start_date", "end_date", "last_update", "exit_code", "address", "state_stored",
@@ -261,9 +264,7 @@ class Store:
         """Delete the record, its index entry, address and certs; free its slot exactly once."""
         meta = await self.meta(sid)
         slot_keys = self._slot_keys(sid.hub, meta.user if meta else "", meta.flavor if meta else "")
-        await self._forget(
-            keys=[key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY]
-        )
+        await self._forget(keys=[key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY])
 
     async def once(self, marker: str, ttl_seconds: int = 86400) -> bool:
         """True the first time a marker is seen (CloudEvents are delivered at least once)."""
@@ -343,9 +344,21 @@ class Store:
                 rotated += int(bool(await self.redis.set(key, new, xx=True, keepttl=True)))
         return rotated
 
-    def lock(self, name: str, ttl_seconds: float) -> Lock:
-        """A non-blocking lock that expires by itself: overlapping timer runs do nothing twice."""
-        return self.redis.lock(f"outpost:lock:{name}", timeout=ttl_seconds, blocking=False)
+    @contextlib.asynccontextmanager
+    async def exclusively(self, name: str, ttl_seconds: float) -> AsyncIterator[bool]:
+        """A non-blocking lock that expires by itself: yields False when another run holds it,
+        so overlapping timer runs do nothing twice."""
+        lock = self.redis.lock(f"outpost:lock:{name}", timeout=ttl_seconds, blocking=False)
+        if not await lock.acquire():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                await lock.release()
+            except LockError:
+                log.warning("lock %s outlived its %ss", name, ttl_seconds)
 
     async def flavor_counts(self, flavors: Sequence[str]) -> dict[str, int]:
         if not flavors:
@@ -362,9 +375,7 @@ class Store:
         record_key = await self.redis.hget(ADDRESSES, f"{host}:{port}")
         if not record_key:
             return None
-        hub, name, start_id, phase = await self.redis.hmget(
-            _text(record_key), ["hub", "name", "start_id", "phase"]
-        )
+        hub, name, start_id, phase = await self.redis.hmget(_text(record_key), ["hub", "name", "start_id", "phase"])
         if phase is None:
             return None
         return AddressOwner(_text(hub), _text(name), _text(start_id), Phase(_text(phase)))

@@ -1,12 +1,14 @@
 """A stand-in for jupyterhub-singleuser that starts at once: binds where JUPYTERHUB_SERVICE_URL says.
 
-TINY_EXIT_CODE=n exits at once with n; TINY_IGNORE_SIGTERM=1 makes the outpost escalate to SIGKILL.
+TINY_EXIT_CODE=n exits at once with n; TINY_IGNORE_SIGTERM=1 makes the outpost escalate to SIGKILL;
+TINY_DELAY=s waits s seconds before it listens (a slow start).
 """
 
 import json
 import os
 import signal
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -14,9 +16,7 @@ from urllib.parse import urlparse
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         limits = {k: v for k, v in os.environ.items() if k.startswith(("MEM_", "CPU_"))}
-        body = json.dumps(
-            {"path": self.path, "user": os.environ.get("JUPYTERHUB_USER", ""), "limits": limits}
-        )
+        body = json.dumps({"path": self.path, "user": os.environ.get("JUPYTERHUB_USER", ""), "limits": limits})
         body = body.encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -34,6 +34,7 @@ def main() -> None:
         sys.exit(int(os.environ["TINY_EXIT_CODE"]))
     if os.environ.get("TINY_IGNORE_SIGTERM"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(float(os.environ.get("TINY_DELAY", "0")))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     server = ThreadingHTTPServer((url.hostname or "127.0.0.1", url.port or 8888), Handler)
     print(f"tiny server for {os.environ.get('JUPYTERHUB_USER')} on {url.port}", flush=True)

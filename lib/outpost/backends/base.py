@@ -51,6 +51,9 @@ class Backend(Protocol):
     async def logs(self, state: dict[str, Any]) -> list[str]:
         """The tail of the server's output, for `collect_logs`."""
 
+    async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
+        """Every server this backend runs, with its state: the reconciler stops those without a record."""
+
 
 def load_backend_config(path: Path | None) -> Config:
     """Read the administrator's `outpost_config.py` (`c.LocalProcessBackend.cmd = [...]`)."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import signal
 import socket
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from traitlets.config import Config, Configurable
 
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.errors import BackendError, InvalidBody
+from outpost.models import ServiceId
 
 LOG_TAIL_LINES = 200
 # Runs the command, then writes its exit status where poll can read it.
@@ -107,6 +110,8 @@ class LocalBackend:
             "pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "dir": str(workdir),
             "host": _connect_host(options.ip), "port": port, "stop_timeout": options.stop_timeout,
         }  # fmt: skip
+        # Lets the reconciler find this server even if the record never learns of it.
+        (workdir / "server.json").write_text(json.dumps({**state, "service": asdict(spec.sid)}))
         await save_state(state)
         await progress(50, f"Server process started on the outpost (port {port}), waiting for it to answer")
         await self._wait_ready(state, options.start_timeout)
@@ -181,6 +186,18 @@ class LocalBackend:
                 if _alive(state) is None and not _group_members(pgid):
                     return
                 await asyncio.sleep(0.02)
+
+    async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
+        found = []
+        for marker in self._servers.glob("*/server.json"):
+            try:
+                state = json.loads(marker.read_text())
+                sid = ServiceId(**state.pop("service"))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            if _alive(state) is not None:
+                found.append((sid, state))
+        return found
 
     async def logs(self, state: dict[str, Any]) -> list[str]:
         try:
