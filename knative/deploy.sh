@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Deploy the Outpost functions and their eventing into the namespace of the Helm release.
+#
+#   knative/deploy.sh --namespace outpost --image registry.example.org/outpost/functions:0.1.0
+#   knative/deploy.sh ... --manifests     # the same with `kubectl apply -f` only
+#   knative/deploy.sh ... --dry-run       # print the commands, change nothing
+#
+# Install the chart first (release "outpost" or fullnameOverride: outpost): the functions
+# read its ConfigMaps outpost-config/outpost-env, the Secret outpost-redis and run as its
+# service accounts. Re-run after `helm upgrade` or a secret change: a fingerprint of those
+# objects goes into each revision, so changed configuration rolls out new revisions.
+#
+# Environment (all optional):
+#   OUTPOST_IMAGE    image instead of --image
+#   CRYPT_SECRET     Secret with key secret_key          (default: outpost-cryptkey)
+#   USERS_SECRET     Secret with keys usernames/passwords (default: outpost-users)
+#   PODS_NAMESPACE   namespace of the single-user pods when it is not --namespace
+#   BROKER_CLASS     Broker class (default: MTChannelBasedBroker; Kafka in production)
+#   CLUSTER_DOMAIN   cluster DNS suffix (default: cluster.local)
+#   KN, KUBECTL      the binaries to use (default: kn, kubectl)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+FUNCTIONS=(start poll stop events timer pod-status)
+PLACEHOLDER_IMAGE="registry.example.org/outpost/functions:0.1.0"
+
+NAMESPACE="outpost"
+IMAGE="${OUTPOST_IMAGE:-}"
+MODE="kn"
+DRY_RUN=0
+CRYPT_SECRET="${CRYPT_SECRET:-outpost-cryptkey}"
+USERS_SECRET="${USERS_SECRET:-outpost-users}"
+PODS_NAMESPACE="${PODS_NAMESPACE:-}"
+BROKER_CLASS="${BROKER_CLASS:-MTChannelBasedBroker}"
+CLUSTER_DOMAIN="${CLUSTER_DOMAIN:-cluster.local}"
+KN="${KN:-kn}"
+KUBECTL="${KUBECTL:-kubectl}"
+
+usage() {
+  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+die() {
+  echo "deploy.sh: $*" >&2
+  exit 1
+}
+
+# Print each command; run it unless --dry-run.
+run() {
+  printf '+'
+  printf ' %q' "$@"
+  printf '\n'
+  if [[ "${DRY_RUN}" -eq 0 ]]; then
+    "$@"
+  fi
+}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -n | --namespace) NAMESPACE="${2:?--namespace needs a value}"; shift 2 ;;
+    --image) IMAGE="${2:?--image needs a value}"; shift 2 ;;
+    --manifests) MODE="kubectl"; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+[[ -n "${IMAGE}" ]] || die "--image (or OUTPOST_IMAGE) is required: the image built from containers/functions.Containerfile"
+PODS_NAMESPACE="${PODS_NAMESPACE:-${NAMESPACE}}"
+EVENTS_URL="http://outpost-events.${NAMESPACE}.svc.${CLUSTER_DOMAIN}"
+
+if [[ "${DRY_RUN}" -eq 0 ]]; then
+  command -v "${KUBECTL}" >/dev/null || die "${KUBECTL} not found"
+  if [[ "${MODE}" == "kn" ]]; then
+    command -v "${KN}" >/dev/null || die "${KN} not found (or use --manifests)"
+  fi
+  "${KUBECTL}" get -n "${NAMESPACE}" configmap/outpost-config configmap/outpost-env >/dev/null \
+    || die "ConfigMaps outpost-config/outpost-env missing in ${NAMESPACE}: install the Helm chart first"
+  # resourceVersions change whenever the chart's configuration or a referenced secret changes.
+  FINGERPRINT="$(
+    "${KUBECTL}" get -n "${NAMESPACE}" --ignore-not-found \
+      "configmap/outpost-config" "configmap/outpost-env" "secret/outpost-redis" \
+      "secret/${CRYPT_SECRET}" "secret/${USERS_SECRET}" \
+      -o 'jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}' \
+      | sha256sum | cut -c1-16
+  )"
+else
+  FINGERPRINT="dry-run"
+fi
+
+# Render the manifests with this installation's image, secret names, fingerprint and class.
+RENDERED="$(mktemp -d)"
+trap 'rm -rf "${RENDERED}"' EXIT
+for file in "${HERE}"/outpost-*.yaml "${HERE}/eventing.yaml"; do
+  sed \
+    -e "s#image: ${PLACEHOLDER_IMAGE}#image: ${IMAGE}#" \
+    -e "s#name: outpost-cryptkey,#name: ${CRYPT_SECRET},#" \
+    -e "s#name: outpost-users,#name: ${USERS_SECRET},#" \
+    -e "s#config-fingerprint: \"unset\"#config-fingerprint: \"${FINGERPRINT}\"#" \
+    -e "s#broker.class: MTChannelBasedBroker#broker.class: ${BROKER_CLASS}#" \
+    "${file}" >"${RENDERED}/$(basename "${file}")"
+done
+
+# kn <kind...> NAME: "create" when absent, else "update" (kn's create fails on existing objects).
+kn_verb() {
+  if [[ "${DRY_RUN}" -eq 0 ]] && "${KN}" "$@" describe "${NAME}" -n "${NAMESPACE}" >/dev/null 2>&1; then
+    echo update
+  else
+    echo create
+  fi
+}
+
+watch_other_namespace() {
+  if [[ "${PODS_NAMESPACE}" != "${NAMESPACE}" ]]; then
+    run "${KUBECTL}" patch apiserversource outpost-pod-watch -n "${NAMESPACE}" --type merge -p \
+      "{\"spec\":{\"namespaceSelector\":{\"matchLabels\":{\"kubernetes.io/metadata.name\":\"${PODS_NAMESPACE}\"}}}}"
+  fi
+}
+
+if [[ "${MODE}" == "kubectl" ]]; then
+  for fn in "${FUNCTIONS[@]}"; do
+    run "${KUBECTL}" apply -n "${NAMESPACE}" -f "${RENDERED}/outpost-${fn}.yaml"
+  done
+  run "${KUBECTL}" apply -n "${NAMESPACE}" -f "${RENDERED}/eventing.yaml"
+  watch_other_namespace
+  exit 0
+fi
+
+# 1. The six Knative Services, declaratively from their files.
+for fn in "${FUNCTIONS[@]}"; do
+  run "${KN}" service apply "outpost-${fn}" -n "${NAMESPACE}" -f "${RENDERED}/outpost-${fn}.yaml"
+done
+
+# 2. What kn cannot create: the pod watcher's ServiceAccount, Role and RoleBinding.
+run "${KUBECTL}" apply -n "${NAMESPACE}" -f "${RENDERED}/eventing.yaml" -l outpost.jupyterhub.org/apply=kubectl
+
+# 3. Pod changes -> outpost-pod-status.
+NAME=outpost-pod-watch
+run "${KN}" source apiserver "$(kn_verb source apiserver)" "${NAME}" -n "${NAMESPACE}" \
+  --resource "Pod:v1:app.kubernetes.io/managed-by=jupyterhub-outpost" \
+  --mode Reference --service-account outpost-pod-watcher --sink ksvc:outpost-pod-status
+watch_other_namespace
+
+# 4. The one-minute tick -> outpost-timer.
+NAME=outpost-tick
+run "${KN}" source ping "$(kn_verb source ping)" "${NAME}" -n "${NAMESPACE}" \
+  --schedule "* * * * *" --data '{"task": "tick"}' --sink ksvc:outpost-timer
+
+# 5. The Broker for async start/stop; its delivery settings apply to both Triggers.
+NAME=outpost
+verb="$(kn_verb broker)"
+class=()
+if [[ "${verb}" == "create" ]]; then
+  class=(--class "${BROKER_CLASS}")
+fi
+run "${KN}" broker "${verb}" "${NAME}" -n "${NAMESPACE}" "${class[@]}" \
+  --retry 5 --backoff-policy exponential --backoff-delay PT1S --timeout PT300S \
+  --dl-sink "${EVENTS_URL}/dead-letter"
+
+# 6. Triggers: start/stop requests -> outpost-events (/start, /stop).
+for action in start stop; do
+  NAME="outpost-${action}-requested"
+  run "${KN}" trigger "$(kn_verb trigger)" "${NAME}" -n "${NAMESPACE}" --broker outpost \
+    --filter "type=org.jupyterhub.outpost.${action}.requested" --sink "${EVENTS_URL}/${action}"
+done
+
+echo "Done. Check: ${KN} service list -n ${NAMESPACE}; ${KN} source list -n ${NAMESPACE}; ${KN} trigger list -n ${NAMESPACE}"
