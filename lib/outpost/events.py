@@ -73,7 +73,11 @@ async def handle_event(runtime: Runtime, event: CloudEvent) -> None:
     marker = f"{event['source']}:{event['id']}"
     if await runtime.store.redis.exists(f"outpost:once:{marker}"):
         return
-    if kind == "start":
+    if event.get("knativeerrordest"):
+        # The broker gave up on this event: do not leave the hub waiting for a start that never runs.
+        log.error("%s event for %s dead-lettered (%s)", kind, sid, event.get("knativeerrorcode"))
+        await operations.abandon(runtime, sid, "The outpost could not process the request; please try again.")
+    elif kind == "start":
         await operations.run_background_start(runtime, sid)
     else:
         await operations.stop_if_known(runtime, sid)

@@ -171,6 +171,16 @@ async def stop_service(call: Call) -> Reply:
     return Reply({"logs": logs})
 
 
+async def abandon(runtime: Runtime, sid: ServiceId, message: str) -> None:
+    """Give up on a service: stop whatever runs, forget it, and tell the hub the spawn failed."""
+    meta = await runtime.store.meta(sid)
+    if meta is None:
+        return
+    body, _, _ = await runtime.store.secrets(sid)
+    await stop_if_known(runtime, sid)
+    await runtime.hub.progress(body.get("env", {}), str(sid), 100, message, failed=True)
+
+
 async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
     """A background stop, or the dev server's shutdown; a no-op for a service already gone."""
     if await runtime.store.meta(sid) is not None:

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 
 from outpost.models import Phase
-from outpost.operations import stop_if_known
+from outpost.operations import abandon
 from outpost.runtime import Runtime
 from outpost.store import key_record
 
@@ -23,10 +23,7 @@ async def reconcile(runtime: Runtime, now: dt.datetime | None = None) -> tuple[i
     async for meta in runtime.store.all_hubs_services():
         busy = meta.phase in (Phase.PENDING, Phase.STARTING, Phase.STOPPING)
         if busy and meta.last_update and dt.datetime.fromisoformat(meta.last_update) < deadline:
-            body, _, _ = await runtime.store.secrets(meta.id)
-            await stop_if_known(runtime, meta.id)
-            message = "The outpost lost track of this server while it was starting and cleaned it up."
-            await runtime.hub.progress(body.get("env", {}), str(meta.id), 100, message, failed=True)
+            await abandon(runtime, meta.id, "The outpost lost track of this server and cleaned it up.")
             log.warning("cleaned up %s, stuck in %s since %s", meta.id, meta.phase.value, meta.last_update)
             stuck += 1
     orphans = 0

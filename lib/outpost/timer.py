@@ -9,7 +9,7 @@ import logging
 
 from cloudevents.http import CloudEvent
 
-from outpost.operations import stop_if_known
+from outpost.operations import abandon
 from outpost.reconcile import reconcile
 from outpost.runtime import Runtime
 
@@ -24,10 +24,8 @@ async def expire_services(runtime: Runtime, now: dt.datetime | None = None) -> i
         if not mine:
             return 0  # another run is at it
         for meta in await runtime.store.expired(now or dt.datetime.now(dt.UTC)):
-            body, _, _ = await runtime.store.secrets(meta.id)
-            await stop_if_known(runtime, meta.id)
             message = f"Your server reached the runtime limit of its flavor ({meta.end_date}) and was stopped."
-            await runtime.hub.progress(body.get("env", {}), str(meta.id), 100, message, failed=True)
+            await abandon(runtime, meta.id, message)
             log.info("stopped %s: runtime limit reached", meta.id)
             stopped += 1
     return stopped

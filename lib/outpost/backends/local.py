@@ -28,7 +28,7 @@ from outpost.models import ServiceId
 
 LOG_TAIL_LINES = 200
 # Runs the command, then writes its exit status where poll can read it.
-_RECORD_EXIT = 'code_file="$1"; shift; "$@"; echo $? > "$code_file"'
+_RECORD_EXIT = 'code_file="$1"; shift; "$@"; code=$?; echo $code > "$code_file"; exit $code'
 # Variables a notebook server needs from the outpost's own environment; the rest comes from the hub.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -106,8 +106,14 @@ class LocalBackend:
             raise BackendError(f"cannot start {options.cmd[0]!r}: {exc.strerror}") from None
         finally:
             log_file.close()
+        try:
+            create_time = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:  # exited (and was reaped) before we could look at it
+            code = await proc.wait()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise BackendError(f"the server exited with code {code} before it was ready") from None
         state = {
-            "pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "dir": str(workdir),
+            "pid": proc.pid, "create_time": create_time, "dir": str(workdir),
             "host": _connect_host(options.ip), "port": port, "stop_timeout": options.stop_timeout,
         }  # fmt: skip
         # Lets the reconciler find this server even if the record never learns of it.
@@ -148,9 +154,8 @@ class LocalBackend:
         while time.monotonic() < deadline:
             if _alive(state) is None:
                 code = await self.poll(state)
-                tail = "\n".join((await self.logs(state))[-5:])
                 await self.stop(state)
-                raise BackendError(f"the server exited with code {code} before it was ready", detail=tail)
+                raise BackendError(f"the server exited with code {code} before it was ready")
             try:
                 _, writer = await asyncio.open_connection(state["host"], state["port"])
                 writer.close()
