@@ -135,16 +135,26 @@ def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[
     raise errors.UnknownRoute(f"no route for {method} {path}")
 
 
+def _source(request: Request, runtime: Runtime) -> str:
+    """Who is calling: behind Knative's gateways, the first X-Forwarded-For entry (if trusted)."""
+    if runtime.settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.client.host if request.client else "unknown"
+
+
+async def _authenticate(request: Request, runtime: Runtime) -> str:
+    header = request.headers.get("authorization")
+    return await authenticate(header, _source(request, runtime), runtime.credentials, runtime.guard)
+
+
 async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     """Serve one request with the first route matching its method and path."""
     try:
         route, params = _find(routes, request.method, request.url.path.rstrip("/") or "/")
         runtime = await get_runtime()
-        hub = (
-            ""
-            if route.public
-            else authenticate(request.headers.get("authorization"), runtime.settings.hub_credentials())
-        )
+        hub = "" if route.public else await _authenticate(request, runtime)
         body = await _read_body(request, runtime.settings.max_body_bytes)
         call = Call(runtime, hub, params, request.query_params, request.headers, body)
         reply = await route.operation(call)
@@ -173,6 +183,14 @@ _FOREIGN: dict[type[BaseException], type[errors.OutpostError]] = {
 }
 
 
+def _headers(exc: errors.OutpostError) -> dict[str, str] | None:
+    if isinstance(exc, errors.Unauthorized):
+        return {"WWW-Authenticate": 'Basic realm="outpost"'}
+    if isinstance(exc, errors.TooManyAttempts):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     """The one mapping from exceptions to HTTP answers. Unknown errors: a JSON 500, logged."""
     for cls in type(exc).__mro__:
@@ -183,8 +201,7 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, errors.SpawnFailed):
         return JSONResponse(exc.protocol_body(), status_code=exc.status)
     if isinstance(exc, errors.OutpostError) and exc.status < HTTPStatus.INTERNAL_SERVER_ERROR:
-        headers = {"WWW-Authenticate": 'Basic realm="outpost"'} if isinstance(exc, errors.Unauthorized) else None
-        return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status, headers)
+        return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status, _headers(exc))
     if isinstance(exc, errors.StoreUnavailable | errors.EventsUnavailable):
         return JSONResponse({"error": type(exc).__name__, "message": exc.message}, exc.status)
     log.error("unexpected error", exc_info=(type(exc), exc, exc.__traceback__))

@@ -8,13 +8,14 @@ import hmac
 from collections.abc import Mapping
 
 from outpost.errors import Unauthorized
+from outpost.ratelimit import LoginGuard
 
 # Compared against when the user name is unknown, so timing does not reveal valid hub names.
 _NO_SUCH_HUB = "\x00" * 32
 
 
-def authenticate(authorization: str | None, credentials: Mapping[str, str]) -> str:
-    """Return the hub name for a valid `Authorization: Basic ...` header, else raise Unauthorized."""
+def parse_basic(authorization: str | None) -> tuple[str, str]:
+    """(hub, password) from an `Authorization: Basic ...` header; Unauthorized if it is not one."""
     scheme, _, encoded = (authorization or "").partition(" ")
     if scheme.lower() != "basic" or not encoded:
         raise Unauthorized()
@@ -23,8 +24,26 @@ def authenticate(authorization: str | None, credentials: Mapping[str, str]) -> s
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("malformed Basic credentials") from None
     hub, sep, password = decoded.partition(":")
+    if not sep:
+        raise Unauthorized("malformed Basic credentials")
+    return hub, password
+
+
+def verify(hub: str, password: str, credentials: Mapping[str, str]) -> bool:
+    """Constant-time comparison, also for unknown hub names."""
     expected = credentials.get(hub)
     matches = hmac.compare_digest(password.encode(), (expected if expected is not None else _NO_SUCH_HUB).encode())
-    if not sep or expected is None or not matches:
+    return expected is not None and matches
+
+
+async def authenticate(
+    authorization: str | None, source: str, credentials: Mapping[str, str], guard: LoginGuard
+) -> str:
+    """The hub name for valid credentials; failed attempts count against the source and the hub name."""
+    hub, password = parse_basic(authorization)
+    await guard.check(source, hub)
+    if not verify(hub, password, credentials):
+        await guard.failed(source, hub)
         raise Unauthorized("wrong hub name or password")
+    await guard.succeeded(source, hub)
     return hub

@@ -8,6 +8,7 @@ OutpostError
  │    ├── InvalidEvent           400  not a CloudEvent
  │    └── BodyTooLarge           413  body over the configured limit
  ├── Unauthorized                401  missing or wrong hub credentials
+ ├── TooManyAttempts             429  too many failed logins from this source or for this hub
  ├── NotFound                    404
  │    ├── UnknownRoute           404  no such path
  │    └── UnknownService         404  no such service for this hub
@@ -51,6 +52,7 @@ __all__ = [
     "ServiceExists",
     "SpawnFailed",
     "SpawnRefused",
+    "TooManyAttempts",
     "StoreUnavailable",
     "Unauthorized",
     "UndecryptableRecord",
@@ -113,6 +115,17 @@ class Unauthorized(OutpostError):
 
     status = HTTPStatus.UNAUTHORIZED
     default_message = "authentication required"
+
+
+class TooManyAttempts(OutpostError):
+    """Too many failed logins; the client should wait `retry_after` seconds."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    default_message = "too many failed logins; try again later"
+
+    def __init__(self, message: str | None = None, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotFound(OutpostError):

@@ -18,6 +18,7 @@ from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
 from outpost.hub import HubClient
+from outpost.ratelimit import Limits, LoginGuard
 from outpost.settings import Settings, load_settings
 from outpost.store import Store
 
@@ -36,6 +37,16 @@ class Runtime:
     http: httpx.AsyncClient
     hub: HubClient
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @cached_property
+    def credentials(self) -> dict[str, str]:
+        return self.settings.hub_credentials()
+
+    @cached_property
+    def guard(self) -> LoginGuard:
+        settings = self.settings
+        limits = Limits(settings.auth_failures_per_source, settings.auth_failures_per_hub, settings.auth_window_seconds)
+        return LoginGuard(self.store.redis, limits)
 
     @cached_property
     def config(self) -> Config:

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     redis_password: SecretStr | None = None
 
+    # Failed logins allowed per source and per hub name within the window, before 429s.
+    auth_failures_per_source: int = Field(default=20, gt=0)
+    auth_failures_per_hub: int = Field(default=100, gt=0)
+    auth_window_seconds: int = Field(default=300, gt=0)
+    # Behind Knative's gateways the caller is the first X-Forwarded-For entry.
+    trust_forwarded_for: bool = False
+
     backend: Literal["local", "kubernetes", "spawner"] = "local"
     # A traitlets file (`c.LocalProcessBackend.cmd = [...]`), configured as JupyterHub is.
     backend_config_file: Path | None = None
