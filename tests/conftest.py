@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from outpost.devserver import build_router
+from outpost.devserver import build_router, functions_dir
 from outpost.embedded_redis import EmbeddedRedis
 from outpost.runtime import close_runtime, use_settings
 from outpost.settings import Settings
@@ -81,7 +86,7 @@ async def make_settings(
             "hub_passwords": ";".join(HUBS.values()),
             "redis_url": redis_url,
             "data_dir": tmp_path / "data",
-            "backend_config_file": backend_config,
+            "backend_config": backend_config,
             "hub_retries": 2,
             "hub_timeout_seconds": 2.0,
             **overrides,
@@ -98,6 +103,61 @@ async def make_settings(
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The OUTPOST_* environment that gives a separate function process these settings."""
+    env = {
+        "OUTPOST_CRYPT_KEY": settings.crypt_key.get_secret_value(),
+        "OUTPOST_HUB_USERNAMES": settings.hub_usernames,
+        "OUTPOST_HUB_PASSWORDS": settings.hub_passwords.get_secret_value(),
+        "OUTPOST_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
+        "OUTPOST_DATA_DIR": str(settings.data_dir),
+    }
+    if settings.backend_config:
+        env["OUTPOST_BACKEND_CONFIG"] = str(settings.backend_config)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def function_process(
+    function: str, target: str, settings: Settings, stderr: Any = subprocess.DEVNULL
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], httpx.AsyncClient]]:
+    """One function served by the functions-framework CLI in its own process, as deployed."""
+    port = free_port()
+    source = functions_dir() / function / "main.py"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(source),
+         "--port", str(port)],
+        env={**os.environ, **settings_env(settings)}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=stderr,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await client.get("/metrics")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise AssertionError(f"{target} did not come up") from None
+                    await asyncio.sleep(0.05)
+            yield process, client
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def basic(hub: str, password: str | None = None) -> dict[str, str]:

@@ -9,6 +9,7 @@ from outpost import api, operations, timer
 ROUTES = [
     api.Route("GET", "/ping", operations.ping, public=True),
     api.Route("GET", "/openapi.json", operations.describe_api, public=True),
+    api.Route("GET", "/metrics", operations.metrics_text, public=True),  # not on the public route
     api.Route("GET", "/services", operations.list_services),
     api.Route("GET", "/services/{name:segment}", operations.poll_service),
     api.Route("GET", "/services/{name:segment}/{start_id:segment}", operations.poll_service),

@@ -6,7 +6,10 @@ from starlette.responses import Response
 
 from outpost import api, events, operations
 
-ROUTES = [api.Route("POST", "/services", operations.start_service)]
+ROUTES = [
+    api.Route("POST", "/services", operations.start_service),
+    api.Route("GET", "/metrics", operations.metrics_text, public=True),  # not on the public route
+]
 
 
 @functions_framework.aio.http

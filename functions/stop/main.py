@@ -9,6 +9,7 @@ from outpost import api, operations
 ROUTES = [
     api.Route("DELETE", "/services/{name:segment}", operations.stop_service),
     api.Route("DELETE", "/services/{name:segment}/{start_id:segment}", operations.stop_service),
+    api.Route("GET", "/metrics", operations.metrics_text, public=True),  # not on the public route
 ]
 
 

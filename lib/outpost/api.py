@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -20,6 +21,8 @@ from starlette.routing import compile_path
 
 from outpost import errors
 from outpost.auth import authenticate
+from outpost.logs import new_request_id
+from outpost.metrics import REQUEST_SECONDS, REQUESTS
 from outpost.runtime import Runtime, get_runtime
 
 EventHandler = Callable[[Runtime, CloudEvent], Awaitable[None]]
@@ -77,8 +80,14 @@ class Call:
 
 @dataclass(frozen=True)
 class Reply:
-    body: Any
+    body: Any  # JSON-able, or bytes sent as they are with `media_type`
     status: int = HTTPStatus.OK
+    media_type: str = "application/json"
+
+    def response(self) -> Response:
+        if isinstance(self.body, bytes):
+            return Response(self.body, self.status, media_type=self.media_type)
+        return JSONResponse(self.body, status_code=self.status)
 
 
 Operation = Callable[[Call], Awaitable[Reply]]
@@ -151,16 +160,23 @@ async def _authenticate(request: Request, runtime: Runtime) -> str:
 
 async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     """Serve one request with the first route matching its method and path."""
+    started = time.perf_counter()
+    rid = new_request_id(request.headers.get("x-request-id"))
+    route_label = "unmatched"
     try:
         route, params = _find(routes, request.method, request.url.path.rstrip("/") or "/")
+        route_label = route.path
         runtime = await get_runtime()
         hub = "" if route.public else await _authenticate(request, runtime)
         body = await _read_body(request, runtime.settings.max_body_bytes)
         call = Call(runtime, hub, params, request.query_params, request.headers, body)
-        reply = await route.operation(call)
-        return JSONResponse(reply.body, status_code=reply.status)
+        response = (await route.operation(call)).response()
     except Exception as exc:  # every failure gets a JSON answer; see error_response
-        return error_response(exc)
+        response = error_response(exc)
+    response.headers["X-Request-Id"] = rid
+    REQUESTS.labels(route_label, request.method, str(response.status_code)).inc()
+    REQUEST_SECONDS.labels(route_label, request.method).observe(time.perf_counter() - started)
+    return response
 
 
 async def receive_event(request: Request, handler: EventHandler) -> Response:

@@ -100,6 +100,15 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "OpenAPI")},
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (served by each function; not exposed by the public route)",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
             "/services": {
                 "get": {
                     "summary": "This hub's services",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from http import HTTPStatus
 from typing import Any
 
 import httpx
 
-from outpost import errors, quota
+from outpost import errors, metrics, quota
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
 from outpost.flavors import runtime_seconds
@@ -31,6 +32,11 @@ async def ping(call: Call) -> Reply:
 
 async def describe_api(call: Call) -> Reply:
     return Reply(openapi_document())
+
+
+async def metrics_text(call: Call) -> Reply:
+    text, media_type = await metrics.render(call.runtime)
+    return Reply(text, media_type=media_type)
 
 
 async def start_service(call: Call) -> Reply:
@@ -106,15 +112,18 @@ async def _start(
         resources=dict(flavor.resources) if flavor else {},
     )
     await progress(10, "Start request received by the outpost")
+    clock = time.perf_counter()
     try:
         started = await runtime.backend.start(spec, save_state, progress)
     except Exception as exc:
+        metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
             await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)
         await quota.send_flavor_update(runtime, sid, env)
         raise failure from None
+    metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
     address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
     if await runtime.store.mark_running(sid, _host_port(address), address) not in (
         Phase.PENDING,
@@ -193,7 +202,8 @@ async def _stop(runtime: Runtime, sid: ServiceId, *, collect_logs: bool) -> list
     logs: list[str] = []
     if state is not None:
         logs = await runtime.backend.logs(state) if collect_logs else []
-        await runtime.backend.stop(state)
+        with metrics.STOP_SECONDS.time():
+            await runtime.backend.stop(state)
     await runtime.store.forget(sid)
     log.info("stopped %s", sid)
     await quota.send_flavor_update(runtime, sid, body.get("env", {}))

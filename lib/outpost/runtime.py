@@ -12,6 +12,7 @@ import httpx
 import redis.asyncio as aioredis
 from traitlets.config import Config
 
+from outpost import logs
 from outpost.backends.base import load_backend_config
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
@@ -51,7 +52,7 @@ class Runtime:
     @cached_property
     def config(self) -> Config:
         """The administrator's `outpost_config.py`: backend options and hooks."""
-        return load_backend_config(self.settings.backend_config_file)
+        return load_backend_config(self.settings.backend_config)
 
     @cached_property
     def hooks(self) -> Outpost:
@@ -91,6 +92,7 @@ def use_settings(settings: Settings | None) -> None:
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    logs.configure(json_format=settings.log_format == "json")
     if settings.redis_url is None:
         raise ConfigurationError("no Redis configured: set OUTPOST_REDIS_URL (or run `outpost dev`)")
     client = aioredis.from_url(

@@ -68,9 +68,12 @@ class Settings(BaseSettings):
     # Behind Knative's gateways the caller is the first X-Forwarded-For entry.
     trust_forwarded_for: bool = False
 
+    # JSON log lines (with a request id) unless the process already set up logging.
+    log_format: Literal["json", "text"] = "json"
+
     backend: Literal["local", "kubernetes", "spawner"] = "local"
     # A traitlets file (`c.LocalProcessBackend.cmd = [...]`), configured as JupyterHub is.
-    backend_config_file: Path | None = None
+    backend_config: Path | None = None
     data_dir: Path = Path(".outpost")
     max_body_bytes: int = Field(default=MIB, gt=0)
     start_timeout_seconds: float = Field(default=120.0, gt=0)

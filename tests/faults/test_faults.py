@@ -6,9 +6,6 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +27,7 @@ from outpost.reconcile import reconcile
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from outpost.store import key_index, key_record
-from tests.conftest import HubReceiver, basic, start_body
+from tests.conftest import HubReceiver, basic, function_process, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")
@@ -69,56 +66,19 @@ async def test_redis_restart_during_traffic_answers_503_then_recovers_with_nothi
         server.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def test_function_killed_mid_start_leaves_no_orphan(settings: Settings, redis: aioredis.Redis) -> None:
+    async with function_process("start", "start_service", settings) as (process, client):
+        body = start_body()
+        body["misc"]["env"] = {"TINY_DELAY": "30"}
+        request = asyncio.create_task(client.post("/services", json=body, headers=A))
 
+        async def server_spawned() -> bool:
+            return await redis.hget(key_record(SID), "state_stored") == b"1"
 
-async def test_function_killed_mid_start_leaves_no_orphan(
-    settings: Settings, redis: aioredis.Redis, backend_config: Path
-) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "OUTPOST_CRYPT_KEY": settings.crypt_key.get_secret_value(),
-        "OUTPOST_HUB_USERNAMES": settings.hub_usernames,
-        "OUTPOST_HUB_PASSWORDS": settings.hub_passwords.get_secret_value(),
-        "OUTPOST_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
-        "OUTPOST_BACKEND_CONFIG": str(backend_config),
-        "OUTPOST_DATA_DIR": str(settings.data_dir),
-    }
-    source = functions_dir() / "start" / "main.py"
-    function = subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", "--target", "start_service", "--source", str(source),
-         "--port", str(port)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-
-            async def up() -> bool:
-                try:
-                    return (await client.post("/services", content=b"{}", headers=A)).status_code == 400
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(up, what="the start function to serve")
-            body = start_body()
-            body["misc"]["env"] = {"TINY_DELAY": "30"}
-            request = asyncio.create_task(client.post("/services", json=body, headers=A, timeout=60))
-
-            async def server_spawned() -> bool:
-                return await redis.hget(key_record(SID), "state_stored") == b"1"
-
-            await wait_until(server_spawned, what="the server process to be recorded")
-            os.killpg(function.pid, signal.SIGKILL)
-            with pytest.raises(httpx.TransportError):
-                await request
-    finally:
-        if function.poll() is None:
-            os.killpg(function.pid, signal.SIGKILL)
-        function.wait()
+        await wait_until(server_spawned, what="the server process to be recorded")
+        os.killpg(process.pid, signal.SIGKILL)
+        with pytest.raises(httpx.TransportError):
+            await request
 
     runtime = await get_runtime()
     [(sid, state)] = await runtime.backend.running()

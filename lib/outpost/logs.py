@@ -1,0 +1,47 @@
+"""Structured JSON logs with a request id that follows a request into its background work."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+
+from pythonjsonlogger.json import JsonFormatter
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def new_request_id(offered: str | None) -> str:
+    """Keep a caller's X-Request-Id when it is sane (it ends up in logs), else make one."""
+    value = offered if offered and _SANE_ID.fullmatch(offered) else uuid.uuid4().hex
+    request_id.set(value)
+    return value
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def configure(json_format: bool) -> None:
+    """Set up the root logger once per process, unless the host (a test runner, say) already did."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.addFilter(_RequestIdFilter())
+    if json_format:
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}{request_id}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

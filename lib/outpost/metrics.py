@@ -1,0 +1,35 @@
+"""Prometheus metrics of the functions; served at /metrics, which the public route does not expose."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from outpost.runtime import Runtime
+from outpost.store import key_flavor_slots, key_index
+
+REQUESTS = Counter("outpost_requests_total", "API requests by route and status", ["route", "method", "status"])
+REQUEST_SECONDS = Histogram("outpost_request_seconds", "API request duration by route", ["route", "method"])
+START_SECONDS = Histogram(
+    "outpost_start_seconds", "Time to start a server (backend included), by outcome", ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)  # fmt: skip
+STOP_SECONDS = Histogram("outpost_stop_seconds", "Time to stop a server (backend included)")
+SERVICES = Gauge("outpost_services", "Services stored, by hub", ["hub"])
+FLAVOR_SLOTS = Gauge("outpost_flavor_in_use", "Services holding a slot of each flavor (all hubs)", ["flavor"])
+
+
+async def render(runtime: Runtime) -> tuple[bytes, str]:
+    """Refresh the gauges that live in Redis (cheap: one SCARD per hub, one GET per flavor), then render."""
+    hubs = sorted(runtime.credentials)
+    flavors = sorted(runtime.flavor_policy.flavors)
+    async with runtime.store.redis.pipeline(transaction=False) as pipe:
+        for hub in hubs:
+            pipe.scard(key_index(hub))
+        for flavor in flavors:
+            pipe.get(key_flavor_slots(flavor))
+        values = await pipe.execute()
+    for hub, count in zip(hubs, values[: len(hubs)], strict=True):
+        SERVICES.labels(hub=hub).set(int(count))
+    for flavor, count in zip(flavors, values[len(hubs) :], strict=True):
+        FLAVOR_SLOTS.labels(flavor=flavor).set(int(count or 0))
+    return generate_latest(), CONTENT_TYPE_LATEST
