@@ -26,7 +26,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from traitlets.config import Config
 
+from outpost.backends.local import LocalBackend
 from outpost.devserver import build_router, functions_dir
 from outpost.embedded_redis import EmbeddedRedis
 from outpost.runtime import close_runtime, use_settings
@@ -98,6 +100,10 @@ async def make_settings(
     yield make
     await close_runtime()
     use_settings(None)
+    # No test leaves a server behind, whatever happened to its record.
+    backend = LocalBackend(Config(), tmp_path / "data")
+    for _, state in await backend.running():
+        await backend.stop(state)
 
 
 @pytest.fixture

@@ -42,7 +42,11 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self._appendonly else "no", "--save", "",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # Its own session: a terminal's Ctrl-C must not stop Redis before `outpost dev` has stopped
+        # the servers it started (their records are in it).
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

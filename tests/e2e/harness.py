@@ -1,0 +1,312 @@
+"""The stack under test, each part a real process: `outpost dev`, the SSH daemon (`python -m sshd`),
+and JupyterHub with the unmodified OutpostSpawner behind configurable-http-proxy."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.processes import MARKER, VENV_BIN, Proc, base_env, free_port, listening, progress, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+CHP_LOCAL = REPO / ".ci" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+INSTALL_CHP = REPO / "tools" / "install_chp.sh"
+HUB_CREDENTIAL = "e2ehub"
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def chp_command() -> str:
+    """configurable-http-proxy from .ci/node (installed on first use) or from PATH."""
+    if CHP_LOCAL.is_file():
+        return str(CHP_LOCAL)
+    on_path = shutil.which("configurable-http-proxy")
+    if on_path:
+        return on_path
+    if not shutil.which("npm"):
+        raise RuntimeError("configurable-http-proxy is missing and npm is not installed: install Node.js >= 20")
+    progress("installing configurable-http-proxy into .ci/node (tools/install_chp.sh)")
+    out = subprocess.run(["sh", str(INSTALL_CHP)], check=True, capture_output=True, text=True, timeout=300)
+    return out.stdout.strip().splitlines()[-1]
+
+
+# --- outpost dev ------------------------------------------------------------------------------
+
+
+@dataclass
+class Outpost:
+    """A running `outpost dev`: its API, the hub credential it accepts and its data directory."""
+
+    proc: Proc
+    api_port: int
+    ssh_port: int
+    data_dir: Path
+    config: Path | None
+    crypt_key: str
+    password: str
+    env: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def request_url(self) -> str:
+        return f"{self.url}/services"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return basic_auth(HUB_CREDENTIAL, self.password)
+
+    @property
+    def redis_url(self) -> str:
+        return f"unix://{self.data_dir / 'redis' / 'redis.sock'}"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.auth, timeout=30)
+
+    def services(self) -> list[dict[str, object]]:
+        with self.client() as api:
+            response = api.get("/services")
+        assert response.status_code == 200, response.text
+        listing: list[dict[str, object]] = response.json()
+        return listing
+
+
+def server_home(tmp: Path) -> Path:
+    """HOME for the outpost and the servers it starts (they inherit it): keeps Jupyter's runtime files
+    out of the real home, and lets jupyter_server run when the tests run as root (CI containers)."""
+    home = tmp / "home"
+    config = home / ".jupyter" / "jupyter_server_config.py"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("c.ServerApp.allow_root = True\n" if os.getuid() == 0 else "")
+    return home
+
+
+def start_outpost(tmp: Path, marker: str, *, config: Path | None = None, ssh_port: int | None = None) -> Outpost:
+    """`outpost dev` (the installed console script) on free loopback ports, waited for on /ping."""
+    from cryptography.fernet import Fernet
+
+    data_dir = tmp / "outpost-data"
+    api_port, ssh_port = free_port(), ssh_port or free_port()
+    crypt_key, password = Fernet.generate_key().decode(), secrets.token_urlsafe(16)
+    env = base_env(marker)
+    env.update(OUTPOST_CRYPT_KEY=crypt_key, OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
+    env["HOME"] = str(server_home(tmp))
+    cmd = [
+        str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
+        "--ssh-port", str(ssh_port), "--data-dir", str(data_dir),
+    ]  # fmt: skip
+    if config is not None:
+        cmd += ["--config", str(config)]
+    proc = Proc.spawn("outpost dev", cmd, env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
+    outpost = Outpost(proc, api_port, ssh_port, data_dir, config, crypt_key, password, env)
+
+    def pong() -> bool:
+        proc.check_alive()
+        return bool(httpx.get(f"{outpost.url}/ping", timeout=2).json() == {"ping": "pong!"})
+
+    try:
+        wait_until(f"outpost dev on {outpost.url}/ping", pong, timeout=30)
+    except AssertionError:
+        proc.stop(signal.SIGKILL)
+        raise
+    return outpost
+
+
+def stop_outpost(outpost: Outpost) -> None:
+    """Ctrl-C on `outpost dev` alone: it must stop every server it started, then exit cleanly."""
+    code = outpost.proc.stop(signal.SIGINT)
+    text = outpost.proc.text()
+    assert code in (0, 130, -signal.SIGINT), f"outpost dev exited with {code}:\n{outpost.proc.tail()}"
+    assert "Traceback" not in text, f"outpost dev logged a traceback:\n{outpost.proc.tail()}"
+
+
+# --- the SSH daemon as its own process (as the chart runs it) ---------------------------------
+
+
+def start_sshd(outpost: Outpost, tmp: Path, port: int, *, log_name: str = "sshd.log") -> Proc:
+    """`python -m sshd` on `port`, with outpost dev's Redis, keys and hub credentials."""
+    env = dict(outpost.env)
+    env.update(
+        OUTPOST_REDIS_URL=outpost.redis_url,
+        OUTPOST_SSH_LISTEN_HOST="127.0.0.1",
+        OUTPOST_SSH_PORT=str(port),
+        OUTPOST_SSH_HOST_KEY_PATH=str(outpost.data_dir / "ssh_host_key"),
+    )
+    cmd = [sys.executable, "-m", "sshd"]
+    if outpost.config is not None:
+        cmd += ["--config", str(outpost.config)]
+    env[MARKER] = f"{outpost.proc.marker}-sshd"
+    proc = Proc.spawn("sshd", cmd, env, tmp / log_name, cwd=tmp)
+
+    def up() -> bool:
+        proc.check_alive()
+        return listening(port)
+
+    try:
+        wait_until(f"the SSH daemon on 127.0.0.1:{port}", up, timeout=20)
+    except AssertionError:
+        proc.stop(signal.SIGKILL)
+        raise
+    return proc
+
+
+# --- JupyterHub with the real OutpostSpawner ----------------------------------------------------
+
+HUB_SCOPES = ["admin:users", "admin:servers", "admin:server_state", "access:servers"]
+
+HUB_CONFIG = """\
+# Generated by tests/e2e: a real JupyterHub whose OutpostSpawner talks to `outpost dev`.
+import outpostspawner  # registers the hub APIs the outpost calls (progress events, setup-tunnel)
+
+c = get_config()  # noqa: F821
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {proxy_port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{workdir}/jupyterhub_cookie_secret"
+c.JupyterHub.log_level = "DEBUG"
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.cleanup_servers = True
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.pid_file = "{workdir}/jupyterhub-proxy.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.services = [{{"name": "e2e", "api_token": {token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "e2e", "scopes": {scopes!r}, "services": ["e2e"]}}]
+
+c.JupyterHub.spawner_class = "outpostspawner.OutpostSpawner"
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 30
+c.OutpostSpawner.request_url = {request_url!r}
+c.OutpostSpawner.request_headers = {request_headers!r}
+c.OutpostSpawner.svc_create = False          # no Kubernetes here
+c.OutpostSpawner.ssh_during_startup = False  # the hub reaches the returned address directly
+c.OutpostSpawner.custom_poll_interval = 2000  # ms: poll the outpost often during the test
+
+def _misc(spawner, user_options):
+    # A server named "broken..." gets a command that exits at once: the start must fail cleanly.
+    if spawner.name.startswith("broken"):
+        return {{"cmd": ["sh", "-c", "echo broken on purpose; exit 3"]}}
+    return {{}}
+
+c.OutpostSpawner.custom_misc = _misc
+"""
+
+
+@dataclass
+class Hub:
+    proc: Proc
+    url: str  # the proxy's public URL
+    token: str
+    workdir: Path
+    outpost: Outpost
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.url}/hub/api", headers=self.auth, timeout=60)
+
+    def server(self, user: str, name: str = "") -> dict[str, object] | None:
+        with self.api() as api:
+            response = api.get(f"/users/{user}")
+        assert response.status_code == 200, response.text
+        servers: dict[str, dict[str, object]] = response.json()["servers"]
+        return servers.get(name)
+
+    def events(self, user: str, name: str = "") -> list[dict[str, object]]:
+        path = f"/users/progress/events/{user}" + (f"/{name}" if name else "")
+        with self.api() as api:
+            response = api.get(path)
+        assert response.status_code == 200, response.text
+        events: list[dict[str, object]] = response.json()["events"]
+        return events
+
+    def create_user(self, user: str) -> None:
+        with self.api() as api:
+            response = api.post(f"/users/{user}")
+        assert response.status_code == 201, response.text
+
+    def request_start(self, user: str, name: str = "") -> httpx.Response:
+        path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+        progress(f"hub API: start server {user}/{name}")
+        with self.api() as api:
+            return api.post(path, json={})
+
+    def start(self, user: str, name: str = "", timeout: float = 60.0) -> float:
+        """Start a server through the hub's API; return the seconds until the hub reports it ready."""
+        began = time.monotonic()
+        response = self.request_start(user, name)
+        assert response.status_code in (201, 202), response.text
+
+        def ready() -> bool:
+            self.proc.check_alive()
+            server = self.server(user, name)
+            return bool(server and server["ready"])
+
+        wait_until(f"server {user}/{name} ready in the hub", ready, timeout=timeout, interval=0.05)
+        return time.monotonic() - began
+
+    def stop(self, user: str, name: str = "", timeout: float = 60.0) -> None:
+        path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+        progress(f"hub API: stop server {user}/{name}")
+        with self.api() as api:
+            response = api.delete(path)
+        assert response.status_code in (202, 204), response.text
+        wait_until(f"server {user}/{name} gone from the hub", lambda: self.server(user, name) is None, timeout)
+
+    def proxied(self, user: str, name: str, path: str) -> httpx.Response:
+        """A request through the hub's proxy to the user's server, with the test's API token."""
+        prefix = f"/user/{user}/{name}/" if name else f"/user/{user}/"
+        return httpx.get(f"{self.url}{prefix}{path}", headers=self.auth, timeout=30, follow_redirects=False)
+
+
+def start_hub(tmp: Path, marker: str, outpost: Outpost, chp: str, extra_config: str = "") -> Hub:
+    """`python -m jupyterhub` with a generated config in its own directory, waited for via the proxy."""
+    workdir = tmp / "hub"
+    workdir.mkdir()
+    proxy_port = free_port()
+    token = secrets.token_hex(32)
+    config = HUB_CONFIG.format(
+        proxy_port=proxy_port, hub_port=free_port(), proxy_api_port=free_port(), workdir=workdir, chp=chp,
+        token=token, scopes=HUB_SCOPES, request_url=outpost.request_url, request_headers=outpost.auth,
+    )  # fmt: skip
+    (workdir / "jupyterhub_config.py").write_text(config + extra_config)
+    env = base_env(f"{marker}-hub")
+    cmd = [sys.executable, "-m", "jupyterhub", "-f", str(workdir / "jupyterhub_config.py")]
+    proc = Proc.spawn("jupyterhub", cmd, env, tmp / "jupyterhub.log", cwd=workdir, owned=[workdir])
+    hub = Hub(proc, f"http://127.0.0.1:{proxy_port}", token, workdir, outpost)
+
+    def up() -> bool:
+        proc.check_alive()
+        return httpx.get(f"{hub.url}/hub/api/", timeout=2).status_code == 200
+
+    try:
+        wait_until(f"JupyterHub behind its proxy on {hub.url}", up, timeout=60)
+    except AssertionError:
+        proc.stop(signal.SIGKILL)
+        raise
+    return hub
+
+
+def stop_hub(hub: Hub) -> None:
+    """Ctrl-C on the hub: it stops its servers (through the outpost) and its proxy, then exits."""
+    code = hub.proc.stop(signal.SIGINT, timeout=60)
+    assert code in (0, 130, -signal.SIGINT), f"jupyterhub exited with {code}:\n{hub.proc.tail()}"
