@@ -65,15 +65,22 @@ def spawner_snippet(settings: Settings, options: DevOptions) -> str:
     host = "127.0.0.1" if options.api_host in ("0.0.0.0", "::") else options.api_host
     return f"""\
 # --- jupyterhub_config.py: use this outpost (hub credential {hub!r}) ---
+import outpostspawner  # registers the hub APIs the outpost calls back (events, setup-tunnel, flavors)
 c.JupyterHub.spawner_class = "outpostspawner.OutpostSpawner"
 c.OutpostSpawner.request_url = "http://{host}:{options.api_port}/services"
 c.OutpostSpawner.request_headers = {{"Authorization": "Basic {token}"}}
 c.OutpostSpawner.svc_create = False          # no Kubernetes Service for local servers
-c.OutpostSpawner.ssh_during_startup = False  # True: tunnel through the outpost's SSH daemon:
-c.OutpostSpawner.ssh_node = "{host}"
-c.OutpostSpawner.ssh_port = {options.ssh_port}
-c.OutpostSpawner.ssh_username = "{settings.ssh_username}"
-c.OutpostSpawner.ssh_key = "/path/to/the/hub/private/key"  # its public key goes in sshPublicKeys
+c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned address directly
+# To tunnel through the outpost's SSH daemon instead (put the hub's public key in sshPublicKeys):
+# c.OutpostSpawner.ssh_during_startup = True
+# c.OutpostSpawner.svc_create = True
+# c.OutpostSpawner.ssh_custom_svc = lambda spawner, info: ("127.0.0.1", spawner.port)
+# c.OutpostSpawner.ssh_custom_svc_remove = lambda spawner, info: None
+# c.OutpostSpawner.custom_misc_disable_default = True  # hub and servers share this machine
+# c.OutpostSpawner.ssh_node = "{host}"
+# c.OutpostSpawner.ssh_port = {options.ssh_port}
+# c.OutpostSpawner.ssh_username = "{settings.ssh_username}"
+# c.OutpostSpawner.ssh_key = "/path/to/the/hub/private/key"
 # ------------------------------------------------------------------------"""
 
 
