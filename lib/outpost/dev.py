@@ -48,7 +48,7 @@ def dev_settings(options: DevOptions, redis_url: str) -> Settings:
         "backend": options.backend,
         "ssh_port": options.ssh_port,
         "ssh_listen_host": options.api_host,
-        "ssh_host_key_path": data / "ssh_host_key",
+        "ssh_host_key": data / "ssh_host_key",
     }
     if not os.environ.get("OUTPOST_CRYPT_KEY"):
         overrides["crypt_key"] = _persisted_secret(data / "crypt_key", Fernet.generate_key().decode())
@@ -113,6 +113,7 @@ async def stop_all_servers() -> int:
 async def run_dev(options: DevOptions) -> None:
     import uvicorn
 
+    import sshd
     from outpost.devserver import build_router
     from outpost.timer import run_timer
 
@@ -131,12 +132,21 @@ async def run_dev(options: DevOptions) -> None:
             )
         )
         print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")
+        runtime = await get_runtime()
+        listener = await sshd.serve(settings, runtime.store)
+        print(f"SSH daemon on {options.api_host}:{listener.port} (user {settings.ssh_username})")
         print(spawner_snippet(settings, options), flush=True)
-        timer = asyncio.create_task(run_timer(await get_runtime(), settings.timer_interval_seconds))
+        background = [
+            asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
+            asyncio.create_task(sshd.recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels)),
+        ]
         try:
             await server.serve()
         finally:
-            timer.cancel()
+            for task in background:
+                task.cancel()
+            listener.close()
+            await listener.wait_closed()
             stopped = await stop_all_servers()
             print(f"stopped {stopped} server(s); bye", flush=True)
             await close_runtime()

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
 
     backend: Literal["local", "kubernetes", "spawner"] = "local"
+    # Namespace of the kubernetes backend's pods (Helm backend.namespace); empty: the kubeconfig's.
+    namespace: str = ""
     # A traitlets file (`c.LocalProcessBackend.cmd = [...]`), configured as JupyterHub is.
     backend_config: Path | None = None
     data_dir: Path = Path(".outpost")
@@ -95,7 +97,7 @@ class Settings(BaseSettings):
     ssh_listen_host: str = "0.0.0.0"
     ssh_port: int = Field(default=2222, ge=0, le=65535)
     ssh_username: str = "jhuboutpost"
-    ssh_host_key_path: Path = Path(".outpost/ssh_host_key")
+    ssh_host_key: Path = Path(".outpost/ssh_host_key")
     ssh_public_keys: list[str | SSHKeyEntry] = Field(default_factory=list)
     ssh_max_connections_per_key: int = Field(default=16, gt=0)
     ssh_max_channels_per_connection: int = Field(default=1024, gt=0)

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import LockError
 
 from outpost.crypto import Crypt
+from outpost.errors import UndecryptableRecord
 from outpost.flavors import Limits
 from outpost.models import Phase, ServiceId, ServiceMeta
 
@@ -155,6 +156,15 @@ end
 return 0
 """
 
+# KEYS: the address index. ARGV: "host:port". Answers hub, name, start_id, phase, or nothing.
+_OWNER = """
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if not record then return false end
+local found = redis.call('HMGET', record, 'hub', 'name', 'start_id', 'phase')
+if not found[4] then return false end
+return found
+"""
+
 # KEYS: record. ARGV: observed exit code ("" = running), observed timestamp
 _OBSERVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -180,6 +190,7 @@ class Store:
         self.redis = client
         self.crypt = crypt
         self._observe = client.register_script(_OBSERVE)
+        self._owner = client.register_script(_OWNER)
         self._replace_if = client.register_script(_REPLACE_IF)
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
@@ -372,19 +383,22 @@ class Store:
         return int(mine or 0), int(total or 0)
 
     async def address_owner(self, host: str, port: int) -> AddressOwner | None:
-        record_key = await self.redis.hget(ADDRESSES, f"{host}:{port}")
-        if not record_key:
+        """Who runs a server at host:port: one round trip, since the SSH daemon asks per channel."""
+        found = await self._owner(keys=[ADDRESSES], args=[f"{host}:{port}"])
+        if not found:
             return None
-        hub, name, start_id, phase = await self.redis.hmget(_text(record_key), ["hub", "name", "start_id", "phase"])
-        if phase is None:
-            return None
-        return AddressOwner(_text(hub), _text(name), _text(start_id), Phase(_text(phase)))
+        hub, name, start_id, phase = (_text(v) for v in found)
+        return AddressOwner(hub, name, start_id, Phase(phase))
 
     async def running_tunnels(self) -> AsyncIterator[TunnelTarget]:
         async for meta in self.all_hubs_services():
             if meta.phase != Phase.RUNNING:
                 continue
-            body, _, answer = await self.secrets(meta.id)
+            try:
+                body, _, answer = await self.secrets(meta.id)
+            except UndecryptableRecord:
+                log.warning("cannot recreate the tunnel of %s: its record cannot be decrypted", meta.id)
+                continue
             env = body.get("env", {})
             url, token = env.get("JUPYTERHUB_SETUPTUNNEL_URL", ""), env.get("JUPYTERHUB_API_TOKEN", "")
             if answer and url and token:

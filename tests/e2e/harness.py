@@ -144,7 +144,7 @@ def start_sshd(outpost: Outpost, tmp: Path, port: int, *, log_name: str = "sshd.
         OUTPOST_REDIS_URL=outpost.redis_url,
         OUTPOST_SSH_LISTEN_HOST="127.0.0.1",
         OUTPOST_SSH_PORT=str(port),
-        OUTPOST_SSH_HOST_KEY_PATH=str(outpost.data_dir / "ssh_host_key"),
+        OUTPOST_SSH_HOST_KEY=str(outpost.data_dir / "ssh_host_key"),
     )
     cmd = [sys.executable, "-m", "sshd"]
     if outpost.config is not None:

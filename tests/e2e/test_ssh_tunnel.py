@@ -26,11 +26,6 @@ pytestmark = pytest.mark.e2e
 # forwardbasespawner runs ssh with `preexec_fn=os.setuid(1000)`; as root that switch succeeds, so
 # the key, the known_hosts file and the control socket must belong to uid 1000.
 SSH_UID = 1000
-DEV_SSHD_MISSING = (
-    "`outpost dev` does not start the SSH daemon yet (lib/outpost/dev.py run_dev serves the API only); "
-    "remove this mark once it listens on --ssh-port"
-)
-
 
 class SSHClientFiles:
     def __init__(self, directory: Path) -> None:
@@ -223,7 +218,6 @@ def test_async_start_is_tunnelled_by_the_setup_tunnel_call(hub: Hub, outpost: Ou
     assert [s for s in outpost.services() if s["name"] == "async"] == []
 
 
-@pytest.mark.skip(reason=DEV_SSHD_MISSING)
 def test_tunnel_through_the_daemon_of_outpost_dev(hub: Hub, outpost: Outpost) -> None:
     """The daemon `outpost dev` starts on --ssh-port carries the hub's tunnel."""
     user = "heidi"

@@ -1,0 +1,21 @@
+"""The Outpost's forward-only SSH daemon: hubs reach their own running services, nothing else.
+
+`serve(settings, lookup)` listens in the caller's event loop; `recreate_tunnels(...)` asks the hubs
+to rebuild their forwards after a start; `python -m sshd` runs both with uvloop.
+"""
+
+from __future__ import annotations
+
+from sshd.server import AddressLookup, ForwardOnlyServer, Listener, serve
+from sshd.tunnels import RecreateResult, TunnelPoster, TunnelSource, recreate_tunnels
+
+__all__ = [
+    "AddressLookup",
+    "ForwardOnlyServer",
+    "Listener",
+    "RecreateResult",
+    "TunnelPoster",
+    "TunnelSource",
+    "recreate_tunnels",
+    "serve",
+]

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the SSH daemon, served by `python -m sshd` on its metrics port (/metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+__all__ = [
+    "AUTH_REFUSED",
+    "CONNECTIONS",
+    "FORWARD_BYTES",
+    "FORWARDS",
+    "FORWARDS_OPEN",
+    "FORWARDS_REFUSED",
+    "TUNNEL_RECREATIONS",
+    "serve_metrics",
+]
+
+CONNECTIONS = Gauge("outpost_sshd_connections", "Open SSH connections (authenticated or not)")
+AUTH_REFUSED = Counter(
+    "outpost_sshd_auth_refused_total", "Public keys refused, by reason", ["reason"]
+)  # reason: unknown-key (or wrong user name), key-connection-limit
+FORWARDS = Counter("outpost_sshd_forwards_total", "Forwards opened to a running service")
+FORWARDS_REFUSED = Counter(
+    "outpost_sshd_forwards_refused_total", "Forwards refused, by reason", ["reason"]
+)  # reason: see sshd.server.Refusal
+FORWARDS_OPEN = Gauge("outpost_sshd_forwards_open", "Forwards open now")
+FORWARD_BYTES = Counter(
+    "outpost_sshd_forward_bytes_total", "Bytes carried by closed forwards", ["direction"]
+)  # direction: up (hub -> service), down (service -> hub)
+TUNNEL_RECREATIONS = Counter(
+    "outpost_sshd_tunnel_recreations_total", "Setup-tunnel calls after a start, by outcome", ["outcome"]
+)  # outcome: posted, failed, skipped
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
+    """Serve /metrics from a background thread (prometheus_client's own server)."""
+    start_http_server(port, host)

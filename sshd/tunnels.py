@@ -1,0 +1,84 @@
+"""Tunnel recreation: after a daemon start, ask each hub to rebuild its forwards to running services.
+
+Every tunnel a hub had through the previous daemon died with it. For each running service whose
+hub wants it, the stored start answer is POSTed again to the service's setup-tunnel URL, which
+makes the hub run `ssh -O forward` anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from outpost.store import TunnelTarget
+from sshd import metrics
+
+__all__ = ["RecreateResult", "TunnelPoster", "TunnelSource", "recreate_tunnels"]
+
+logger = logging.getLogger(__name__)
+
+CONCURRENCY = 8
+
+
+class TunnelSource(Protocol):
+    """`outpost.store.Store`: running services with their decrypted setup-tunnel URL and token."""
+
+    def running_tunnels(self) -> AsyncIterator[TunnelTarget]: ...
+
+
+class TunnelPoster(Protocol):
+    """`outpost.hub.HubClient`: POST `{"service": answer}` with the API token; bounded retries inside."""
+
+    async def setup_tunnel(self, url: str, token: str, answer: str, about: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecreateResult:
+    posted: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+async def recreate_tunnels(
+    source: TunnelSource,
+    hub: TunnelPoster,
+    wanted: Callable[[str], bool],
+    *,
+    concurrency: int = CONCURRENCY,
+) -> RecreateResult:
+    """POST every running service's answer to its hub, for the hubs where `wanted(hub)` is true.
+
+    One failing hub never stops the others; failures are logged with the service's identifiers
+    only (never the URL or the token).
+    """
+    gate = asyncio.Semaphore(concurrency)
+    counts = {"posted": 0, "failed": 0, "skipped": 0}
+
+    async def post(target: TunnelTarget) -> None:
+        async with gate:
+            about = str(target.id)
+            try:
+                ok = await hub.setup_tunnel(target.setup_tunnel_url, target.api_token, target.answer, about)
+                error = "" if ok else "hub refused or unreachable"
+            except Exception as exc:  # one hub's trouble must not stop the others
+                ok, error = False, type(exc).__name__
+            counts["posted" if ok else "failed"] += 1
+            if ok:
+                logger.info("tunnel recreation requested service=%s", about)
+            else:
+                logger.warning("tunnel recreation failed service=%s: %s", about, error)
+
+    async with asyncio.TaskGroup() as group:
+        async for target in source.running_tunnels():
+            if not target.setup_tunnel_url or not wanted(target.id.hub):
+                counts["skipped"] += 1
+                continue
+            group.create_task(post(target))
+    result = RecreateResult(**counts)
+    for outcome, count in counts.items():
+        metrics.TUNNEL_RECREATIONS.labels(outcome).inc(count)
+    logger.info("tunnel recreation done posted=%d failed=%d skipped=%d", result.posted, result.failed, result.skipped)
+    return result

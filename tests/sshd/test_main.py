@@ -1,0 +1,182 @@
+"""`python -m sshd` as its own process: serves on uvloop, recreates tunnels, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+
+from outpost.store import Store
+from tests.sshd.helpers import (
+    CRYPT_KEY,
+    ClientKey,
+    OpenSSHFactory,
+    Target,
+    exchange,
+    forward,
+    free_port,
+    run_service,
+    until,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Daemon:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def collect(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest_asyncio.fixture
+async def run_daemon(tmp_path: Path) -> AsyncIterator[Any]:
+    """Run `python -m sshd --config <values.yaml>`; killed at teardown if still running."""
+    daemons: list[tuple[Daemon, asyncio.Task[None]]] = []
+
+    async def run(values: dict[str, Any], *args: str) -> Daemon:
+        config = tmp_path / f"values-{len(daemons)}.yaml"
+        config.write_text(yaml.safe_dump(values))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_") and k != "REDIS_URL"}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lib"), str(ROOT)])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sshd", "--config", str(config), *(args or ("--metrics-port", "0")),
+            cwd=tmp_path, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        daemon = Daemon(proc)
+        daemons.append((daemon, asyncio.create_task(daemon.collect())))
+        return daemon
+
+    yield run
+    for daemon, task in daemons:
+        if daemon.proc.returncode is None:
+            daemon.proc.kill()
+            await daemon.proc.wait()
+        await task
+
+
+def values(redis_url: str, tmp_path: Path, key: ClientKey, **extra: Any) -> dict[str, Any]:
+    return {
+        "cryptKey": CRYPT_KEY,
+        "redisUrl": redis_url,
+        "sshListenHost": "127.0.0.1",
+        "sshPort": 0,
+        "sshHostKey": str(tmp_path / "host_key"),
+        "sshPublicKeys": [{"hub": "a", "key": key.public}],
+        "hubRetries": 1,
+        **extra,
+    }
+
+
+@pytest.mark.asyncio
+async def test_daemon_process_forwards_and_recreates_tunnels(
+    run_daemon: Any,
+    redis_url: str,
+    tmp_path: Path,
+    client_keys: dict[str, ClientKey],
+    store: Store,
+    echo_server: Target,
+    hub_receiver: Any,
+    openssh: OpenSSHFactory,
+) -> None:
+    """At start the daemon asks the hub to rebuild the tunnel of each running service; the hub's
+    forward then works; SIGTERM ends the daemon cleanly and drops its connections."""
+    setup = f"{hub_receiver.url}/hub/api/users/setuptunnel/alice/lab"
+    env = {"JUPYTERHUB_SETUPTUNNEL_URL": setup, "JUPYTERHUB_API_TOKEN": "token-for-alice"}
+    await run_service(store, "a", "lab", echo_server.address, env=env)
+
+    metrics_port = free_port()
+    daemon = await run_daemon(values(redis_url, tmp_path, client_keys["hub_a"]), "--metrics-port", str(metrics_port))
+    await until(lambda: "sshd listening on" in daemon.text, timeout=15, what=f"the daemon to listen:\n{daemon.text}")
+    port = int(re.findall(r"sshd listening on 127\.0\.0\.1:(\d+)", daemon.text)[0])
+
+    await until(lambda: bool(hub_receiver.calls), timeout=10, what="the setup-tunnel call")
+    assert hub_receiver.calls == [
+        {
+            "path": "/hub/api/users/setuptunnel/alice/lab",
+            "authorization": "token token-for-alice",
+            "json": {"service": f"http://{echo_server.address}"},
+        }
+    ]
+
+    client = openssh(port, "hub_a")
+    assert (await client.start_master()).returncode == 0
+    assert await exchange(await forward(client, echo_server), b"through the process") == b"through the process"
+
+    await until(lambda: "forward closed" in daemon.text, what="the forward to close")
+    async with httpx.AsyncClient() as http:
+        scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    assert "outpost_sshd_forwards_total 1.0" in scraped
+    assert 'outpost_sshd_forward_bytes_total{direction="down"} 19.0' in scraped
+    assert 'outpost_sshd_tunnel_recreations_total{outcome="posted"} 1.0' in scraped
+
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(daemon.proc.wait(), 10) == 0
+    await until(lambda: not client.control_path.exists(), timeout=10, what="the master to notice")
+    assert "token-for-alice" not in daemon.text and "setuptunnel" not in daemon.text
+    assert "forward opened hub=a service=lab/1" in daemon.text
+    assert "Accepted direct TCP connection" not in daemon.text  # asyncssh's own per-channel lines are off
+
+
+@pytest.mark.asyncio
+async def test_port_in_use_exits_with_a_message(
+    run_daemon: Any, redis_url: str, tmp_path: Path, client_keys: dict[str, ClientKey]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        daemon = await run_daemon(values(redis_url, tmp_path, client_keys["hub_a"], sshPort=busy.getsockname()[1]))
+        assert await asyncio.wait_for(daemon.proc.wait(), 20) == 1
+    await until(lambda: "sshd: " in daemon.text, what=f"the message: {daemon.lines}")
+    assert "address already in use" in daemon.text.lower()
+    assert "Traceback" not in daemon.text
+
+
+@pytest.mark.asyncio
+async def test_bad_configuration_exits_with_a_message(
+    run_daemon: Any, redis_url: str, tmp_path: Path, client_keys: dict[str, ClientKey]
+) -> None:
+    bad = values(redis_url, tmp_path, client_keys["hub_a"], sshPublicKeys=["ssh-ed25519 not-a-key"])
+    daemon = await run_daemon(bad)
+    assert await asyncio.wait_for(daemon.proc.wait(), 20) == 1
+    await until(lambda: "sshd: " in daemon.text, what=f"the message: {daemon.lines}")
+    assert "sshPublicKeys[0]" in daemon.text
+    assert "Traceback" not in daemon.text
+
+
+@pytest.mark.asyncio
+async def test_busy_metrics_port_is_not_fatal(
+    run_daemon: Any, redis_url: str, tmp_path: Path, client_keys: dict[str, ClientKey]
+) -> None:
+    """Forwarding matters more than metrics: a taken metrics port is logged, and the daemon serves."""
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        daemon = await run_daemon(values(redis_url, tmp_path, client_keys["hub_a"]), "--metrics-port", port)
+        await until(
+            lambda: "sshd listening on" in daemon.text, timeout=15, what=f"the daemon to listen:\n{daemon.text}"
+        )
+    assert f"no /metrics: port {port}" in daemon.text
+    assert daemon.proc.returncode is None
