@@ -4,7 +4,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from outpost import api, operations, timer
+from outpost import api, operations, pod_status, timer
 
 ROUTES = [
     api.Route("GET", "/ping", operations.ping, public=True),
@@ -26,3 +26,8 @@ async def poll_service(request: Request) -> Response:
 @functions_framework.aio.http
 async def poll_timer_event(request: Request) -> Response:
     return await api.receive_event(request, timer.handle_tick)
+
+
+@functions_framework.aio.http
+async def pod_status_event(request: Request) -> Response:
+    return await api.receive_event(request, pod_status.handle_pod_event)

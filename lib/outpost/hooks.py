@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Callable
+from traitlets import Callable, Type, Unicode, Union
 from traitlets.config import Config, Configurable
 
 
@@ -22,6 +22,13 @@ class Outpost(Configurable):
     ).tag(config=True)
     sanitize_start_response = Callable(
         None, allow_none=True, help="(hub, name, address) -> address: rewrite the address given to the hub"
+    ).tag(config=True)
+    # A class or an import string: importing JupyterHub only when the spawner backend is used.
+    spawner_class = Union(
+        [Unicode(), Type()],
+        default_value=None,
+        allow_none=True,
+        help="The JupyterHub Spawner class the 'spawner' backend runs (class, import path or entry-point name)",
     ).tag(config=True)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from outpost import errors, metrics, quota
+from outpost import errors, metrics, pod_status, quota
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
 from outpost.flavors import runtime_seconds
@@ -160,7 +160,7 @@ async def poll_service(call: Call) -> Reply:
     if meta.phase in TERMINAL_PHASES:
         status = meta.exit_code or 0
     elif meta.phase == Phase.RUNNING and state is not None:
-        status = await runtime.backend.poll(state)
+        status = await pod_status.cached_poll(runtime, meta, state)
     reply: dict[str, Any] = {"status": status}
     if call.query.get("collect_logs", "").lower() == "true":
         reply["logs"] = await runtime.backend.logs(state) if state is not None else []

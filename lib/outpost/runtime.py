@@ -69,6 +69,16 @@ class Runtime:
             from outpost.backends.local import LocalBackend
 
             return LocalBackend(self.config, self.settings.data_dir)
+        if self.settings.backend == "kubernetes":
+            from outpost.backends.kubernetes import PodBackend
+
+            return PodBackend(self.config, self.settings.namespace)
+        if self.settings.backend == "spawner":
+            from outpost.backends.spawner import SpawnerBackend
+
+            if self.hooks.spawner_class is None:
+                raise ConfigurationError("the spawner backend needs c.Outpost.spawner_class in outpost_config.py")
+            return SpawnerBackend(self.config, self.hooks.spawner_class, self.settings.data_dir)
         raise ConfigurationError(f"backend {self.settings.backend!r} is not available in this build")
 
     @cached_property
@@ -80,6 +90,9 @@ class Runtime:
     async def aclose(self) -> None:
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        backend = self.__dict__.get("backend")  # only if this runtime ever built it
+        if backend is not None and hasattr(backend, "aclose"):
+            await backend.aclose()
         await self.http.aclose()
         await self.store.redis.aclose()
 

@@ -9,6 +9,7 @@ import logging
 
 from cloudevents.http import CloudEvent
 
+from outpost import pod_status
 from outpost.operations import abandon
 from outpost.reconcile import reconcile
 from outpost.runtime import Runtime
@@ -33,6 +34,7 @@ async def expire_services(runtime: Runtime, now: dt.datetime | None = None) -> i
 
 async def tick(runtime: Runtime) -> None:
     await expire_services(runtime)
+    await pod_status.resync(runtime)
     async with runtime.store.exclusively("reconcile", TICK_LOCK_SECONDS) as mine:
         if mine:
             await reconcile(runtime)

@@ -1,0 +1,310 @@
+"""Any JupyterHub Spawner as the backend (`c.Outpost.spawner_class`), so an administrator keeps the
+`outpost_config.py` written for KubeSpawner, BatchSpawner, ...
+
+Each invocation builds the spawner with a user and hub stand-in made from the request (the hub has
+already computed the server's environment: it is used as the spawner's `get_env()` base), applies the
+allowed `misc` overrides and the flavor's resources to its traits, and keeps `get_state()` in the
+record; a later invocation (maybe another process) rebuilds it and calls `load_state()` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import inspect
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from jupyterhub.spawner import Spawner  # type: ignore[import-untyped]
+from traitlets import Dict, TraitError
+from traitlets.config import Config
+from traitlets.utils.importstring import import_item
+
+from outpost.backends.base import Progress, SaveState, Started, StartSpec
+from outpost.errors import BackendError, ConfigurationError, InvalidBody
+from outpost.models import ServiceId
+
+log = logging.getLogger(__name__)
+PROGRESS_DRAIN_SECONDS = 1.5  # a progress generator's last look after the start finished
+# What the spawner decides itself; everything else comes from the hub's env.
+_SPAWNER_DECIDES = (
+    "JUPYTERHUB_SERVICE_URL",
+    "JUPYTERHUB_SSL_KEYFILE",
+    "JUPYTERHUB_SSL_CERTFILE",
+    "JUPYTERHUB_SSL_CLIENT_CA",
+)
+_FROM_HUB = ("JUPYTERHUB_USER", "JUPYTERHUB_USER_ID", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_PREFIX")
+
+
+class _HubEnvironment(Spawner):  # type: ignore[misc]
+    """Sits just above `Spawner` in the adapted class's MRO: `super().get_env()` of the administrator's
+    class lands here and gets the environment the hub sent, not one built from a hub we do not have."""
+
+    request_env = Dict()
+
+    def get_env(self) -> dict[str, str]:
+        env = {key: os.environ[key] for key in self.env_keep if key in os.environ}
+        env.update(self.request_env)
+        scheme = "https" if self.internal_ssl else "http"
+        prefix = self.request_env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+        decided = {"JUPYTERHUB_SERVICE_URL": f"{scheme}://{self.ip or '127.0.0.1'}:{self.port}{prefix}"}
+        if self.cert_paths:
+            decided.update(
+                JUPYTERHUB_SSL_KEYFILE=self.cert_paths["keyfile"],
+                JUPYTERHUB_SSL_CERTFILE=self.cert_paths["certfile"],
+                JUPYTERHUB_SSL_CLIENT_CA=self.cert_paths["cafile"],
+            )
+        env.update({key: value for key, value in decided.items() if key in _SPAWNER_DECIDES})
+        for key in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee"):
+            if getattr(self, key):
+                env[key.upper()] = str(getattr(self, key))
+        for key, value in self.environment.items():  # the administrator's, last (as in JupyterHub)
+            env[key] = value(self) if callable(value) else value
+        return env
+
+    # Never reached (the administrator's class comes first in the MRO); Spawner requires them.
+    async def start(self) -> Any:
+        raise NotImplementedError
+
+    async def stop(self, now: bool = False) -> None:
+        raise NotImplementedError
+
+    async def poll(self) -> int | None:
+        raise NotImplementedError
+
+
+_ADAPTED: dict[type, type] = {}
+
+
+def adapted(cls: type[Spawner]) -> type[Spawner]:
+    """The administrator's class with the hub's environment underneath; its config section
+    `Outpost<Class>` holds the per-start overrides, above everything the administrator configured."""
+    if cls not in _ADAPTED:
+        _ADAPTED[cls] = type(f"Outpost{cls.__name__}", (cls, _HubEnvironment), {})
+    return _ADAPTED[cls]
+
+
+def resolve(spawner_class: type | str) -> type[Spawner]:
+    """A class, an import path or a JupyterHub entry-point name ("localprocess", "kubespawner")."""
+    found: Any = spawner_class
+    if isinstance(spawner_class, str):
+        named = entry_points(group="jupyterhub.spawners", name=spawner_class)
+        try:
+            found = next(iter(named)).load() if named else import_item(spawner_class)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigurationError(f"cannot import spawner class {spawner_class!r}: {exc}") from None
+    if not (isinstance(found, type) and issubclass(found, Spawner)):
+        raise ConfigurationError(f"{spawner_class!r} is not a JupyterHub Spawner class")
+    return found
+
+
+@dataclass
+class UserStandIn:
+    """What spawners read of JupyterHub's User."""
+
+    name: str
+    id: int
+    groups: tuple[str, ...] = ()
+    server: None = None  # the hub's view of the server; the spawner does not need it here
+
+    @property
+    def escaped_name(self) -> str:
+        return quote(self.name, safe="@~")
+
+    @property
+    def url(self) -> str:
+        return f"/user/{self.escaped_name}/"
+
+
+@dataclass
+class OrmSpawnerStandIn:
+    """Where a Spawner reads its server name (JupyterHub's database row of the spawner)."""
+
+    name: str
+    server: None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name
+
+
+@dataclass
+class HubStandIn:
+    """What spawners read of JupyterHub's Hub object."""
+
+    api_url: str
+
+    @property
+    def base_url(self) -> str:
+        path = urlparse(self.api_url).path.rstrip("/")
+        return (path.removesuffix("/api") or "/hub") + "/"
+
+    @property
+    def public_host(self) -> str:
+        return ""
+
+
+def _address(result: Any, ssl: bool) -> str:
+    """A spawner's start() answer, (ip, port) or a URL, as "scheme://host:port"."""
+    if isinstance(result, tuple | list):
+        ip, port = result
+        host = "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
+        return f"{'https' if ssl else 'http'}://{host}:{int(port)}"
+    url = urlparse(str(result))
+    if not url.hostname:
+        raise BackendError(f"the spawner answered an address without a host: {result!r}")
+    return f"{url.scheme}://{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+
+class SpawnerBackend:
+    def __init__(self, config: Config, spawner_class: type | str, data_dir: Path) -> None:
+        self._config = config
+        self._class = resolve(spawner_class)
+        self._certs = data_dir / "spawner-certs"
+        # The instances this process started: a local process's Popen handle lives there, as in JupyterHub.
+        self._live: dict[str, Spawner] = {}
+
+    def _build(self, cls: type[Spawner], env: dict[str, str], name: str, overrides: dict[str, Any]) -> Spawner:
+        adapted_class = adapted(cls)
+        config = copy.deepcopy(self._config)
+        config[adapted_class.__name__] = Config(overrides)
+        user = UserStandIn(env.get("JUPYTERHUB_USER", ""), int(env.get("JUPYTERHUB_USER_ID") or 0))
+        try:
+            spawner: Spawner = adapted_class(
+                config=config, user=user, hub=HubStandIn(env.get("JUPYTERHUB_API_URL", "")),
+                orm_spawner=OrmSpawnerStandIn(name), request_env=env, api_token=env.get("JUPYTERHUB_API_TOKEN", ""),
+            )  # fmt: skip
+        except TraitError as exc:
+            raise InvalidBody(f"invalid backend option: {exc}") from None
+        return spawner
+
+    def _overrides(self, spec: StartSpec) -> dict[str, Any]:
+        """misc first, the flavor's resources over it: a hub cannot raise its own limits."""
+        traits = self._class.class_traits(config=True)
+        return {key: value for key, value in {**spec.misc, **spec.resources}.items() if key in traits}
+
+    async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
+        overrides = self._overrides(spec)
+        spawner = self._build(self._class, spec.env, spec.sid.name, overrides)
+        state: dict[str, Any] = {
+            "class": f"{self._class.__module__}.{self._class.__qualname__}",
+            "service": [spec.sid.hub, spec.sid.name, spec.sid.start_id],
+            "env": {key: spec.env[key] for key in _FROM_HUB if key in spec.env},
+            "overrides": overrides,
+            "spawner": {},
+            "certs_dir": "",
+        }
+        ssl = bool(spec.certs.get("keyfile") and spec.certs.get("certfile"))
+        if ssl:
+            state["certs_dir"] = str(await self._install_certs(spawner, spec))
+        await save_state(state)  # before start: a stop must find what a crashed start left
+        try:
+            result = await self._run_start(spawner, progress)
+        except Exception:
+            await self._discard(spawner, state)
+            raise
+        state["spawner"] = spawner.get_state()
+        self._live[_key(state)] = spawner
+        address = _address(result, ssl)
+        log.info("%s started %s", self._class.__name__, spec.sid)
+        return Started(address=address, state=state)
+
+    async def _install_certs(self, spawner: Spawner, spec: StartSpec) -> Path:
+        """Certificates as files, as JupyterHub hands them to a spawner (then its move_certs)."""
+        directory = self._certs / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths: dict[str, str] = {}
+        for name, text in [*spec.certs.items(), *((f"trust-{k}", v) for k, v in spec.trust_bundles.items())]:
+            path = directory / name
+            path.write_text(text)
+            path.chmod(0o600)
+            paths[name] = str(path)
+        spawner.internal_ssl = True
+        spawner.internal_trust_bundles = {name: paths[f"trust-{name}"] for name in spec.trust_bundles}
+        moved = spawner.move_certs({key: paths[key] for key in ("keyfile", "certfile", "cafile") if key in paths})
+        spawner.cert_paths = await moved if inspect.isawaitable(moved) else moved
+        return directory
+
+    async def _run_start(self, spawner: Spawner, progress: Progress) -> Any:
+        starting = asyncio.ensure_future(spawner.start())
+        spawner._spawn_future = starting  # progress() generators stop once it is done (as in JupyterHub)
+        spawner._spawn_pending = True
+        forwarder = asyncio.create_task(_forward_progress(spawner, progress))
+        try:
+            return await asyncio.wait_for(starting, timeout=spawner.start_timeout)
+        except TimeoutError:
+            raise BackendError(f"the server did not start within {spawner.start_timeout} seconds") from None
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            spawner._spawn_pending = False
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(forwarder, PROGRESS_DRAIN_SECONDS)
+
+    async def _discard(self, spawner: Spawner, state: dict[str, Any]) -> None:
+        try:
+            await spawner.stop(now=True)
+        except Exception:
+            log.exception("cleaning up after a failed start failed")
+        if state.get("certs_dir"):
+            shutil.rmtree(state["certs_dir"], ignore_errors=True)
+
+    def _resume(self, state: dict[str, Any]) -> Spawner:
+        live = self._live.get(_key(state))
+        if live is not None:
+            return live
+        spawner = self._build(resolve(state["class"]), state["env"], state["service"][1], state["overrides"])
+        spawner.load_state(state["spawner"])
+        return spawner
+
+    async def poll(self, state: dict[str, Any]) -> int | None:
+        status = self._resume(state).poll()
+        result = await status if inspect.isawaitable(status) else status
+        return None if result is None else int(result)
+
+    async def stop(self, state: dict[str, Any]) -> None:
+        spawner = self._resume(state)
+        try:
+            stopped = spawner.stop()
+            if inspect.isawaitable(stopped):
+                await stopped
+        except Exception as exc:
+            raise BackendError(f"the spawner could not stop the server: {type(exc).__name__}: {exc}") from None
+        self._live.pop(_key(state), None)
+        spawner.clear_state()
+        if state.get("certs_dir"):
+            shutil.rmtree(state["certs_dir"], ignore_errors=True)
+
+    async def logs(self, state: dict[str, Any]) -> list[str]:
+        return []  # Spawners have no log interface
+
+    async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
+        return []  # nor a listing: orphans of a spawner backend are the spawner's business
+
+
+def _key(state: dict[str, Any]) -> str:
+    return "/".join(state["service"])
+
+
+async def _forward_progress(spawner: Spawner, progress: Progress) -> None:
+    """The spawner's progress() events, to the hub, until the start is over."""
+    percent = 40
+    try:
+        async with contextlib.aclosing(spawner.progress()) as events:
+            async for event in events:
+                if isinstance(event.get("progress"), int | float):
+                    percent = max(1, min(int(event["progress"]), 99))
+                if event.get("message"):
+                    await progress(percent, str(event["message"]))
+    except Exception:  # progress is a courtesy; it never fails a start
+        log.warning("progress events of %s failed", type(spawner).__name__, exc_info=True)
