@@ -11,6 +11,8 @@ import pytest
 import yaml
 from k8s_checks import find_objects, load_documents, one_object
 
+from outpost.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jupyterhub-outpost"
 CI_VALUES = CHART / "ci" / "ci-values.yaml"
@@ -18,6 +20,7 @@ ISTIO_VALUES = CHART / "ci" / "istio-values.yaml"
 
 WORKLOADS = ("Deployment", "StatefulSet")
 # The environment contract of the application (settings names of lib/outpost/settings.py included).
+ROOT = Path(__file__).resolve().parents[2]
 DAEMON_ENV = {
     "OUTPOST_CRYPT_KEY",
     "OUTPOST_HUB_USERNAMES",
@@ -380,3 +383,15 @@ def test_chart_provides_what_knative_references(render: Any) -> None:
     }  # created by the administrator
     assert referenced - seed_secrets <= rendered
     assert seed_secrets <= referenced
+
+
+def test_every_variable_the_deployment_sets_is_a_setting() -> None:
+    """The env contract is what `outpost.settings.Settings` reads (OUTPOST_CONFIG names the YAML file)."""
+    knative = {
+        line.split("name:", 1)[1].strip()
+        for path in (ROOT / "knative").glob("*.yaml")
+        for line in path.read_text().splitlines()
+        if "name: OUTPOST_" in line
+    }
+    for name in sorted((DAEMON_ENV | SHARED_ENV | knative) - {"OUTPOST_CONFIG"}):
+        assert name.removeprefix("OUTPOST_").lower() in Settings.model_fields, name
