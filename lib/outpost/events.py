@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 
-from outpost.errors import InvalidBody
+from outpost.errors import EventsUnavailable, InvalidBody
 from outpost.models import ServiceId
 
 if TYPE_CHECKING:
@@ -97,8 +97,13 @@ class Background:
             task.add_done_callback(self._runtime.tasks.discard)
             return
         headers, body = to_structured(event)
-        response = await self._runtime.http.post(sink, headers=headers, content=body)
-        response.raise_for_status()
+        import httpx
+
+        try:
+            response = await self._runtime.http.post(sink, headers=headers, content=body)
+            response.raise_for_status()
+        except httpx.HTTPError:
+            raise EventsUnavailable() from None
 
     async def _run_here(self, event: CloudEvent) -> None:
         try:

@@ -28,6 +28,8 @@ class _RequestIdFilter(logging.Filter):
 
 def configure(json_format: bool) -> None:
     """Set up the root logger once per process, unless the host (a test runner, say) already did."""
+    # httpx logs every request's URL at INFO; hub callback URLs name users and stay out of the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     root = logging.getLogger()
     if root.handlers:
         return

@@ -7,8 +7,6 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-import httpx
-
 from outpost import errors, metrics, pod_status, quota
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
@@ -66,9 +64,9 @@ async def start_service(call: Call) -> Reply:
     if call.is_async:
         try:
             await runtime.background.submit("start", sid)
-        except httpx.HTTPError:
+        except errors.EventsUnavailable:
             await runtime.store.forget(sid)
-            raise errors.EventsUnavailable() from None
+            raise
         return Reply({"service": ""}, HTTPStatus.ACCEPTED)
     answer = await _start(runtime, sid, request.without_certs(), certs, announce_tunnel=False)
     return Reply({"service": answer})

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-import httpx
 import redis.asyncio as aioredis
 from traitlets.config import Config
 
@@ -18,14 +17,16 @@ from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
-from outpost.hub import HubClient
 from outpost.ratelimit import Limits, LoginGuard
 from outpost.settings import Settings, load_settings
 from outpost.store import Store
 
 if TYPE_CHECKING:
+    import httpx
+
     from outpost.backends.base import Backend
     from outpost.events import Background
+    from outpost.hub import HubClient
 
 _configured: Settings | None = None
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
@@ -35,9 +36,20 @@ _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakr
 class Runtime:
     settings: Settings
     store: Store
-    http: httpx.AsyncClient
-    hub: HubClient
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # Built on first use: a poll never calls a hub, so a poll function never imports httpx.
+    @cached_property
+    def http(self) -> httpx.AsyncClient:
+        import httpx
+
+        return httpx.AsyncClient(timeout=self.settings.hub_timeout_seconds)
+
+    @cached_property
+    def hub(self) -> HubClient:
+        from outpost.hub import HubClient
+
+        return HubClient(self.http, self.settings.hub_retries)
 
     @cached_property
     def credentials(self) -> dict[str, str]:
@@ -93,7 +105,8 @@ class Runtime:
         backend = self.__dict__.get("backend")  # only if this runtime ever built it
         if backend is not None and hasattr(backend, "aclose"):
             await backend.aclose()
-        await self.http.aclose()
+        if "http" in self.__dict__:
+            await self.http.aclose()
         await self.store.redis.aclose()
 
 
@@ -115,9 +128,7 @@ def build_runtime(settings: Settings) -> Runtime:
         socket_timeout=5,
         health_check_interval=30,
     )
-    http = httpx.AsyncClient(timeout=settings.hub_timeout_seconds)
-    store = Store(client, Crypt(settings.crypt_keys()))
-    return Runtime(settings, store, http, HubClient(http, settings.hub_retries))
+    return Runtime(settings, Store(client, Crypt(settings.crypt_keys())))
 
 
 async def get_runtime() -> Runtime:
