@@ -1,0 +1,194 @@
+"""Part 3: the time the outpost adds to a start and a stop, with a backend command ready at once.
+
+Outpost: a synchronous `POST /services` to the start function and `DELETE /services/<name>/<id>` to
+the stop function (functions-framework processes), timed by this process as the hub would see them.
+Backend alone: the same `LocalBackend.start(spec)` / `.stop(state)` called directly in this process
+with the same command and the same options. Overhead = p50 of the outpost minus p50 of the backend,
+at the same concurrency; waves of the two alternate. For scale, the p50 of a POST to the empty
+function with the same HTTP client is reported too.
+
+Two commands:
+  tiny     tests/support/tiny_singleuser.py, a Python server that binds at once. The local backend
+           checks readiness every 50 ms, so each start takes one or two of those steps and a
+           difference of two p50s moves in steps of up to 50 ms.
+  instant  `sleep 600` with `c.LocalProcessBackend.port` set to a port this process already
+           listens on: the first readiness check succeeds, so the difference has no such steps.
+
+A stop has steps too: after SIGTERM the backend looks every 20 ms whether the process group is gone,
+so a stop takes zero or one step depending on a race, in the outpost and in the baseline alike. The
+difference of means is reported next to the difference of p50s; with such steps it is the steadier
+estimate of what the outpost adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from bench.load import percentiles
+from bench.stack import Stack, basic_auth, say, start_body
+from outpost.backends.base import StartSpec
+from outpost.models import ServiceId
+from outpost.runtime import build_runtime
+
+T = TypeVar("T")
+
+
+async def _timed(action: Awaitable[T]) -> tuple[float, T]:
+    began = time.perf_counter()
+    result = await action
+    return time.perf_counter() - began, result
+
+
+async def run(
+    stack: Stack,
+    start_url: str,
+    stop_url: str,
+    empty_url: str,
+    *,
+    levels: tuple[tuple[int, int], ...] = ((1, 15), (16, 3)),
+    backend_config: Path | None = None,
+    misc: dict[str, Any] | None = None,
+    command: str = "tests/support/tiny_singleuser.py",
+) -> dict[str, Any]:
+    """`levels`: (concurrency, waves) pairs; `misc` replaces the start body's backend options."""
+    runtime = build_runtime(stack.settings(backend_config=backend_config))
+    backend = runtime.backend
+    auth = {"Authorization": basic_auth("hub1"), "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    counter = 0
+
+    def fresh(prefix: str) -> tuple[str, dict[str, Any]]:
+        nonlocal counter
+        counter += 1
+        name = f"{prefix}{counter}"
+        body = start_body(name, start_id="1", user=f"user{counter}")
+        if misc is not None:
+            body["misc"] = misc
+        return name, body
+
+    async def outpost_cycle(client: httpx.AsyncClient, n: int) -> tuple[list[float], list[float]]:
+        bodies = [fresh("op") for _ in range(n)]
+
+        async def start(body: dict[str, Any]) -> None:
+            response = await client.post(start_url + "/services", content=json.dumps(body), headers=auth)
+            if response.status_code != 200:
+                raise RuntimeError(f"start answered {response.status_code}: {response.text[:300]}")
+
+        async def stop(name: str) -> None:
+            response = await client.delete(f"{stop_url}/services/{name}/1", headers=auth)
+            if response.status_code != 200:
+                raise RuntimeError(f"stop answered {response.status_code}: {response.text[:300]}")
+
+        starts = await asyncio.gather(*(_timed(start(b)) for _, b in bodies))
+        stops = await asyncio.gather(*(_timed(stop(n)) for n, _ in bodies))
+        return [t for t, _ in starts], [t for t, _ in stops]
+
+    async def backend_cycle(n: int) -> tuple[list[float], list[float]]:
+        bodies = [fresh("bk") for _ in range(n)]
+
+        async def nothing(*_: Any) -> None:
+            return None
+
+        def spec(name: str, body: dict[str, Any]) -> StartSpec:
+            return StartSpec(sid=ServiceId("direct", name, "1"), env=body["env"], misc=body["misc"])
+
+        specs = [spec(name, body) for name, body in bodies]
+        starts = await asyncio.gather(*(_timed(backend.start(s, nothing, nothing)) for s in specs))
+        states = [started.state for _, started in starts]
+        stops = await asyncio.gather(*(_timed(backend.stop(st)) for st in states))
+        return [t for t, _ in starts], [t for t, _ in stops]
+
+    async def empty_cycle(client: httpx.AsyncClient, n: int) -> list[float]:
+        body = json.dumps(start_body("empty"))
+        timed = await asyncio.gather(
+            *(_timed(client.post(empty_url + "/services", content=body, headers=auth)) for _ in range(n))
+        )
+        return [t for t, _ in timed]
+
+    result: dict[str, Any] = {"command": command, "levels": []}
+    try:
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            await outpost_cycle(client, 1)  # warm: first start loads the backend configuration
+            await backend_cycle(1)
+            await empty_cycle(client, 1)
+            for conns, waves in levels:
+                samples: dict[str, list[float]] = {
+                    k: [] for k in ("outpost_start", "outpost_stop", "backend_start", "backend_stop", "empty_http")
+                }
+                for wave in range(waves):
+                    first_outpost = wave % 2 == 0
+                    for which in ("outpost", "backend") if first_outpost else ("backend", "outpost"):
+                        if which == "outpost":
+                            started, stopped = await outpost_cycle(client, conns)
+                        else:
+                            started, stopped = await backend_cycle(conns)
+                        samples[f"{which}_start"] += started
+                        samples[f"{which}_stop"] += stopped
+                    samples["empty_http"] += await empty_cycle(client, conns)
+                level: dict[str, Any] = {"concurrency": conns, "waves": waves}
+                level.update({key: percentiles(values) for key, values in samples.items()})
+                for op in ("start", "stop"):
+                    outpost_p50 = statistics.median(samples[f"outpost_{op}"])
+                    backend_p50 = statistics.median(samples[f"backend_{op}"])
+                    level[f"{op}_overhead_p50_ms"] = round((outpost_p50 - backend_p50) * 1000, 2)
+                    mean_gap = statistics.fmean(samples[f"outpost_{op}"]) - statistics.fmean(samples[f"backend_{op}"])
+                    level[f"{op}_overhead_mean_ms"] = round(mean_gap * 1000, 2)
+                result["levels"].append(level)
+                p50 = {key: level[key]["p50_ms"] for key in samples}
+                say(
+                    f"start/stop ({command.split()[0].rsplit('/', 1)[-1]}): c={conns:<2} "
+                    f"start {p50['outpost_start']:.1f} ms vs backend {p50['backend_start']:.1f} ms "
+                    f"(overhead {level['start_overhead_p50_ms']:.1f} ms); "
+                    f"stop {p50['outpost_stop']:.1f} vs {p50['backend_stop']:.1f} ms "
+                    f"(overhead {level['stop_overhead_p50_ms']:.1f} ms); empty POST {p50['empty_http']:.1f} ms"
+                )
+    finally:
+        await runtime.aclose()
+    return result
+
+
+@contextmanager
+def ready_port() -> Iterator[int]:
+    """A port that accepts (and closes) connections at once: the `instant` command's address."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    port = int(server.getsockname()[1])
+    done = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+
+
+def instant_config(path: Path, port: int) -> Path:
+    path.write_text(
+        'c.LocalProcessBackend.cmd = ["sleep", "600"]\n'
+        f"c.LocalProcessBackend.port = {port}\n"
+        "c.LocalProcessBackend.start_timeout = 20.0\n"
+        "c.LocalProcessBackend.stop_timeout = 2.0\n"
+    )
+    return path
