@@ -60,7 +60,7 @@ class Call:
     def json_object(self) -> dict[str, Any]:
         try:
             data = json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a >4300-digit int
             raise errors.InvalidJSON() from None
         if not isinstance(data, dict):
             raise errors.InvalidBody("request body must be a JSON object")
@@ -164,7 +164,7 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     rid = new_request_id(request.headers.get("x-request-id"))
     route_label = "unmatched"
     try:
-        route, params = _find(routes, request.method, request.url.path.rstrip("/") or "/")
+        route, params = _find(routes, request.method, request.scope["path"].rstrip("/") or "/")
         route_label = route.path
         runtime = await get_runtime()
         hub = "" if route.public else await _authenticate(request, runtime)

@@ -43,5 +43,5 @@ class Crypt:
         """Re-encrypt under the first key (used by `outpost rotate-key`)."""
         try:
             return self._fernet.rotate(token)
-        except InvalidToken:
+        except (InvalidToken, ValueError, TypeError):
             raise UndecryptableRecord() from None

@@ -31,6 +31,9 @@ class HubClient:
                     return False
             except httpx.HTTPError as exc:
                 log.warning("hub %s for %s failed: %s (try %d/%d)", what, about, type(exc).__name__, attempt, tries)
+            except (httpx.InvalidURL, ValueError) as exc:  # a URL or token httpx cannot send: no retry helps
+                log.warning("hub %s for %s cannot be sent: %s", what, about, type(exc).__name__)
+                return False
             if attempt < tries:
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
         return False

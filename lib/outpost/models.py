@@ -34,8 +34,8 @@ class StartRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _printable_name(cls, value: str) -> str:
-        if "/" in value or not value.isprintable():
-            raise ValueError("name must be printable and contain no '/'")
+        if "/" in value or not value.isprintable() or value in (".", ".."):
+            raise ValueError("name must be printable, not '.' or '..', and contain no '/'")
         return value
 
     @field_validator("user_options")
@@ -44,8 +44,9 @@ class StartRequest(BaseModel):
         start_id = value.get("start_id", "0")
         if not isinstance(start_id, str | int) or isinstance(start_id, bool):
             raise ValueError("user_options.start_id must be a string or an integer")
-        if "/" in str(start_id) or len(str(start_id)) > MAX_NAME_LENGTH:
-            raise ValueError("user_options.start_id must be at most 255 characters without '/'")
+        text = str(start_id)
+        if "/" in text or not text or not text.isprintable() or text in (".", "..") or len(text) > MAX_NAME_LENGTH:
+            raise ValueError("user_options.start_id must be 1-255 printable characters without '/', not '.' or '..'")
         flavor = value.get("flavor")
         if flavor is not None and not isinstance(flavor, str):
             raise ValueError("user_options.flavor must be a string")

@@ -39,10 +39,13 @@ _NAME = {
     "name": "name",
     "in": "path",
     "required": True,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "not": {"enum": [".", ".."]}},
     "description": "the server name; empty for a user's default server (`/services//<start_id>`)",
 }
-_START_ID = {"name": "start_id", "in": "path", "required": True, "schema": {"type": "string"}}
+# A last segment must survive routing: '' is stripped, '.' and '..' are resolved by clients.
+_SEGMENT = {"type": "string", "minLength": 1, "not": {"enum": [".", ".."]}}
+_START_ID = {"name": "start_id", "in": "path", "required": True, "schema": _SEGMENT}
+_NAME_ONLY = {**_NAME, "schema": _SEGMENT}
 _ASYNC = {"name": "execution-type", "in": "header", "schema": {"type": "string", "enum": ["sync", "async"]}}
 _LOGS = {"name": "collect_logs", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}
 _FLAVORS = _json({"$ref": "#/components/schemas/Flavors"}, "flavors available, with current usage")
@@ -51,7 +54,7 @@ _FLAVORS = _json({"$ref": "#/components/schemas/Flavors"}, "flavors available, w
 def _poll(with_start_id: bool) -> dict[str, Any]:
     return {
         "summary": "Poll a server: null while it runs, its exit code once stopped",
-        "parameters": [_NAME, _START_ID, _LOGS] if with_start_id else [_NAME, _LOGS],
+        "parameters": [_NAME, _START_ID, _LOGS] if with_start_id else [_NAME_ONLY, _LOGS],
         "responses": {
             "200": _json({"$ref": "#/components/schemas/Status"}, "status"),
             **_errors(400, 404, 409, 503),
@@ -62,7 +65,7 @@ def _poll(with_start_id: bool) -> dict[str, Any]:
 def _stop(with_start_id: bool) -> dict[str, Any]:
     return {
         "summary": "Stop a server and forget it",
-        "parameters": [_NAME, _START_ID, _ASYNC, _LOGS] if with_start_id else [_NAME, _ASYNC, _LOGS],
+        "parameters": [_NAME, _START_ID, _ASYNC, _LOGS] if with_start_id else [_NAME_ONLY, _ASYNC, _LOGS],
         "responses": {
             "200": _json(
                 {"type": "object", "properties": {"logs": {"type": "array", "items": {"type": "string"}}}},
@@ -74,8 +77,22 @@ def _stop(with_start_id: bool) -> dict[str, Any]:
     }
 
 
+_RATE_LIMITED = {**_json(_ERROR, "too many failed logins"), "headers": {"Retry-After": {"schema": {"type": "string"}}}}
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
+    """Every route reads (and limits) its body; every authenticated one may be rate-limited."""
+    document = _document()
+    for item in document["paths"].values():
+        for operation in item.values():
+            operation["responses"].setdefault("413", _json(_ERROR, "body too large"))
+            if operation.get("security") != []:
+                operation["responses"].setdefault("429", _RATE_LIMITED)
+    return document
+
+
+def _document() -> dict[str, Any]:
     service = {"type": "object", "required": ["service"], "properties": {"service": {"type": "string"}}}
     return {
         "openapi": "3.1.0",

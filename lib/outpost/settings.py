@@ -148,11 +148,15 @@ def _snake(key: str) -> str:
 def _read_values(config_file: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(config_file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"cannot read configuration file {config_file}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigurationError(f"{config_file}: expected a mapping of settings at the top level")
-    return {_snake(str(key)): value for key, value in loaded.items()}
+    values = {_snake(str(key)): value for key, value in loaded.items()}
+    private = sorted(key for key in values if key.startswith("_"))
+    if private:
+        raise ConfigurationError(f"{config_file}: unknown settings {', '.join(private)}")
+    return values
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

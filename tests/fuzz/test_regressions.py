@@ -1,8 +1,4 @@
-"""What the fuzzers found, one test each, marked xfail(strict) until the fix lands.
-
-When a fix lands its test passes, strict xfail turns that into a failure: remove the mark, and the
-matching filter in harness.py's known-bugs section where there is one.
-"""
+"""What the fuzzers found, one regression test each, so the fixes stay fixed."""
 
 from __future__ import annotations
 
@@ -38,12 +34,6 @@ def fuzz_body(name: str, start_id: str, **env: str) -> bytes:
     return json.dumps(body).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HubClient._post catches only httpx.HTTPError: an env URL httpx rejects (InvalidURL) or a "
-    "non-ASCII token (UnicodeEncodeError) escapes _start before the backend runs: 500, and the record "
-    "stays in `starting` holding its slot",
-)
 @pytest.mark.parametrize(
     "env",
     [
@@ -65,13 +55,6 @@ async def test_a_hub_url_httpx_rejects_does_not_fail_the_start(fuzz: Fuzz, env: 
         await _forget(fuzz, ServiceId("hubA", "hub-url", "1"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a service is accepted that no path reaches afterwards: dispatch routes on request.url.path, "
-    "which keeps '?', '#', '\\\\' %-encoded and drops tab/CR/LF; a trailing '/' is stripped (start_id '' "
-    "reads as '0'); clients and proxies resolve '.' and '..' segments. The service can never be polled "
-    "or stopped, and its server runs on",
-)
 @pytest.mark.parametrize(
     ("name", "start_id"),
     [
@@ -106,12 +89,6 @@ async def test_every_accepted_service_is_reachable(fuzz: Fuzz, name: str, start_
         await _forget(fuzz, sid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the local backend runs a server in data_dir/servers/home/<JUPYTERHUB_USER>: the same user "
-    "name on two hubs shares one directory (hubA's 'alice' sees hubB's 'alice's files), and a user name "
-    "like '../../x' or '/abs' puts the server's working directory (created if missing) anywhere",
-)
 @pytest.mark.parametrize("user", ["shared-user", "../../escaped-by-fuzz", "<absolute>"])
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_servers_home_belongs_to_one_hub_and_stays_in_the_data_dir(fuzz: Fuzz, user: str) -> None:
@@ -138,11 +115,6 @@ async def test_a_servers_home_belongs_to_one_hub_and_stays_in_the_data_dir(fuzz:
             await _forget(fuzz, ServiceId(hub, "home", "1"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Call.json_object catches json.JSONDecodeError, but json.loads raises a plain ValueError for "
-    "an integer of more than 4300 digits: 500 instead of 400",
-)
 @pytest.mark.parametrize("path", ["/services", "/userflavors"])
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_huge_integer_is_invalid_json(fuzz: Fuzz, path: str) -> None:
@@ -151,12 +123,6 @@ async def test_a_huge_integer_is_invalid_json(fuzz: Fuzz, path: str) -> None:
     assert response.status_code == 400 and response.json()["error"] == "InvalidJSON", response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an env key or value the OS refuses (NUL, '=' in a name) reaches create_subprocess_exec, whose "
-    "ValueError is not an OSError: 419 'backend failed (ValueError)' with an error log, and the server's "
-    "work directory is left behind, for what is a bad request",
-)
 @pytest.mark.parametrize("env", [{"X": "a\x00b"}, {"A=B": "1"}], ids=["nul", "equals"])
 @pytest.mark.asyncio(loop_scope="session")
 async def test_an_environment_the_os_refuses_is_a_bad_request(fuzz: Fuzz, env: dict[str, str]) -> None:
@@ -170,12 +136,6 @@ async def test_an_environment_the_os_refuses_is_a_bad_request(fuzz: Fuzz, env: d
         await _forget(fuzz, sid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LocalBackend.start does not stop the server it spawned when save_state or progress raises "
-    "afterwards (e.g. Redis gone, a hub callback error): _start forgets the record, the server runs on "
-    "until the reconciler's next pass",
-)
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_failure_after_the_spawn_stops_the_server(tmp_path: Path) -> None:
     config = Config()
@@ -199,13 +159,6 @@ async def test_a_failure_after_the_spawn_stops_the_server(tmp_path: Path) -> Non
         await backend.stop(saved[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the OpenAPI document allows a last path segment that collapses before routing ('' is "
-    "stripped, '.' and '..' resolved: /services/{name} becomes the listing); it documents 413 only "
-    "on the two POSTs although every route reads its body and answers 413 past max_body_bytes, and "
-    "no 429 (login rate limit)",
-)
 @pytest.mark.asyncio(loop_scope="session")
 async def test_openapi_document_matches_what_the_routes_answer(fuzz: Fuzz) -> None:
     document = openapi_document()
@@ -231,11 +184,6 @@ async def test_openapi_document_matches_what_the_routes_answer(fuzz: Fuzz) -> No
     assert not gaps, gaps
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_read_values catches OSError and YAMLError, but read_text() raises UnicodeDecodeError "
-    "for a file that is not UTF-8",
-)
 def test_a_settings_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
     path = tmp_path / "values.yaml"
     path.write_bytes(b"flavors: {}\n\xff\xfe")
@@ -243,12 +191,6 @@ def test_a_settings_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Pat
         load_settings(path, crypt_key=Fernet.generate_key().decode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_settings passes every YAML key to Settings(**values): a key spelled like one of "
-    "pydantic-settings' init arguments (_envFile, _secretsDir, _envPrefix, _cliParseArgs, ...) changes "
-    "how settings are loaded, or raises TypeError instead of ConfigurationError",
-)
 @pytest.mark.parametrize("line", ["_envFile: 5", "_secretsDir: 5", "_envPrefix: 5", "_secretsDir: /etc"])
 def test_a_settings_file_cannot_steer_the_settings_loader(tmp_path: Path, line: str) -> None:
     path = tmp_path / "values.yaml"
@@ -257,11 +199,6 @@ def test_a_settings_file_cannot_steer_the_settings_loader(tmp_path: Path, line: 
         load_settings(path, crypt_key=Fernet.generate_key().decode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Crypt.rotate catches only InvalidToken: a str token that is not ASCII raises ValueError "
-    "(decrypt_json handles it)",
-)
 def test_rotating_a_non_ascii_token_is_undecryptable() -> None:
     with pytest.raises(errors.UndecryptableRecord):
         Crypt([Fernet.generate_key().decode()]).rotate("é")

@@ -64,7 +64,8 @@ async def test_rotation_under_traffic_loses_nothing_and_leaves_no_old_key_tokens
             token = await redis.hget(key, field)
             if token:
                 assert only_new.readable_by_first_key(token)
-        assert only_new.decrypt_json(await redis.hget(key, "body"))["env"]["JUPYTERHUB_API_TOKEN"] == f"token-{sid.name}"
+        body = only_new.decrypt_json(await redis.hget(key, "body"))
+        assert body["env"]["JUPYTERHUB_API_TOKEN"] == f"token-{sid.name}"
         assert only_new.decrypt_json(await redis.hget(key, "state"))["pid"] in (1, 2)
     await rotating.aclose()
 

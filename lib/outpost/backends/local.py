@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,10 +43,18 @@ class LocalProcessBackend(Configurable):
     args = List(Unicode(), help="Extra arguments appended to cmd").tag(config=True)
     ip = Unicode("127.0.0.1", help="Address the server binds to").tag(config=True)
     port = Int(0, help="Port the server listens on; 0 picks a free one").tag(config=True)
-    notebook_dir = Unicode("", help="Working directory; default: a directory per user").tag(config=True)
+    notebook_dir = Unicode("", help="Working directory; default: one per hub and user in the data directory").tag(
+        config=True
+    )
     env = Dict(value_trait=Unicode(), help="Extra environment variables for the server").tag(config=True)
     start_timeout = Float(120.0, help="Seconds to wait for the server to accept connections").tag(config=True)
     stop_timeout = Float(5.0, help="Seconds between SIGTERM and SIGKILL").tag(config=True)
+
+
+def _segment(value: str) -> str:
+    """A directory name for a hub or user name: never empty, '.', '..' or a path, never shared."""
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48]
+    return f"{readable}-{hashlib.sha256(value.encode()).hexdigest()[:8]}"
 
 
 def _free_port(ip: str) -> int:
@@ -92,7 +101,7 @@ class LocalBackend:
         home = (
             Path(options.notebook_dir)
             if options.notebook_dir
-            else self._servers / "home" / spec.env.get("JUPYTERHUB_USER", "user")
+            else self._servers / "home" / _segment(spec.sid.hub) / _segment(spec.env.get("JUPYTERHUB_USER", "user"))
         )
         home.mkdir(parents=True, exist_ok=True)
         log_file = (workdir / "output.log").open("wb")
@@ -103,7 +112,11 @@ class LocalBackend:
                 env=env, cwd=home, start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
             raise BackendError(f"cannot start {options.cmd[0]!r}: {exc.strerror}") from None
+        except ValueError as exc:  # an environment the OS refuses: a NUL, '=' in a name
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise InvalidBody(f"the server's environment is invalid: {exc}") from None
         finally:
             log_file.close()
         try:
@@ -118,9 +131,13 @@ class LocalBackend:
         }  # fmt: skip
         # Lets the reconciler find this server even if the record never learns of it.
         (workdir / "server.json").write_text(json.dumps({**state, "service": asdict(spec.sid)}))
-        await save_state(state)
-        await progress(50, f"Server process started on the outpost (port {port}), waiting for it to answer")
-        await self._wait_ready(state, options.start_timeout)
+        try:
+            await save_state(state)
+            await progress(50, f"Server process started on the outpost (port {port}), waiting for it to answer")
+            await self._wait_ready(state, options.start_timeout)
+        except BaseException:  # nothing will stop this server once the caller forgets it
+            await self.stop(state)
+            raise
         return Started(address=f"{scheme}://{state['host']}:{port}", state=state)
 
     def _environment(
