@@ -42,9 +42,7 @@ def render(run_helm: Callable[..., subprocess.CompletedProcess[str]]) -> Render:
     """`helm template` with values files and --set pairs; fails the test on a render error."""
     cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
 
-    def _render(
-        *values_files: Path, sets: tuple[str, ...] = (), release: str = RELEASE
-    ) -> list[dict[str, Any]]:
+    def _render(*values_files: Path, sets: tuple[str, ...] = (), release: str = RELEASE) -> list[dict[str, Any]]:
         key = (values_files, sets, release)
         if key not in cache:
             args: list[str | Path] = ["template", release, CHART, "--namespace", NAMESPACE]
@@ -64,7 +62,5 @@ def render(run_helm: Callable[..., subprocess.CompletedProcess[str]]) -> Render:
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     directory = crd_dir()
     if not directory.is_dir():
-        pytest.skip(
-            f"CRD schemas not found at {directory} (CI provides ../shared/crds); custom resources unchecked"
-        )
+        pytest.skip(f"CRD schemas not found at {directory} (CI provides ../shared/crds); custom resources unchecked")
     return load_crd_schemas(directory)

@@ -99,12 +99,8 @@ def test_rbac_is_least_privilege(render: Any, values: tuple[Path, ...]) -> None:
             assert set(rule["resources"]) <= ALLOWED_RESOURCES
     reader_verbs = {v for rule in roles["outpost-functions-reader"]["rules"] for v in rule["verbs"]}
     assert not reader_verbs & WRITE_VERBS
-    writer = {
-        r: set(rule["verbs"]) for rule in roles["outpost-functions"]["rules"] for r in rule["resources"]
-    }
-    assert (
-        {"create", "delete"} <= writer["pods"] and "events" in writer and not writer["events"] & WRITE_VERBS
-    )
+    writer = {r: set(rule["verbs"]) for rule in roles["outpost-functions"]["rules"] for r in rule["resources"]}
+    assert {"create", "delete"} <= writer["pods"] and "events" in writer and not writer["events"] & WRITE_VERBS
     for binding in find_objects(docs, "RoleBinding"):
         assert binding["roleRef"]["name"] in roles
         for subject in binding["subjects"]:
@@ -130,9 +126,7 @@ def test_http_route_splits_by_method_and_path(render: Any) -> None:
         (match,) = rule["matches"]
         (rewrite,) = [f["urlRewrite"]["hostname"] for f in rule["filters"] if f["type"] == "URLRewrite"]
         targets[(match.get("method"), match["path"]["value"])] = rewrite
-        assert rule["backendRefs"] == [
-            {"name": "knative-local-gateway", "namespace": "istio-system", "port": 80}
-        ]
+        assert rule["backendRefs"] == [{"name": "knative-local-gateway", "namespace": "istio-system", "port": 80}]
         assert rule["timeouts"] == {"request": "300s"}
     assert targets == {
         ("POST", "/services"): "outpost-start.outpost.svc.cluster.local",
@@ -212,17 +206,12 @@ def test_daemon_environment_follows_the_contract(render: Any) -> None:
     assert set(shared) == SHARED_ENV
     assert shared["OUTPOST_NAMESPACE"] == "jupyter-users"
     assert shared["OUTPOST_REDIS_URL"] == "redis://outpost-redis.outpost.svc.cluster.local:6379/0"
-    assert (
-        shared["OUTPOST_EVENTS_SINK"]
-        == "http://broker-ingress.knative-eventing.svc.cluster.local/outpost/outpost"
-    )
+    assert shared["OUTPOST_EVENTS_SINK"] == "http://broker-ingress.knative-eventing.svc.cluster.local/outpost/outpost"
     # The projected volume puts config.yaml, outpost_config.py and the host key where the env says.
     (volume,) = pod_spec(one_object(docs, "Deployment", "outpost-sshd"))["volumes"]
     sources = volume["projected"]["sources"]
     assert sources[0]["configMap"]["name"] == "outpost-config"
-    assert sources[1]["secret"]["items"] == [
-        {"key": "ssh_host_key", "path": "ssh/ssh_host_key", "mode": 0o440}
-    ]
+    assert sources[1]["secret"]["items"] == [{"key": "ssh_host_key", "path": "ssh/ssh_host_key", "mode": 0o440}]
 
 
 def test_config_file_holds_the_seed_keys_and_settings(render: Any) -> None:
@@ -280,9 +269,7 @@ def test_existing_host_key_secret_is_mounted_instead(render: Any) -> None:
 
 def test_config_change_rolls_the_daemon(render: Any) -> None:
     def checksums(*sets: str) -> dict[str, str]:
-        annotations = one_object(render(sets=sets), "Deployment")["spec"]["template"]["metadata"][
-            "annotations"
-        ]
+        annotations = one_object(render(sets=sets), "Deployment")["spec"]["template"]["metadata"]["annotations"]
         return {k: v for k, v in annotations.items() if k.startswith("checksum/")}
 
     base = checksums()
@@ -307,9 +294,7 @@ def test_config_change_rolls_the_daemon(render: Any) -> None:
             ("servicessh.type=NodePort", "servicessh.nodePort=30022", "servicessh.loadBalancerIP=192.0.2.1"),
             {
                 "type": "NodePort",
-                "ports": [
-                    {"name": "ssh", "port": 22, "targetPort": "ssh", "protocol": "TCP", "nodePort": 30022}
-                ],
+                "ports": [{"name": "ssh", "port": 22, "targetPort": "ssh", "protocol": "TCP", "nodePort": 30022}],
             },
         ),
         (
@@ -337,9 +322,7 @@ def test_ssh_service_annotations(render: Any) -> None:
 
 
 def test_notes_print_the_spawner_settings(run_helm: Any) -> None:
-    result = run_helm(
-        "install", "outpost", CHART, "--dry-run=client", "--namespace", "outpost", "-f", CI_VALUES
-    )
+    result = run_helm("install", "outpost", CHART, "--dry-run=client", "--namespace", "outpost", "-f", CI_VALUES)
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
     for line in (
@@ -374,9 +357,7 @@ def test_chart_provides_what_knative_references(render: Any) -> None:
         referenced |= {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"]}
         (container,) = spec["containers"]
         referenced |= {("ConfigMap", e["configMapRef"]["name"]) for e in container["envFrom"]}
-        referenced |= {
-            ("Secret", e["valueFrom"]["secretKeyRef"]["name"]) for e in container["env"] if "valueFrom" in e
-        }
+        referenced |= {("Secret", e["valueFrom"]["secretKeyRef"]["name"]) for e in container["env"] if "valueFrom" in e}
     seed_secrets = {
         ("Secret", "outpost-cryptkey"),
         ("Secret", "outpost-users"),

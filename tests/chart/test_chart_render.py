@@ -66,9 +66,7 @@ def test_seed_fixtures_are_the_seed_documents_values() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "values", [None, *SEEDS.values(), *MAXIMAL.values()], ids=["defaults", *SEEDS, *MAXIMAL]
-)
+@pytest.mark.parametrize("values", [None, *SEEDS.values(), *MAXIMAL.values()], ids=["defaults", *SEEDS, *MAXIMAL])
 def test_helm_lint_strict(run_helm: Any, values: Path | None) -> None:
     args = ["lint", "--strict", CHART] + (["-f", values] if values else [])
     result = run_helm(*args)
@@ -80,9 +78,7 @@ def test_helm_lint_strict(run_helm: Any, values: Path | None) -> None:
 def test_every_core_object_is_valid(render: Any, value_sets: dict[str, tuple[Path, ...]], name: str) -> None:
     docs = render(*value_sets[name])
     core = [d for d in docs if is_core(d)]
-    assert {"Deployment", "Service", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"} <= {
-        d["kind"] for d in core
-    }
+    assert {"Deployment", "Service", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"} <= {d["kind"] for d in core}
     errors = [e for d in core for e in core_errors(d)]
     assert not errors, "\n".join(errors)
 
@@ -97,14 +93,10 @@ def test_every_custom_resource_matches_its_crd(
     assert not errors, "\n".join(errors)
 
 
-def test_secure_seed_gets_a_tls_gateway_with_its_annotations(
-    render: Any, filled_seeds: dict[str, Path]
-) -> None:
+def test_secure_seed_gets_a_tls_gateway_with_its_annotations(render: Any, filled_seeds: dict[str, Path]) -> None:
     docs = render(filled_seeds["seed-secure"])
     gateway = one_object(docs, "Gateway")
-    assert (
-        gateway["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-cluster-issuer"
-    )
+    assert gateway["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-cluster-issuer"
     https = [listener for listener in gateway["spec"]["listeners"] if listener["protocol"] == "HTTPS"]
     assert [(lst["hostname"], lst["tls"]["certificateRefs"][0]["name"]) for lst in https] == [
         ("outpost.example.org", "outpost-tls")

@@ -14,6 +14,7 @@ from tests.e2e import harness
 
 pytestmark = pytest.mark.e2e
 
+
 @pytest.mark.parametrize(
     "group",
     [

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 # the key, the known_hosts file and the control socket must belong to uid 1000.
 SSH_UID = 1000
 
+
 class SSHClientFiles:
     def __init__(self, directory: Path) -> None:
         self.dir = directory

@@ -35,9 +35,7 @@ async def test_ping_needs_no_credentials(api: httpx.AsyncClient) -> None:
     [{}, basic("hubA", "wrong"), basic("nobody", "password-a"), {"Authorization": "Basic !!!"},
      {"Authorization": "Bearer x"}],
 )  # fmt: skip
-async def test_bad_credentials_get_401_with_challenge(
-    api: httpx.AsyncClient, headers: dict[str, str]
-) -> None:
+async def test_bad_credentials_get_401_with_challenge(api: httpx.AsyncClient, headers: dict[str, str]) -> None:
     for method, path in (("GET", "/services"), ("POST", "/services"), ("DELETE", "/services/x/1")):
         response = await api.request(method, path, headers=headers, json={})
         assert response.status_code == 401, (method, path)
@@ -207,9 +205,7 @@ async def test_malformed_start_bodies_get_400(
     assert await redis.scard(key_index("hubA")) == 0
 
 
-async def test_oversized_body_gets_413_and_stores_nothing(
-    api: httpx.AsyncClient, redis: aioredis.Redis
-) -> None:
+async def test_oversized_body_gets_413_and_stores_nothing(api: httpx.AsyncClient, redis: aioredis.Redis) -> None:
     body = start_body(certs={"keyfile": "x" * (1024 * 1024)})
     response = await start(api, body)
     assert response.status_code == 413 and response.json()["error"] == "BodyTooLarge"
@@ -259,12 +255,7 @@ async def test_nothing_secret_is_stored_in_plain_text(api: httpx.AsyncClient, re
     body = start_body(certs={"keyfile": "PRIVATE-KEY-PEM"})
     assert (await start(api, body)).status_code == 200
     dump = b"".join(
-        [
-            v
-            for k in await redis.keys("*")
-            if await redis.type(k) == b"hash"
-            for v in (await redis.hgetall(k)).values()
-        ]
+        [v for k in await redis.keys("*") if await redis.type(k) == b"hash" for v in (await redis.hgetall(k)).values()]
     )
     assert b"secret-api-token" not in dump and b"PRIVATE-KEY-PEM" not in dump
     assert (await api.delete("/services/srv/1", headers=A)).status_code == 200

@@ -52,9 +52,7 @@ async def stop_all(api: httpx.AsyncClient, headers: dict[str, str] = A) -> None:
         assert response.status_code == 200
 
 
-async def test_flavor_menu_counts_live_usage(
-    api: httpx.AsyncClient, flavored: Callable[..., Settings]
-) -> None:
+async def test_flavor_menu_counts_live_usage(api: httpx.AsyncClient, flavored: Callable[..., Settings]) -> None:
     flavored()
     menu = (await api.get("/flavors/", headers=A)).json()
     assert set(menu) == {"small", "gpu", "secret"}
@@ -114,9 +112,7 @@ async def test_per_user_and_global_limits(api: httpx.AsyncClient, flavored: Call
     third = await api.post("/services", json=flavored_body("secret", "4"), headers=A)
     assert third.status_code == 419 and "2 of the 2 servers each user may run" in third.json()["args"][0]
     # Another user is not limited by alice's servers; the flavor's own max still holds.
-    assert (
-        await api.post("/services", json=flavored_body("gpu", "5", user="bob"), headers=A)
-    ).status_code == 200
+    assert (await api.post("/services", json=flavored_body("gpu", "5", user="bob"), headers=A)).status_code == 200
     full = await api.post("/services", json=flavored_body("gpu", "6", user="carol"), headers=A)
     assert full.status_code == 419 and full.json()["class"] == "FlavorFull"
     assert full.json()["args"][0].startswith("Flavor 'gpu' is full (2 of 2 in use)")
@@ -139,9 +135,7 @@ async def test_concurrent_starts_never_exceed_the_flavor_limit(
     assert int(await redis.get("outpost:slots:flavor:small") or 0) == 0
 
 
-async def test_a_failed_start_frees_its_slot(
-    api: httpx.AsyncClient, flavored: Callable[..., Settings]
-) -> None:
+async def test_a_failed_start_frees_its_slot(api: httpx.AsyncClient, flavored: Callable[..., Settings]) -> None:
     flavored()
     body = flavored_body("gpu")
     body["misc"]["env"] = {"TINY_EXIT_CODE": "1"}
@@ -151,9 +145,7 @@ async def test_a_failed_start_frees_its_slot(
     await stop_all(api)
 
 
-async def test_flavor_resources_reach_the_server(
-    api: httpx.AsyncClient, flavored: Callable[..., Settings]
-) -> None:
+async def test_flavor_resources_reach_the_server(api: httpx.AsyncClient, flavored: Callable[..., Settings]) -> None:
     flavored()
     address = (await api.post("/services", json=flavored_body("small"), headers=A)).json()["service"]
     async with httpx.AsyncClient() as direct:
@@ -165,9 +157,7 @@ async def test_expiry_stops_only_services_past_their_runtime_once(
     api: httpx.AsyncClient, flavored: Callable[..., Settings], hub_receiver: HubReceiver
 ) -> None:
     flavored()
-    assert (
-        await api.post("/services", json=flavored_body("gpu", hub_url=hub_receiver.url), headers=A)
-    ).is_success
+    assert (await api.post("/services", json=flavored_body("gpu", hub_url=hub_receiver.url), headers=A)).is_success
     assert (await api.post("/services", json=flavored_body("small", "2"), headers=A)).is_success
     runtime = await get_runtime()
     assert await expire_services(runtime) == 0  # nothing has run for an hour yet

@@ -20,9 +20,7 @@ KNATIVE = REPO / "knative"
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     directory = crd_dir()
     if not directory.is_dir():
-        pytest.skip(
-            f"CRD schemas not found at {directory} (CI provides ../shared/crds); custom resources unchecked"
-        )
+        pytest.skip(f"CRD schemas not found at {directory} (CI provides ../shared/crds); custom resources unchecked")
     return load_crd_schemas(directory)
 
 

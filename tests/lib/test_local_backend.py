@@ -65,9 +65,7 @@ async def test_start_poll_stop_and_resume_in_a_fresh_backend(tmp_path: Path) -> 
     children = [p.pid for p in psutil.Process(pid).children(recursive=True)]
     await fresh.stop(stored)
     assert await fresh.poll(stored) is not None
-    assert not any(
-        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in children
-    )
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in children)
     await fresh.stop(stored)  # stopping again is not an error
 
 
