@@ -145,7 +145,7 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
     from outpost import api
     from outpost.models import ServiceId
     from outpost.runtime import close_runtime, get_runtime, use_settings
-    from outpost.store import PLAIN_FIELDS, key_record
+    from outpost.store import PLAIN_FIELDS, POLL_FIELDS, key_record
 
     use_settings(stack.settings())
     runtime = await get_runtime()
@@ -183,15 +183,15 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
             f"HMGET {len(PLAIN_FIELDS) + 1} fields (poll_view's read)",
             lambda: redis.hmget(key, [*PLAIN_FIELDS, "state"]),
         ),
-        ("HMGET 5 fields", lambda: redis.hmget(key, ["phase", "exit_code", "observed", "observed_at", "state"])),
+        (f"HMGET {len(POLL_FIELDS)} fields (the poll's read)", lambda: redis.hmget(key, POLL_FIELDS)),
         ("decrypt state (Fernet)", lambda: _sync(runtime.store.crypt.decrypt_json, token)),
         ("store.poll_view", lambda: runtime.store.poll_view(sid)),
-        ("store.poll_record (proposed)", lambda: runtime.store.poll_record(sid)),  # type: ignore[attr-defined]
+        ("store.poll_record", lambda: runtime.store.poll_record(sid)),
         ("backend.poll (local backend)", lambda: runtime.backend.poll(state or {})),
         ("settings.hub_credentials()", lambda: _sync(runtime.settings.hub_credentials)),
         (
-            "Starlette Request + url.path + query_params",
-            lambda: _sync(lambda: (lambda r: (r.url.path, r.query_params))(Request(scope, receive))),
+            "Starlette Request + query_params",
+            lambda: _sync(lambda: Request(scope, receive).query_params),
         ),
         ("api.dispatch, whole poll", lambda: api.dispatch(Request(scope, receive), module.ROUTES)),
     ]

@@ -119,6 +119,8 @@ def _describe(exc: ValidationError) -> str:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
+    if declared in ("", "0") and "transfer-encoding" not in request.headers:
+        return b""  # a poll: nothing to read
     if declared.isdigit() and int(declared) > limit:
         raise errors.BodyTooLarge(f"request body larger than {limit} bytes")
     chunks, size = [], 0

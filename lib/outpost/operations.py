@@ -13,7 +13,6 @@ from outpost.backends.base import StartSpec
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
-from outpost.openapi import openapi_document
 from outpost.overrides import refused_overrides
 from outpost.runtime import Runtime
 
@@ -29,6 +28,8 @@ async def ping(call: Call) -> Reply:
 
 
 async def describe_api(call: Call) -> Reply:
+    from outpost.openapi import openapi_document  # only for /openapi.json
+
     return Reply(openapi_document())
 
 
@@ -150,10 +151,10 @@ def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
 
 async def poll_service(call: Call) -> Reply:
     runtime = call.runtime
-    view = await runtime.store.poll_view(_service_id(call))
+    view = await runtime.store.poll_record(_service_id(call))
     if view is None:
         raise errors.UnknownService()
-    meta, state = view
+    meta, state = view, view.state
     status: int | None = None
     if meta.phase in TERMINAL_PHASES:
         status = meta.exit_code or 0

@@ -24,6 +24,7 @@ from outpost.models import Phase, ServiceMeta
 if TYPE_CHECKING:
     from outpost.backends.kubernetes import PodBackend
     from outpost.runtime import Runtime
+    from outpost.store import PollView
 
 log = logging.getLogger(__name__)
 RESYNC_LOCK_SECONDS = 55.0
@@ -110,7 +111,7 @@ def fresh_seconds(runtime: Runtime) -> float:
     return runtime.settings.timer_interval_seconds * FRESH_TICKS
 
 
-async def cached_poll(runtime: Runtime, meta: ServiceMeta, state: dict[str, Any]) -> int | None:
+async def cached_poll(runtime: Runtime, meta: ServiceMeta | PollView, state: dict[str, Any]) -> int | None:
     """The poll of a RUNNING service: what pod events saw, while fresh; else ask the backend."""
     if meta.observed_at and time.time() - meta.observed_at < fresh_seconds(runtime):
         return meta.observed_exit

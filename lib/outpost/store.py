@@ -12,6 +12,7 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -38,6 +39,8 @@ ENCRYPTED_FIELDS = ("body", "state", "answer")
 ADDRESSES = "outpost:addresses"
 EXPIRY = "outpost:expiry"
 CERTS_TTL_SECONDS = 900
+# What a poll reads: the phase and exit code, the status an event observed, the backend state.
+POLL_FIELDS = ("phase", "exit_code", "observed", "observed_at", "state")
 
 
 def _q(part: str) -> str:
@@ -78,6 +81,15 @@ class Created:
     ok: bool
     refusal: str = ""  # "exists", "flavor_full", "user_flavor_limit", "user_total_limit"
     count: int = 0
+
+
+@dataclass(frozen=True)
+class PollView:
+    phase: Phase
+    exit_code: int | None
+    observed_exit: int | None
+    observed_at: float
+    state: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -175,6 +187,57 @@ return 1
 """
 
 
+class _ReadBatcher:
+    """Poll reads share round trips under load: with no read in flight one goes out at once; the
+    reads that arrive meanwhile wait for it and then go out together, as one pipeline."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._busy = False
+        self._queue: list[tuple[str, Sequence[str], asyncio.Future[list[Any]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def hmget(self, key: str, fields: Sequence[str]) -> list[Any]:
+        if self._busy:
+            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._queue.append((key, fields, future))
+            return await future
+        self._busy = True
+        try:
+            values: list[Any] = await self._redis.hmget(key, fields)
+            return values
+        finally:
+            if self._queue:  # the reads that came meanwhile go out without holding up this answer
+                task = asyncio.get_running_loop().create_task(self._drain())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._busy = False
+
+    async def _drain(self) -> None:
+        """Send what queued up while a read was in flight, until nothing is left."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key, fields, _ in batch:
+                            pipe.hmget(key, fields)
+                        # An error answer (a key of the wrong type) fails its own read only.
+                        results = await pipe.execute(raise_on_error=False)
+                except Exception as exc:  # the connection failed: every read in the batch did
+                    results = [exc] * len(batch)
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if future.done():  # its caller gave up waiting
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._busy = False
+
+
 def _flatten(fields: dict[str, str | bytes]) -> list[str | bytes]:
     return [item for pair in fields.items() for item in pair]
 
@@ -190,6 +253,7 @@ class Store:
         self.redis = client
         self.crypt = crypt
         self._observe = client.register_script(_OBSERVE)
+        self._reads = _ReadBatcher(client)
         self._owner = client.register_script(_OWNER)
         self._replace_if = client.register_script(_REPLACE_IF)
         self._create = client.register_script(_CREATE)
@@ -295,6 +359,19 @@ class Store:
             return None
         state = self.crypt.decrypt_json(values[-1]) if values[-1] else None
         return meta, state
+
+    async def poll_record(self, sid: ServiceId) -> PollView | None:
+        """Only what `GET /services/{name}/{start_id}` needs, in one round trip."""
+        phase, exit_code, observed, observed_at, token = await self._reads.hmget(key_record(sid), POLL_FIELDS)
+        if phase is None:
+            return None
+        return PollView(
+            phase=Phase(_text(phase)),
+            exit_code=int(exit_code) if exit_code else None,
+            observed_exit=int(observed) if observed else None,
+            observed_at=float(observed_at or 0),
+            state=self.crypt.decrypt_json(token) if token else None,
+        )
 
     async def secrets(self, sid: ServiceId) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
         """The decrypted request body, backend state and start answer."""

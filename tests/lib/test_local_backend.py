@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from traitlets.config import Config
 
 from outpost.backends.base import StartSpec
-from outpost.backends.local import LocalBackend
+from outpost.backends.local import LocalBackend, _running_from_proc, _running_from_psutil
 from outpost.errors import BackendError, InvalidBody
 from outpost.models import ServiceId
 from tests.conftest import TINY_SERVER
@@ -103,6 +105,24 @@ async def test_pid_reuse_is_not_mistaken_for_the_server(tmp_path: Path) -> None:
     await make_backend(tmp_path).stop(impostor)  # must not kill the real server
     assert await make_backend(tmp_path).poll(started.state) is None
     await make_backend(tmp_path).stop(started.state)
+
+
+@pytest.mark.parametrize("running", [_running_from_proc, _running_from_psutil], ids=["proc", "psutil"])
+async def test_a_zombie_or_a_reused_pid_is_not_a_running_server(running: Callable[[int, float], bool]) -> None:
+    """Both ways of asking agree with the start time psutil stored, and a zombie is gone."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    create_time = psutil.Process(child.pid).create_time()
+    assert running(child.pid, create_time)
+    assert not running(child.pid, create_time - 1000)  # the pid, but another process's start time
+    assert child.stdin is not None
+    child.stdin.close()
+    for _ in range(200):  # not reaped: it stays a zombie until wait()
+        if psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        await asyncio.sleep(0.02)
+    assert not running(child.pid, create_time)
+    child.wait()
+    assert not running(child.pid, create_time)
 
 
 async def test_misc_overrides_options_and_bad_types_are_rejected(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ one that started it) can poll it; pid plus process creation time guard against p
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -67,15 +68,48 @@ def _connect_host(ip: str) -> str:
     return "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
 
 
-def _alive(state: dict[str, Any]) -> psutil.Process | None:
-    """The server's process group leader, if it is still the process we started."""
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_HAS_PROC = os.path.exists("/proc/self/stat")
+
+
+@functools.cache
+def _boot_time() -> float:
+    return float(psutil.boot_time())
+
+
+def _running_from_proc(pid: int, create_time: float) -> bool:
+    """One read of /proc/<pid>/stat: psutil reads it twice, and /proc/stat, per call (40 µs
+    against 7 on the poll's hot path). The start time is computed as psutil computes it, so
+    states stored with psutil's create_time() still match."""
     try:
-        proc = psutil.Process(int(state["pid"]))
-        if abs(proc.create_time() - float(state["create_time"])) > 0.01:
-            return None
-        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
-    except (psutil.Error, KeyError, ValueError, TypeError):
-        return None
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            fields = os.read(fd, 1024).rpartition(b")")[2].split()
+        finally:
+            os.close(fd)
+        created = int(fields[19]) / _CLOCK_TICKS + _boot_time()
+    except (OSError, IndexError, ValueError):
+        return False
+    return fields[0] != b"Z" and abs(created - create_time) <= 0.01
+
+
+def _running_from_psutil(pid: int, create_time: float) -> bool:
+    """The same question where there is no /proc (a laptop running macOS)."""
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _running(state: dict[str, Any]) -> bool:
+    """Whether the process we started is still there (the same pid, started at the same time, so
+    not a reused pid) and not a zombie."""
+    try:
+        pid, create_time = int(state["pid"]), float(state["create_time"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    return (_running_from_proc if _HAS_PROC else _running_from_psutil)(pid, create_time)
 
 
 class LocalBackend:
@@ -169,7 +203,7 @@ class LocalBackend:
     async def _wait_ready(self, state: dict[str, Any], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _alive(state) is None:
+            if not _running(state):
                 code = await self.poll(state)
                 await self.stop(state)
                 raise BackendError(f"the server exited with code {code} before it was ready")
@@ -183,7 +217,7 @@ class LocalBackend:
         raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
 
     async def poll(self, state: dict[str, Any]) -> int | None:
-        if _alive(state) is not None:
+        if _running(state):
             return None
         try:
             return int((Path(state["dir"]) / "exit_code").read_text().strip())
@@ -191,9 +225,8 @@ class LocalBackend:
             return 1  # gone without a recorded status: killed from outside
 
     async def stop(self, state: dict[str, Any]) -> None:
-        proc = _alive(state)
-        if proc is not None:
-            await self._terminate(proc.pid, float(state.get("stop_timeout", 5.0)), state)
+        if _running(state):
+            await self._terminate(int(state["pid"]), float(state.get("stop_timeout", 5.0)), state)
         if state.get("dir"):
             shutil.rmtree(state["dir"], ignore_errors=True)
 
@@ -205,7 +238,7 @@ class LocalBackend:
                 return
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if _alive(state) is None and not _group_members(pgid):
+                if not _running(state) and not _group_members(pgid):
                     return
                 await asyncio.sleep(0.02)
 
@@ -217,7 +250,7 @@ class LocalBackend:
                 sid = ServiceId(**state.pop("service"))
             except (OSError, ValueError, TypeError, KeyError):
                 continue
-            if _alive(state) is not None:
+            if _running(state):
                 found.append((sid, state))
         return found
 
@@ -231,6 +264,12 @@ class LocalBackend:
 
 def _group_members(pgid: int) -> bool:
     """Whether any live process is still in the server's process group (no orphans left)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # the usual case once the server is gone: no need to look at every process
+    except PermissionError:
+        pass
     for proc in psutil.process_iter(["pid", "status"]):
         try:
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
