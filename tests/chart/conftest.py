@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fetch_k8s_tools import ensure_tools
+from k8s_checks import load_documents
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-
-from fetch_k8s_tools import ensure_tools  # noqa: E402
-from k8s_checks import crd_dir, load_crd_schemas, load_documents  # noqa: E402
+from tests.support.k8s_fixtures import REPO, crd_schemas  # noqa: F401  (a fixture for the tests here)
 
 CHART = REPO / "charts" / "jupyterhub-outpost"
 VALUES = Path(__file__).parent / "values"
@@ -56,11 +53,3 @@ def render(run_helm: Callable[..., subprocess.CompletedProcess[str]]) -> Render:
         return cache[key]
 
     return _render
-
-
-@pytest.fixture(scope="session")
-def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    directory = crd_dir()
-    if not directory.is_dir():
-        pytest.skip(f"CRD schemas not found at {directory} (CI provides ../shared/crds); custom resources unchecked")
-    return load_crd_schemas(directory)

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+from k8s_checks import load_documents
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-
-from k8s_checks import crd_dir, load_crd_schemas, load_documents  # noqa: E402
+from tests.support.k8s_fixtures import REPO, crd_schemas  # noqa: F401  (a fixture for the tests here)
 
 KNATIVE = REPO / "knative"
-
-
-@pytest.fixture(scope="session")
-def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    directory = crd_dir()
-    if not directory.is_dir():
-        pytest.skip(f"CRD schemas not found at {directory} (CI provides ../shared/crds); custom resources unchecked")
-    return load_crd_schemas(directory)
 
 
 @pytest.fixture(scope="session")
