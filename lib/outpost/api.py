@@ -22,7 +22,7 @@ from starlette.routing import compile_path
 from outpost import errors
 from outpost.auth import authenticate
 from outpost.logs import new_request_id
-from outpost.metrics import REQUEST_SECONDS, REQUESTS
+from outpost.metrics import request_metrics
 from outpost.runtime import Runtime, get_runtime
 
 EventHandler = Callable[[Runtime, CloudEvent], Awaitable[None]]
@@ -176,8 +176,9 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     except Exception as exc:  # every failure gets a JSON answer; see error_response
         response = error_response(exc)
     response.headers["X-Request-Id"] = rid
-    REQUESTS.labels(route_label, request.method, str(response.status_code)).inc()
-    REQUEST_SECONDS.labels(route_label, request.method).observe(time.perf_counter() - started)
+    requests, seconds = request_metrics(route_label, request.method, response.status_code)
+    requests.inc()
+    seconds.observe(time.perf_counter() - started)
     return response
 
 

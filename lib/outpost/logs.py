@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-import uuid
+import secrets
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -15,7 +15,7 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 def new_request_id(offered: str | None) -> str:
     """Keep a caller's X-Request-Id when it is sane (it ends up in logs), else make one."""
-    value = offered if offered and _SANE_ID.fullmatch(offered) else uuid.uuid4().hex
+    value = offered if offered and _SANE_ID.fullmatch(offered) else secrets.token_hex(16)
     request_id.set(value)
     return value
 

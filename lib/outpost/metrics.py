@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from outpost.runtime import Runtime
@@ -14,6 +16,14 @@ START_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )  # fmt: skip
 STOP_SECONDS = Histogram("outpost_stop_seconds", "Time to stop a server (backend included)")
+
+
+@functools.lru_cache(maxsize=1024)  # labels() validates and locks on every call; the poll path is hot
+def request_metrics(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter and duration histogram children of one route, method and status."""
+    return REQUESTS.labels(route, method, str(status)), REQUEST_SECONDS.labels(route, method)
+
+
 SERVICES = Gauge("outpost_services", "Services stored, by hub", ["hub"])
 FLAVOR_SLOTS = Gauge("outpost_flavor_in_use", "Services holding a slot of each flavor (all hubs)", ["flavor"])
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 from redis.exceptions import ResponseError
 
 from outpost.crypto import Crypt
@@ -84,3 +84,27 @@ async def test_a_failed_read_in_a_batch_fails_only_its_own_poll(store: Store, re
     fine = [r for i, r in enumerate(results) if i != 5]
     assert [getattr(view, "state", None) for view in fine] == [{"pid": pid} for pid in range(10)]
     assert (await store.poll_record(sids[0])) is not None  # the batcher is usable afterwards
+
+
+@pytest.mark.asyncio
+async def test_repeated_polls_decrypt_a_state_once_and_see_a_new_state_at_once(
+    store: Store, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = ServiceId("hubA", "cached", "1")
+    await put(redis, sid, 41)
+    decrypted: list[bytes | str] = []
+    real = MultiFernet.decrypt
+
+    def counting(self: MultiFernet, token: bytes | str, ttl: int | None = None) -> bytes:
+        decrypted.append(token)
+        return real(self, token, ttl)
+
+    monkeypatch.setattr(MultiFernet, "decrypt", counting)
+    first, second = await store.poll_record(sid), await store.poll_record(sid)
+    assert first is not None and second is not None
+    assert first.state == second.state == {"pid": 41}
+    assert len(decrypted) == 1
+    await put(redis, sid, 42)  # a restart stores a new token
+    third = await store.poll_record(sid)
+    assert third is not None and third.state == {"pid": 42}
+    assert len(decrypted) == 2
