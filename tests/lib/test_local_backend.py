@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +18,13 @@ import pytest
 from traitlets.config import Config
 
 from outpost.backends.base import StartSpec
-from outpost.backends.local import LocalBackend, _running_from_proc, _running_from_psutil
+from outpost.backends.local import (
+    LocalBackend,
+    _live_in_group_from_proc,
+    _live_in_group_from_psutil,
+    _running_from_proc,
+    _running_from_psutil,
+)
 from outpost.errors import BackendError, InvalidBody
 from outpost.models import ServiceId
 from tests.conftest import TINY_SERVER
@@ -123,6 +131,37 @@ async def test_a_zombie_or_a_reused_pid_is_not_a_running_server(running: Callabl
     assert not running(child.pid, create_time)
     child.wait()
     assert not running(child.pid, create_time)
+
+
+@pytest.mark.parametrize(
+    "live_in_group", [_live_in_group_from_proc, _live_in_group_from_psutil], ids=["proc", "psutil"]
+)
+async def test_a_group_of_only_zombies_has_no_live_member(live_in_group: Callable[[int], bool]) -> None:
+    leader = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, start_new_session=True
+    )
+    assert live_in_group(leader.pid)
+    assert leader.stdin is not None
+    leader.stdin.close()
+    for _ in range(200):  # not reaped: a zombie, still in its group
+        if psutil.Process(leader.pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        await asyncio.sleep(0.02)
+    assert not live_in_group(leader.pid)
+    leader.wait()
+    assert not live_in_group(leader.pid)
+
+
+async def test_an_ended_server_is_reaped_by_the_process_that_started_it(tmp_path: Path) -> None:
+    started = await make_backend(tmp_path).start(spec(), Recorder().save, Recorder().report)
+    pid = started.state["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    for _ in range(250):  # the event loop collects it: no zombie is left behind
+        if not psutil.pid_exists(pid):
+            break
+        await asyncio.sleep(0.02)
+    assert not psutil.pid_exists(pid)
+    await make_backend(tmp_path).stop(started.state)
 
 
 async def test_misc_overrides_options_and_bad_types_are_rejected(tmp_path: Path) -> None:
