@@ -21,7 +21,7 @@ def _stringify_scalars(value: Any) -> Any:
 class StartRequest(BaseModel):
     """The body of `POST /services`, exactly as the OutpostSpawner sends it."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)  # built at the first start, not at import
 
     name: StrictStr = Field(max_length=MAX_NAME_LENGTH)
     env: Annotated[dict[str, StrictStr], BeforeValidator(_stringify_scalars)] = Field(default_factory=dict)

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -146,6 +145,8 @@ def _snake(key: str) -> str:
 
 
 def _read_values(config_file: Path) -> dict[str, Any]:
+    import yaml  # only with a configuration file: functions configured by variables start without it
+
     try:
         loaded = yaml.safe_load(config_file.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

@@ -22,7 +22,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import psutil
 from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
@@ -76,7 +75,12 @@ _HAS_PROC = os.path.exists("/proc/self/stat")
 
 @functools.cache
 def _boot_time() -> float:
-    return float(psutil.boot_time())
+    """btime of /proc/stat, as psutil.boot_time() reads it on Linux; the poll path (and a poll
+    function's cold start) does without importing psutil."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
 
 
 def _proc_stat(pid: int | str) -> list[bytes]:
@@ -102,6 +106,8 @@ def _running_from_proc(pid: int, create_time: float) -> bool:
 
 def _running_from_psutil(pid: int, create_time: float) -> bool:
     """The same question where there is no /proc (a laptop running macOS)."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         return abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE
@@ -133,6 +139,8 @@ def _live_in_group_from_proc(pgid: int) -> bool:
 
 
 def _live_in_group_from_psutil(pgid: int) -> bool:
+    import psutil
+
     for proc in psutil.process_iter(["pid", "status"]):
         try:
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
@@ -203,6 +211,8 @@ class LocalBackend:
             raise InvalidBody(f"the server's environment is invalid: {exc}") from None
         finally:
             log_file.close()
+        import psutil  # here, not at the top: the poll path does without it
+
         create_time = psutil.Process(proc.pid).create_time()  # not reaped yet: even an exited one is there
         _reap_on_exit(proc)
         state = {
