@@ -100,7 +100,7 @@ class Background:
         import httpx
 
         try:
-            response = await self._runtime.http.post(sink, headers=headers, content=body)
+            response = await self._runtime.sink_http.post(sink, headers=headers, content=body)
             response.raise_for_status()
         except httpx.HTTPError:
             raise EventsUnavailable() from None
