@@ -5,11 +5,14 @@ order) and retries one request until it succeeds, so the figure contains the int
 gunicorn's worker fork and everything the first request builds (settings, Redis connection, backend
 configuration). The requests, chosen so that no backend work is in the figure:
 
-  empty  GET /                                   200
-  poll   GET /services/<name>/<start_id>         200  a running service (tiny server)
-  start  POST /services, execution-type: async   202  the event goes to OUTPOST_EVENTS_SINK (a
+  empty      GET /                               200
+  libraries  GET /                               200  the empty function importing the libraries
+                                                      the functions need: their floor
+  poll       GET /services/<name>/<start_id>     200  a running service (tiny server)
+  start      POST /services, execution-type: async
+                                                 202  the event goes to OUTPOST_EVENTS_SINK (a
                                                       stand-in broker: the empty function)
-  stop   DELETE /services/<name>/<start_id>      200  a stored record without backend state
+  stop       DELETE /services/<name>/<start_id>  200  a stored record without backend state
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def run(
             return "DELETE", make_stop_path(rep), auth, None
         return "GET", "/", {}, None
 
-    names = ["empty", "poll", "start", "stop"]
+    names = ["empty", "libraries", "poll", "start", "stop"]
     samples: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(repetitions):
         order = names if rep % 2 == 0 else names[::-1]
@@ -63,6 +66,7 @@ def run(
             )
         )
     empty = statistics.median(samples["empty"])
+    libraries = statistics.median(samples["libraries"])
     result: dict[str, Any] = {"repetitions": repetitions, "functions": {}}
     for name in names:
         median = statistics.median(samples[name])
@@ -71,6 +75,7 @@ def run(
             "min_ms": round(min(samples[name]) * 1000, 1),
             "max_ms": round(max(samples[name]) * 1000, 1),
             "ratio": round(median / empty, 3),
+            "ratio_to_libraries": round(median / libraries, 3),
             "samples_ms": [round(s * 1000, 1) for s in samples[name]],
         }
     return result

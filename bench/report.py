@@ -126,10 +126,16 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
     if cs:
         out += ["", f"2. Cold start: spawn -> first successful answer, median of {cs['repetitions']}"]
         rows = [
-            [name, f"{f['median_ms']:.0f}", f"{f['min_ms']:.0f}-{f['max_ms']:.0f}", f"{f['ratio']:.2f}x"]
+            [
+                name,
+                f"{f['median_ms']:.0f}",
+                f"{f['min_ms']:.0f}-{f['max_ms']:.0f}",
+                f"{f['ratio']:.2f}x",
+                f"{f['ratio_to_libraries']:.2f}x",
+            ]
             for name, f in cs["functions"].items()
         ]
-        out += _table(["function", "median ms", "min-max ms", "x empty"], rows)
+        out += _table(["function", "median ms", "min-max ms", "x empty", "x libraries"], rows)
     if results.get("lifecycle") or results.get("lifecycle_instant"):
         out += [
             "",

@@ -36,6 +36,7 @@ CLI = str(Path(sys.executable).with_name("functions-framework"))
 # target name -> source file, as knative/outpost-*.yaml sets FUNCTION_TARGET / FUNCTION_SOURCE
 TARGETS = {
     "empty": ("empty_function", EMPTY_SOURCE),
+    "libraries": ("libraries_function", EMPTY_SOURCE.with_name("libraries.py")),
     "start": ("start_service", FUNCTIONS / "start" / "main.py"),
     "poll": ("poll_service", FUNCTIONS / "poll" / "main.py"),
     "stop": ("stop_service", FUNCTIONS / "stop" / "main.py"),
