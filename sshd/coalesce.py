@@ -90,8 +90,9 @@ class CoalescingTransport(asyncio.Transport):
 def coalesce_writes(conn: asyncssh.SSHServerConnection) -> bool:
     """Wrap the transport of a freshly made connection (asyncssh sends every packet through
     `conn._transport.write`, as of 2.24); False, and nothing changed, if that attribute is gone."""
-    transport = getattr(conn, "_transport", None)
-    if not isinstance(transport, asyncio.Transport) or isinstance(transport, CoalescingTransport):
+    transport: asyncio.Transport | None = getattr(conn, "_transport", None)
+    # No isinstance(asyncio.Transport): uvloop's transports, the ones deployed, do not derive from it.
+    if transport is None or isinstance(transport, CoalescingTransport):
         logger.debug("write coalescing not installed: asyncssh internals differ")
         return False
     conn._transport = CoalescingTransport(transport, asyncio.get_running_loop())

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import cast
 
+import asyncssh
 import pytest
+import uvloop
 
-from sshd.coalesce import CoalescingTransport
+from sshd.coalesce import CoalescingTransport, coalesce_writes
 
 
 class Recording(asyncio.Transport):
@@ -66,3 +70,22 @@ async def test_close_flushes_and_abort_drops() -> None:
     transport.abort()
     await next_pass()
     assert inner.writes == [] and inner.aborted
+
+
+def test_installed_on_uvloop_transports() -> None:
+    """The deployed daemon runs on uvloop, whose transports do not derive from asyncio.Transport."""
+
+    async def wrap_a_uvloop_transport() -> None:
+        server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol, "127.0.0.1", port)
+        assert not isinstance(transport, asyncio.Transport)
+        conn = SimpleNamespace(_transport=transport)
+        assert coalesce_writes(cast(asyncssh.SSHServerConnection, conn))
+        assert isinstance(conn._transport, CoalescingTransport)
+        assert not coalesce_writes(cast(asyncssh.SSHServerConnection, conn))  # wrapped once only
+        transport.close()
+        server.close()
+        await server.wait_closed()
+
+    uvloop.run(wrap_a_uvloop_transport())
