@@ -20,6 +20,7 @@ from traitlets.config import Config
 from outpost.backends.base import StartSpec
 from outpost.backends.local import (
     LocalBackend,
+    _create_time,
     _live_in_group_from_proc,
     _live_in_group_from_psutil,
     _running_from_proc,
@@ -131,6 +132,16 @@ async def test_a_zombie_or_a_reused_pid_is_not_a_running_server(running: Callabl
     assert not running(child.pid, create_time)
     child.wait()
     assert not running(child.pid, create_time)
+
+
+async def test_creation_time_is_the_one_psutil_reports() -> None:
+    """States store this time; pollers compare it with what psutil or /proc says later."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert abs(_create_time(child.pid) - psutil.Process(child.pid).create_time()) <= 0.01
+    finally:
+        child.kill()
+        child.wait()
 
 
 @pytest.mark.parametrize(

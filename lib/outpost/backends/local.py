@@ -93,12 +93,24 @@ def _proc_stat(pid: int | str) -> list[bytes]:
         os.close(fd)
 
 
+def _started_at(fields: list[bytes]) -> float:
+    """A process's creation time, computed as psutil's create_time() computes it, so states stored
+    by either match."""
+    return int(fields[19]) / _CLOCK_TICKS + _boot_time()
+
+
+def _create_time(pid: int) -> float:
+    if _HAS_PROC:
+        return _started_at(_proc_stat(pid))
+    import psutil  # here, not at the top: on Linux, only the fallbacks need it
+
+    return float(psutil.Process(pid).create_time())
+
+
 def _running_from_proc(pid: int, create_time: float) -> bool:
-    """The start time is computed as psutil computes it, so states stored with psutil's
-    create_time() still match."""
     try:
         fields = _proc_stat(pid)
-        created = int(fields[19]) / _CLOCK_TICKS + _boot_time()
+        created = _started_at(fields)
     except (OSError, IndexError, ValueError):
         return False
     return fields[0] != b"Z" and abs(created - create_time) <= 0.01
@@ -211,9 +223,7 @@ class LocalBackend:
             raise InvalidBody(f"the server's environment is invalid: {exc}") from None
         finally:
             log_file.close()
-        import psutil  # here, not at the top: the poll path does without it
-
-        create_time = psutil.Process(proc.pid).create_time()  # not reaped yet: even an exited one is there
+        create_time = _create_time(proc.pid)  # not reaped yet: even an exited one is there
         _reap_on_exit(proc)
         state = {
             "pid": proc.pid, "create_time": create_time, "dir": str(workdir),
