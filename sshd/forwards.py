@@ -46,8 +46,8 @@ class Forward:
         self.open = False
         self._on_close()
         metrics.FORWARDS_OPEN.dec()
-        metrics.FORWARD_BYTES.labels("up").inc(self.up)
-        metrics.FORWARD_BYTES.labels("down").inc(self.down)
+        metrics.FORWARD_BYTES_UP.inc(self.up)
+        metrics.FORWARD_BYTES_DOWN.inc(self.down)
         logger.info(
             "forward closed hub=%s service=%s/%s dest=%s bytes_up=%d bytes_down=%d duration=%.3fs",
             self.owner.hub, self.owner.name, self.owner.start_id, self.dest,

@@ -8,6 +8,8 @@ __all__ = [
     "AUTH_REFUSED",
     "CONNECTIONS",
     "FORWARD_BYTES",
+    "FORWARD_BYTES_DOWN",
+    "FORWARD_BYTES_UP",
     "FORWARDS",
     "FORWARDS_OPEN",
     "FORWARDS_REFUSED",
@@ -27,6 +29,9 @@ FORWARDS_OPEN = Gauge("outpost_sshd_forwards_open", "Forwards open now")
 FORWARD_BYTES = Counter(
     "outpost_sshd_forward_bytes_total", "Bytes carried by closed forwards", ["direction"]
 )  # direction: up (hub -> service), down (service -> hub)
+# Children looked up once: `.labels()` costs a lock and a dict lookup, and these move per forward.
+FORWARD_BYTES_UP = FORWARD_BYTES.labels("up")
+FORWARD_BYTES_DOWN = FORWARD_BYTES.labels("down")
 TUNNEL_RECREATIONS = Counter(
     "outpost_sshd_tunnel_recreations_total", "Setup-tunnel calls after a start, by outcome", ["outcome"]
 )  # outcome: posted, failed, skipped

@@ -177,7 +177,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             raise
         forward.opened(self._peer)
         # A forwarder is the session asyncssh's own forward_connection() hands back, typed the same way.
-        return cast(SSHTCPSession[bytes], ChannelSide(forward, service))
+        return cast("SSHTCPSession[bytes]", ChannelSide(forward, service))  # a string: no subscripting per channel
 
     async def _authorize(self, grant: Grant, host: str, port: int) -> AddressOwner:
         try:
