@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -42,6 +43,9 @@ async def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; ask the hubs to rebuild their tunnels once listening."""
     async with connect(settings) as runtime:
         listener = await serve(settings, runtime.store)
+        # What is built by now (modules, settings, clients, the listener) lives as long as the
+        # process: out of the collector's way, collections during forwarding stay short.
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
