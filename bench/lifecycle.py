@@ -9,15 +9,15 @@ function with the same HTTP client is reported too.
 
 Two commands:
   tiny     tests/support/tiny_singleuser.py, a Python server that binds at once. The local backend
-           checks readiness every 50 ms, so each start takes one or two of those steps and a
-           difference of two p50s moves in steps of up to 50 ms.
+           checks readiness after 5, 10, 20, 40 ms and then every 50 ms, so a start takes some of
+           those steps and a difference of two p50s moves in steps of up to 50 ms.
   instant  `sleep 600` with `c.LocalProcessBackend.port` set to a port this process already
            listens on: the first readiness check succeeds, so the difference has no such steps.
 
-A stop has steps too: after SIGTERM the backend looks every 20 ms whether the process group is gone,
-so a stop takes zero or one step depending on a race, in the outpost and in the baseline alike. The
-difference of means is reported next to the difference of p50s; with such steps it is the steadier
-estimate of what the outpost adds.
+A stop has steps too: after SIGTERM the backend looks whether the process group is gone after 1,
+2, 4, 8, 16 ms and then every 20 ms, so a stop takes a number of steps that depends on a race, in
+the outpost and in the baseline alike. The difference of means is reported next to the difference
+of p50s; with such steps it is the steadier estimate of what the outpost adds.
 """
 
 from __future__ import annotations

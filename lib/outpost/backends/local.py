@@ -268,6 +268,7 @@ class LocalBackend:
 
     async def _wait_ready(self, state: dict[str, Any], timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        pause = 0.005  # a quick server answers within milliseconds; a notebook server takes seconds
         while time.monotonic() < deadline:
             if not _running(state):
                 code = await self.poll(state)
@@ -278,7 +279,8 @@ class LocalBackend:
                 writer.close()
                 return
             except OSError:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
         await self.stop(state)
         raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
 
@@ -303,17 +305,12 @@ class LocalBackend:
             except ProcessLookupError:
                 return
             deadline = time.monotonic() + wait
-            lingering = False
+            pause = 0.001  # most servers are gone within milliseconds: look again soon, then every 20 ms
             while time.monotonic() < deadline:
-                if not _running(state):
-                    if not _group_exists(pgid):
-                        return
-                    # Members left after a 20 ms step: live orphans, or zombies nobody collected yet
-                    # (the scan of every process, skipped while the usual quick exit is under way).
-                    if lingering and not _live_in_group(pgid):
-                        return
-                    lingering = True
-                await asyncio.sleep(0.02)
+                if not _running(state) and not _group_members(pgid):
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.02)
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
         found = []
@@ -335,17 +332,13 @@ class LocalBackend:
         return text.splitlines()[-LOG_TAIL_LINES:]
 
 
-def _live_in_group(pgid: int) -> bool:
-    """Whether a process other than a zombie is in the group: a look at every process."""
-    return (_live_in_group_from_proc if _HAS_PROC else _live_in_group_from_psutil)(pgid)
-
-
-def _group_exists(pgid: int) -> bool:
-    """Whether the server's process group still has any member, zombies included."""
+def _group_members(pgid: int) -> bool:
+    """Whether any live process is still in the server's process group (no orphans left)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:  # a member we may not signal: it exists
+        return False  # the usual case once the server is gone: no need to look at every process
+    except PermissionError:  # a member we may not signal: look
         pass
-    return True
+    # Zombies nobody has collected yet keep the group alive: look at every process.
+    return (_live_in_group_from_proc if _HAS_PROC else _live_in_group_from_psutil)(pgid)
