@@ -190,24 +190,37 @@ return 1
 """
 
 
+# The same fields of many hashes in one command: an error (a key of the wrong type) is that key's answer.
+_HMGET_MANY = """
+local answers = {}
+for i, key in ipairs(KEYS) do
+  answers[i] = redis.pcall('HMGET', key, unpack(ARGV))
+end
+return answers
+"""
+
+
 class _ReadBatcher:
     """Poll reads share round trips under load: with no read in flight one goes out at once; the
-    reads that arrive meanwhile wait for it and then go out together, as one pipeline."""
+    reads that arrive meanwhile wait for it and then go out together, as one script call (a
+    pipeline of HMGETs would pack and parse a command per read)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, fields: Sequence[str]) -> None:
         self._redis = client
+        self._fields = list(fields)
+        self._hmget_many = client.register_script(_HMGET_MANY)
         self._busy = False
-        self._queue: list[tuple[str, Sequence[str], asyncio.Future[list[Any]]]] = []
+        self._queue: list[tuple[str, asyncio.Future[list[Any]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def hmget(self, key: str, fields: Sequence[str]) -> list[Any]:
+    async def hmget(self, key: str) -> list[Any]:
         if self._busy:
             future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            self._queue.append((key, fields, future))
+            self._queue.append((key, future))
             return await future
         self._busy = True
         try:
-            values: list[Any] = await self._redis.hmget(key, fields)
+            values: list[Any] = await self._redis.hmget(key, self._fields)
             return values
         finally:
             if self._queue:  # the reads that came meanwhile go out without holding up this answer
@@ -223,14 +236,10 @@ class _ReadBatcher:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for key, fields, _ in batch:
-                            pipe.hmget(key, fields)
-                        # An error answer (a key of the wrong type) fails its own read only.
-                        results = await pipe.execute(raise_on_error=False)
+                    results = await self._hmget_many(keys=[key for key, _ in batch], args=self._fields)
                 except Exception as exc:  # the connection failed: every read in the batch did
                     results = [exc] * len(batch)
-                for (_, _, future), result in zip(batch, results, strict=True):
+                for (_, future), result in zip(batch, results, strict=True):
                     if future.done():  # its caller gave up waiting
                         continue
                     if isinstance(result, Exception):
@@ -256,7 +265,7 @@ class Store:
         self.redis = client
         self.crypt = crypt
         self._observe = client.register_script(_OBSERVE)
-        self._reads = _ReadBatcher(client)
+        self._reads = _ReadBatcher(client, POLL_FIELDS)
         # A Fernet token always decrypts to the same state: polls of a running server (every 30 s
         # each) skip the decryption. Read-only results; one Store per key set.
         self._poll_state = functools.lru_cache(maxsize=POLL_STATE_CACHE)(crypt.decrypt_json)
@@ -368,7 +377,7 @@ class Store:
 
     async def poll_record(self, sid: ServiceId) -> PollView | None:
         """Only what `GET /services/{name}/{start_id}` needs, in one round trip."""
-        phase, exit_code, observed, observed_at, token = await self._reads.hmget(key_record(sid), POLL_FIELDS)
+        phase, exit_code, observed, observed_at, token = await self._reads.hmget(key_record(sid))
         if phase is None:
             return None
         return PollView(
