@@ -81,12 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(json_format=settings.log_format == "json")
         # asyncssh logs several lines per channel; ours is the one line per forward that matters.
         asyncssh.set_log_level(logging.WARNING)
-        # Records skip what no formatter here prints: the caller's frame, the thread and the process
-        # (a getpid() each); the logging HOWTO's "Optimization" settings.
-        logging._srcfile = None
-        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-        # httpx logs every request's URL at INFO: the setup-tunnel URLs stay out of the log.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
         if args.metrics_port:
             try:
                 serve_metrics(args.metrics_port)

@@ -47,3 +47,7 @@ def configure(json_format: bool) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # Records skip what no formatter here prints: the caller's frame, the thread and the process
+    # (a getpid() each); the logging HOWTO's "Optimization" settings.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
