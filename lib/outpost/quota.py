@@ -33,14 +33,12 @@ _ERRORS: dict[Refusal, type[errors.SpawnRefused]] = {
 async def admit(runtime: Runtime, hub: str, request: StartRequest) -> Admission:
     """Decide with the counts of now; the store repeats the quota checks atomically when it counts."""
     flavor = request.flavor or ""
-    (flavor_total,) = (await runtime.store.flavor_counts([flavor])).values()
-    user_flavor, user_total = await runtime.store.user_counts(hub, request.user, flavor)
     decision = admission(
         runtime.flavor_policy,
         hub,
         request.authentication,
         request.flavor,
-        Usage(flavor_total, user_flavor, user_total),
+        Usage(*await runtime.store.usage(hub, request.user, flavor)),
     )
     if decision.refusal is not None:
         raise _ERRORS[decision.refusal](decision.message)

@@ -469,10 +469,11 @@ class Store:
         values = await self.redis.mget([key_flavor_slots(f) for f in flavors])
         return {f: int(v or 0) for f, v in zip(flavors, values, strict=True)}
 
-    async def user_counts(self, hub: str, user: str, flavor: str) -> tuple[int, int]:
-        """(slots of this user in this flavor, slots of this user in all flavors)."""
-        mine, total = await self.redis.mget([key_user_slots(hub, user, flavor), key_user_slots(hub, user)])
-        return int(mine or 0), int(total or 0)
+    async def usage(self, hub: str, user: str, flavor: str) -> tuple[int, int, int]:
+        """(slots of the flavor, of this user in the flavor, of this user in all flavors): one MGET."""
+        keys = [key_flavor_slots(flavor), key_user_slots(hub, user, flavor), key_user_slots(hub, user)]
+        flavor_total, mine, total = await self.redis.mget(keys)
+        return int(flavor_total or 0), int(mine or 0), int(total or 0)
 
     async def address_owner(self, host: str, port: int) -> AddressOwner | None:
         """Who runs a server at host:port: one round trip, since the SSH daemon asks per channel."""

@@ -43,9 +43,9 @@ def make_backend(tmp_path: Path, **options: Any) -> LocalBackend:
     return LocalBackend(config, tmp_path)
 
 
-def spec(misc: dict[str, Any] | None = None, **env: str) -> StartSpec:
+def spec(misc: dict[str, Any] | None = None, name: str = "srv", **env: str) -> StartSpec:
     return StartSpec(
-        sid=ServiceId("hub", "srv", "1"),
+        sid=ServiceId("hub", name, "1"),
         env={"JUPYTERHUB_USER": "alice", "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/", **env},
         misc=misc or {},
     )
@@ -177,12 +177,17 @@ async def test_an_ended_server_is_reaped_by_the_process_that_started_it(tmp_path
 
 async def test_misc_overrides_options_and_bad_types_are_rejected(tmp_path: Path) -> None:
     backend = make_backend(tmp_path)
+    plain = await backend.start(spec(name="plain"), Recorder().save, Recorder().report)  # the defaults
     started = await backend.start(
         spec({"env": {"MEM_LIMIT": "5G"}, "unrelated": 1}), Recorder().save, Recorder().report
     )
+    after = await backend.start(spec({"unrelated": 1}, name="after"), Recorder().save, Recorder().report)
     async with httpx.AsyncClient() as client:
         assert (await client.get(started.address)).json()["limits"] == {"MEM_LIMIT": "5G"}
-    await backend.stop(started.state)
+        for unchanged in (plain, after):  # one start's overrides never reach another's options
+            assert (await client.get(unchanged.address)).json()["limits"] == {}
+    for server in (plain, started, after):
+        await backend.stop(server.state)
     with pytest.raises(InvalidBody):
         await backend.start(spec({"port": "not a port"}), Recorder().save, Recorder().report)
 

@@ -53,6 +53,9 @@ class LocalProcessBackend(Configurable):
     stop_timeout = Float(5.0, help="Seconds between SIGTERM and SIGKILL").tag(config=True)
 
 
+_OPTION_NAMES = frozenset(LocalProcessBackend.class_trait_names(config=True))
+
+
 def _segment(value: str) -> str:
     """A directory name for a hub or user name: never empty, '.', '..' or a path, never shared."""
     readable = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48]
@@ -187,7 +190,13 @@ class LocalBackend:
         self._config = config
         self._servers = data_dir / "servers"
 
+    @functools.cached_property
+    def _defaults(self) -> LocalProcessBackend:
+        return LocalProcessBackend(config=self._config)
+
     def _options(self, misc: dict[str, Any]) -> LocalProcessBackend:
+        if _OPTION_NAMES.isdisjoint(misc):  # most starts override nothing: the shared, unchanged defaults
+            return self._defaults
         options = LocalProcessBackend(config=self._config)
         try:
             apply_overrides(options, misc)
@@ -306,9 +315,16 @@ class LocalBackend:
                 return
             deadline = time.monotonic() + wait
             pause = 0.001  # most servers are gone within milliseconds: look again soon, then every 20 ms
+            seen_members = False
             while time.monotonic() < deadline:
-                if not _running(state) and not _group_members(pgid):
-                    return
+                if not _running(state):
+                    if not _group_exists(pgid):
+                        return
+                    # Members left: zombies not collected yet (ours are, by the event loop, once we
+                    # yield), or live orphans. Only at the next look, a scan of every process.
+                    if seen_members and not _live_in_group(pgid):
+                        return
+                    seen_members = True
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.02)
 
@@ -332,13 +348,17 @@ class LocalBackend:
         return text.splitlines()[-LOG_TAIL_LINES:]
 
 
-def _group_members(pgid: int) -> bool:
-    """Whether any live process is still in the server's process group (no orphans left)."""
+def _group_exists(pgid: int) -> bool:
+    """Whether the server's process group still has any member, zombies included."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return False  # the usual case once the server is gone: no need to look at every process
-    except PermissionError:  # a member we may not signal: look
+        return False
+    except PermissionError:  # a member we may not signal: it exists
         pass
-    # Zombies nobody has collected yet keep the group alive: look at every process.
+    return True
+
+
+def _live_in_group(pgid: int) -> bool:
+    """Whether a process other than a zombie is in the group: a look at every process."""
     return (_live_in_group_from_proc if _HAS_PROC else _live_in_group_from_psutil)(pgid)
