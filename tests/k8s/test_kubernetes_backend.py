@@ -15,23 +15,12 @@ from outpost.backends.kubernetes import PodBackend, connect
 from outpost.errors import BackendError, InvalidBody
 from outpost.models import ServiceId
 from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status, running_status
+from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOST = f"jupyter-alice--srv.{NAMESPACE}.svc.cluster.local"
 CERTS = {"keyfile": "KEY PEM", "certfile": "CERT PEM", "cafile": "NOTEBOOKS CA PEM\n"}
 TRUST = {"hub-ca": "HUB CA PEM", "proxy-api-ca": "PROXY CA PEM"}
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.states: list[dict[str, Any]] = []
-        self.progress: list[tuple[int, str]] = []
-
-    async def save(self, state: dict[str, Any]) -> None:
-        self.states.append(dict(state))
-
-    async def report(self, percent: int, message: str) -> None:
-        self.progress.append((percent, message))
 
 
 def spec(name: str = "srv", start_id: str = "1", user: str = "alice", hub: str = "hubA", **fields: Any) -> StartSpec:

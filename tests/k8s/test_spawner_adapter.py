@@ -24,6 +24,7 @@ from outpost.errors import BackendError, ConfigurationError
 from outpost.models import ServiceId
 from tests.conftest import TINY_SERVER
 from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet
+from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 # What the OutpostSpawner sends by default (its custom_misc).
@@ -32,18 +33,6 @@ HUB_MISC = {
     "pod_name_template": "jupyter-{username}--{servername}",
     "internal_ssl": False, "port": 8888, "ip": "0.0.0.0", "services_enabled": True, "extra_labels": {"team": "a"},
 }  # fmt: skip
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.states: list[dict[str, Any]] = []
-        self.progress: list[tuple[int, str]] = []
-
-    async def save(self, state: dict[str, Any]) -> None:
-        self.states.append(dict(state))
-
-    async def report(self, percent: int, message: str) -> None:
-        self.progress.append((percent, message))
 
 
 def spec(user: str, name: str = "srv", start_id: str = "1", **fields: Any) -> StartSpec:

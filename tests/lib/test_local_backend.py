@@ -29,6 +29,7 @@ from outpost.backends.local import (
 from outpost.errors import BackendError, InvalidBody
 from outpost.models import ServiceId
 from tests.conftest import TINY_SERVER
+from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -49,18 +50,6 @@ def spec(misc: dict[str, Any] | None = None, name: str = "srv", **env: str) -> S
         env={"JUPYTERHUB_USER": "alice", "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/", **env},
         misc=misc or {},
     )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.states: list[dict[str, Any]] = []
-        self.progress: list[tuple[int, str]] = []
-
-    async def save(self, state: dict[str, Any]) -> None:
-        self.states.append(state)
-
-    async def report(self, percent: int, message: str) -> None:
-        self.progress.append((percent, message))
 
 
 async def test_start_poll_stop_and_resume_in_a_fresh_backend(tmp_path: Path) -> None:
