@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,18 +26,16 @@ import psutil
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-import yaml
 
 from outpost.crypto import Crypt
 from outpost.models import Phase, ServiceId
 from outpost.settings import Settings
 from outpost.store import Store
 from tests.conftest import HubReceiver, basic, start_body
-from tests.sshd.helpers import OpenSSH, free_port
+from tests.sshd.helpers import DaemonProcess, OpenSSH, free_port, start_daemon_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-ROOT = Path(__file__).resolve().parents[2]
 HUB = "hubA"
 A = basic(HUB)
 SERVICES = 5
@@ -58,55 +52,14 @@ RECREATED = r"tunnel recreation done posted=(\d+) failed=(\d+) skipped=(\d+)"
 # --- the daemon as its own process --------------------------------------------------------------
 
 
-class DaemonProcess:
-    """`python -m sshd --config values.yaml`, its stderr collected line by line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.reader = asyncio.create_task(self._collect())
-
-    async def _collect(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    async def wait_for(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while (found := re.search(pattern, self.text)) is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"daemon: no {pattern!r} within {timeout}s; log:\n{self.text}")
-            if self.proc.returncode is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}; log:\n{self.text}")
-            await asyncio.sleep(0.02)
-        return found
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        await self.reader
-
-
 @pytest_asyncio.fixture
 async def sshd_process(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, Any]], Any]]:
     """Start `python -m sshd` with the given values; every one started is killed at teardown."""
     started: list[DaemonProcess] = []
 
     async def start(values: dict[str, Any]) -> DaemonProcess:
-        config = tmp_path / "sshd-values.yaml"  # the same file for every start: a restart, not a new daemon
-        config.write_text(yaml.safe_dump(values))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_") and k != "REDIS_URL"}
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lib"), str(ROOT)])
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sshd", "--config", str(config), "--metrics-port", "0",
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        daemon = DaemonProcess(proc)
+        # The same file for every start: a restart, not a new daemon.
+        daemon = await start_daemon_process(tmp_path / "sshd-values.yaml", values)
         started.append(daemon)
         return daemon
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from cryptography.fernet import Fernet
 
 from outpost.flavors import Limits
@@ -20,6 +24,7 @@ from outpost.models import ServiceId
 from outpost.store import Store
 from sshd.server import Listener
 
+ROOT = Path(__file__).resolve().parents[2]
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 CRYPT_KEY = Fernet.generate_key().decode()
 USER = "jhuboutpost"
@@ -177,3 +182,50 @@ async def exchange(port: int, payload: bytes) -> bytes:
 
 def forward_lines(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"forward {event}")]
+
+
+class DaemonProcess:
+    """`python -m sshd --config values.yaml`, its stderr collected line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.reader = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.text)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"daemon: no {pattern!r} within {timeout}s; log:\n{self.text}")
+            if self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}; log:\n{self.text}")
+            await asyncio.sleep(0.02)
+        return found
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        await self.reader
+
+
+async def start_daemon_process(config: Path, values: dict[str, Any], *args: str) -> DaemonProcess:
+    """Write `values` to `config` and run the daemon on it, with none of this process's OUTPOST_*
+    settings; `args` default to `--metrics-port 0`."""
+    config.write_text(yaml.safe_dump(values))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_") and k != "REDIS_URL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lib"), str(ROOT)])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sshd", "--config", str(config), *(args or ("--metrics-port", "0")),
+        cwd=config.parent, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    return DaemonProcess(proc)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,64 +13,36 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import yaml
 
 from outpost.store import Store
 from tests.sshd.helpers import (
     CRYPT_KEY,
     ClientKey,
+    DaemonProcess,
     OpenSSHFactory,
     Target,
     exchange,
     forward,
     free_port,
     run_service,
+    start_daemon_process,
     until,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Daemon:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-
-    async def collect(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 @pytest_asyncio.fixture
 async def run_daemon(tmp_path: Path) -> AsyncIterator[Any]:
     """Run `python -m sshd --config <values.yaml>`; killed at teardown if still running."""
-    daemons: list[tuple[Daemon, asyncio.Task[None]]] = []
+    daemons: list[DaemonProcess] = []
 
-    async def run(values: dict[str, Any], *args: str) -> Daemon:
-        config = tmp_path / f"values-{len(daemons)}.yaml"
-        config.write_text(yaml.safe_dump(values))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_") and k != "REDIS_URL"}
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lib"), str(ROOT)])
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sshd", "--config", str(config), *(args or ("--metrics-port", "0")),
-            cwd=tmp_path, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        daemon = Daemon(proc)
-        daemons.append((daemon, asyncio.create_task(daemon.collect())))
+    async def run(values: dict[str, Any], *args: str) -> DaemonProcess:
+        daemon = await start_daemon_process(tmp_path / f"values-{len(daemons)}.yaml", values, *args)
+        daemons.append(daemon)
         return daemon
 
     yield run
-    for daemon, task in daemons:
-        if daemon.proc.returncode is None:
-            daemon.proc.kill()
-            await daemon.proc.wait()
-        await task
+    for daemon in daemons:
+        await daemon.stop()
 
 
 def values(redis_url: str, tmp_path: Path, key: ClientKey, **extra: Any) -> dict[str, Any]:
