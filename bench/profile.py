@@ -328,43 +328,34 @@ def profile_first(stack: Stack, logs: Path) -> str:
     ):
         _post_start(start.url, "profiled")
         try:
-            requests = {
-                "empty": ("GET", "/", [], b"", True),
-                "poll": ("GET", "/services/profiled/1", auth, b"", True),
+            # name -> method, path, headers, the body of repetition n, whether to send a second request
+            requests: dict[str, tuple[str, str, list[tuple[bytes, bytes]], Callable[[int], bytes], bool]] = {
+                "empty": ("GET", "/", [], lambda _: b"", True),
+                "poll": ("GET", "/services/profiled/1", auth, lambda _: b"", True),
                 "start": (
                     "POST",
                     "/services",
                     auth + [(b"execution-type", b"async")],
-                    json.dumps(start_body("first")).encode(),
+                    lambda rep: json.dumps(start_body(f"first{rep}")).encode(),  # a new service each time
                     False,
                 ),
-                "stop": ("DELETE", "/services/nothing/1", auth, b"", True),  # 404 after the same work
+                "stop": ("DELETE", "/services/nothing/1", auth, lambda _: b"", True),  # 404 after the same work
             }
-            for name, (method, path, headers, body, again) in requests.items():
+            for name, (method, path, headers, body_of, again) in requests.items():
                 target, source = TARGETS[name]
-                code = _FIRST.format(
-                    target=target,
-                    source=str(source),
-                    method=method,
-                    path=path,
-                    headers=headers,
-                    body=body,
-                    again=again,
-                    heavy=HEAVY,
-                )
                 runs: list[dict[str, Any]] = []
                 for rep in range(3):
-                    if name == "start":
-                        code = _FIRST.format(
-                            target=target,
-                            source=str(source),
-                            method=method,
-                            path=path,
-                            headers=headers,
-                            body=json.dumps(start_body(f"first{rep}")).encode(),
-                            again=again,
-                            heavy=HEAVY,
-                        )
+                    body = body_of(rep)
+                    code = _FIRST.format(
+                        target=target,
+                        source=str(source),
+                        method=method,
+                        path=path,
+                        headers=[*headers, (b"content-length", str(len(body)).encode())],
+                        body=body,
+                        again=again,
+                        heavy=HEAVY,
+                    )
                     env_run = {**env, "OUTPOST_EVENTS_SINK": sink.url} if name == "start" else env
                     done = subprocess.run(
                         [sys.executable, "-c", code], capture_output=True, text=True, env=env_run, cwd=ROOT
