@@ -147,13 +147,16 @@ redis.call('ZREM', KEYS[8], KEYS[1])
 """
 
 # Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
-# KEYS: record. ARGV: new phase, allowed phases joined by ",", then field/value pairs
+# KEYS: record, and optionally the address index, which then maps the record's address to it in the
+# same step. ARGV: new phase, allowed phases joined by ",", then field/value pairs
 _TRANSITION = """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
 for allowed in string.gmatch(ARGV[2], '[^,]+') do
   if allowed == phase then
     redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3))
+    local address = KEYS[2] and redis.call('HGET', KEYS[1], 'address')
+    if address and address ~= '' then redis.call('HSET', KEYS[2], address, KEYS[1]) end
     return phase
   end
 end
@@ -313,12 +316,19 @@ class Store:
         return Created(ok=True)
 
     async def transition(
-        self, sid: ServiceId, to: Phase, allowed_from: Sequence[Phase], **fields: str | bytes
+        self,
+        sid: ServiceId,
+        to: Phase,
+        allowed_from: Sequence[Phase],
+        *,
+        publish_address: bool = False,
+        **fields: str | bytes,
     ) -> Phase | None:
-        """Atomically set `to` if the phase is one of `allowed_from`; returns the phase found."""
+        """Atomically set `to` if the phase is one of `allowed_from`; returns the phase found.
+        `publish_address`: in the same step, the SSH daemon's index maps the address to the record."""
         fields["last_update"] = now_iso()
         found = await self._transition(
-            keys=[key_record(sid)],
+            keys=[key_record(sid), ADDRESSES] if publish_address else [key_record(sid)],
             args=[to.value, ",".join(p.value for p in allowed_from), *_flatten(fields)],
         )
         return Phase(_text(found)) if found else None
@@ -339,16 +349,14 @@ class Store:
 
     async def mark_running(self, sid: ServiceId, address: str, answer: str) -> Phase | None:
         """PENDING/STARTING -> RUNNING and publish the address for the SSH daemon."""
-        found = await self.transition(
+        return await self.transition(
             sid,
             Phase.RUNNING,
             (Phase.PENDING, Phase.STARTING),
+            publish_address=True,
             address=address,
             answer=self.crypt.encrypt_json(answer),
         )
-        if found in (Phase.PENDING, Phase.STARTING) and address:
-            await self.redis.hset(ADDRESSES, address, key_record(sid))
-        return found
 
     async def forget(self, sid: ServiceId) -> None:
         """Delete the record, its index entry, address and certs; free its slot exactly once."""
