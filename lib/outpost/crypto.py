@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from outpost.errors import ConfigurationError, UndecryptableRecord
+
+PLAINTEXT_CACHE = 16384  # decrypted records kept per process for `decrypt_json(..., cached=True)`
 
 
 class Crypt:
@@ -22,13 +25,19 @@ class Crypt:
                 "OUTPOST_CRYPT_KEY must hold url-safe base64 Fernet keys (32 bytes each)"
             ) from None
         self._fernet = MultiFernet(self._fernets)
+        # A token always decrypts to the same bytes, so a record read again and again (a running
+        # server's state, polled every 30 s) is decrypted once; each read still parses its own copy.
+        self._cached_plaintext = functools.lru_cache(maxsize=PLAINTEXT_CACHE)(self._plaintext)
 
     def encrypt_json(self, value: Any) -> bytes:
         return self._fernet.encrypt(json.dumps(value, separators=(",", ":")).encode())
 
-    def decrypt_json(self, token: bytes | str) -> Any:
+    def _plaintext(self, token: bytes | str) -> bytes:
+        return self._fernet.decrypt(token)
+
+    def decrypt_json(self, token: bytes | str, *, cached: bool = False) -> Any:
         try:
-            return json.loads(self._fernet.decrypt(token))
+            return json.loads((self._cached_plaintext if cached else self._plaintext)(token))
         except (InvalidToken, ValueError, TypeError):
             raise UndecryptableRecord() from None
 

@@ -42,7 +42,6 @@ EXPIRY = "outpost:expiry"
 CERTS_TTL_SECONDS = 900
 # What a poll reads: the phase and exit code, the status an event observed, the backend state.
 POLL_FIELDS = ("phase", "exit_code", "observed", "observed_at", "state")
-POLL_STATE_CACHE = 16384  # decrypted backend states kept per process (a few hundred bytes each)
 
 
 @functools.lru_cache(maxsize=65536)  # key names are built for every request; names repeat
@@ -269,9 +268,6 @@ class Store:
         self.crypt = crypt
         self._observe = client.register_script(_OBSERVE)
         self._reads = _ReadBatcher(client, POLL_FIELDS)
-        # A Fernet token always decrypts to the same state: polls of a running server (every 30 s
-        # each) skip the decryption. Read-only results; one Store per key set.
-        self._poll_state = functools.lru_cache(maxsize=POLL_STATE_CACHE)(crypt.decrypt_json)
         self._owner = client.register_script(_OWNER)
         self._replace_if = client.register_script(_REPLACE_IF)
         self._create = client.register_script(_CREATE)
@@ -393,7 +389,7 @@ class Store:
             exit_code=int(exit_code) if exit_code else None,
             observed_exit=int(observed) if observed else None,
             observed_at=float(observed_at or 0),
-            state=self._poll_state(token) if token else None,
+            state=self.crypt.decrypt_json(token, cached=True) if token else None,
         )
 
     async def secrets(self, sid: ServiceId) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
