@@ -53,8 +53,8 @@ class Runtime:
         cold start. An https sink is verified as usual."""
         import httpx
 
-        sink = self.settings.events_sink or ""
-        return httpx.AsyncClient(timeout=self.settings.hub_timeout_seconds, verify=sink.startswith("https://"))
+        plain = httpx.URL(self.settings.events_sink or "").scheme == "http"  # schemes compare lower-cased
+        return httpx.AsyncClient(timeout=self.settings.hub_timeout_seconds, verify=not plain)
 
     @cached_property
     def hub(self) -> HubClient:

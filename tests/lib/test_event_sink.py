@@ -40,7 +40,8 @@ async def test_a_sink_that_refuses_makes_the_request_fail_as_unavailable(
 
 
 @pytest.mark.parametrize(
-    ("sink", "verify_mode"), [("https://broker", ssl.CERT_REQUIRED), ("http://broker", ssl.CERT_NONE)]
+    ("sink", "verify_mode"),
+    [("https://broker", ssl.CERT_REQUIRED), ("HTTPS://broker", ssl.CERT_REQUIRED), ("http://broker", ssl.CERT_NONE)],
 )
 async def test_only_an_https_sink_needs_certificates(
     make_settings: Callable[..., Settings], sink: str, verify_mode: ssl.VerifyMode
