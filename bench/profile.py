@@ -31,7 +31,9 @@ from bench.load import run_load
 from bench.stack import ROOT, TARGETS, Stack, basic_auth, say, serving, start_body
 
 RESULTS = Path(__file__).resolve().parent / "results"
-HEAVY = ("kubernetes", "kubernetes_asyncio", "jupyterhub", "asyncssh", "kmock", "jupyter_server", "psutil", "httpx")
+HEAVY = (
+    "kubernetes", "kubernetes_asyncio", "jupyterhub", "asyncssh", "kmock", "jupyter_server", "psutil", "httpx", "yaml",
+)  # fmt: skip
 
 
 def _post_start(url: str, name: str) -> None:
