@@ -20,7 +20,8 @@ OutpostError
  │    │    ├── FlavorNotAllowed
  │    │    ├── FlavorFull
  │    │    ├── UserOverLimit
- │    │    └── OverrideNotAllowed
+ │    │    ├── OverrideNotAllowed
+ │    │    └── AddressTaken     another server or process already serves the address
  │    └── BackendError           419  the backend failed to start/poll/stop a server
  ├── StoreUnavailable            503  Redis cannot be reached
  └── EventsUnavailable           503  the event broker cannot be reached
@@ -35,6 +36,7 @@ SPAWN_FAILED = 419
 
 __all__ = [
     "SPAWN_FAILED",
+    "AddressTaken",
     "BackendError",
     "BadRequest",
     "BodyTooLarge",
@@ -196,6 +198,17 @@ class UserOverLimit(SpawnRefused):
 
 class OverrideNotAllowed(SpawnRefused):
     pass
+
+
+class AddressTaken(SpawnRefused):
+    """The address a server would get is served by someone else: another hub's or user's server, the
+    outpost itself, any listener. The message names the address, never who holds it."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"The address {address} is already in use on the outpost. "
+            "Start the server without choosing a port, or choose another one."
+        )
 
 
 class BackendError(SpawnFailed):
