@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,9 +28,11 @@ from outpost.backends.local import (
     _running_from_proc,
     _running_from_psutil,
 )
-from outpost.errors import BackendError, InvalidBody
+from outpost.backends.sockets import _proc_listeners
+from outpost.errors import AddressTaken, BackendError, InvalidBody
 from outpost.models import ServiceId
 from tests.conftest import TINY_SERVER
+from tests.sshd.helpers import until
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -193,3 +197,61 @@ async def test_logs_hold_the_servers_output(tmp_path: Path) -> None:
     assert any("tiny server for alice" in line for line in await backend.logs(started.state))
     await backend.stop(started.state)
     assert await backend.logs(started.state) == []
+
+
+def listener(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A socket of this test's process, so of no server's process group."""
+    sock = socket.socket()
+    sock.bind((host, port))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+async def test_a_port_another_process_listens_on_is_refused_and_nothing_is_left(tmp_path: Path, host: str) -> None:
+    backend = make_backend(tmp_path)
+    recorder = Recorder()
+    with listener(host) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(AddressTaken, match=re.escape(f"The address 127.0.0.1:{port} is already in use")):
+            await backend.start(spec({"port": port}), recorder.save, recorder.report)
+    assert await backend.running() == []  # the server it started is stopped, its directory gone
+    assert recorder.states and not Path(recorder.states[0]["dir"]).exists()
+    assert not psutil.pid_exists(recorder.states[0]["pid"])
+
+
+async def test_a_listener_that_comes_while_the_server_starts_is_refused(tmp_path: Path) -> None:
+    with listener() as probe:
+        port = probe.getsockname()[1]
+    backend = make_backend(tmp_path, env={"TINY_DELAY": "30"})  # the server would listen only after 30 s
+    recorder = Recorder()
+    starting = asyncio.create_task(backend.start(spec({"port": port}), recorder.save, recorder.report))
+    await until(lambda: bool(recorder.states), 10, "the server's state")
+    with listener(port=port):
+        with pytest.raises(AddressTaken):
+            await asyncio.wait_for(starting, 10)
+    assert await backend.running() == []
+
+
+@pytest.mark.parametrize(
+    ("allowed", "misc", "bound"),
+    [
+        (None, {"ip": "0.0.0.0"}, "127.0.0.1"),  # what the OutpostSpawner sends: ignored, not refused
+        (None, {"ip": "10.11.12.13", "allowed_ips": ["10.11.12.13"]}, "127.0.0.1"),  # a hub's allowed_ips is no one's
+        (["127.0.0.1", "0.0.0.0"], {"ip": "0.0.0.0"}, "0.0.0.0"),
+        (["127.0.0.1", "0.0.0.0"], {}, "127.0.0.1"),
+    ],
+)
+async def test_the_bind_address_is_the_administrators(
+    tmp_path: Path, allowed: list[str] | None, misc: dict[str, Any], bound: str
+) -> None:
+    backend = make_backend(tmp_path, **({"allowed_ips": allowed} if allowed else {}))
+    started = await backend.start(spec(misc), Recorder().save, Recorder().report)
+    try:
+        assert started.address == f"http://127.0.0.1:{started.state['port']}"
+        listening = {str(address) for address, _ in _proc_listeners(started.state["port"])}
+        assert listening == {bound}
+        server = psutil.Process(started.state["pid"]).children()[0]
+        assert server.environ()["JUPYTERHUB_SERVICE_URL"].startswith(f"http://{bound}:")
+    finally:
+        await backend.stop(started.state)

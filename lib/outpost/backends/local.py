@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
+from outpost.backends import sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.errors import BackendError, InvalidBody
 from outpost.models import ServiceId
@@ -43,8 +45,15 @@ class LocalProcessBackend(Configurable):
         config=True
     )
     args = List(Unicode(), help="Extra arguments appended to cmd").tag(config=True)
-    ip = Unicode("127.0.0.1", help="Address the server binds to").tag(config=True)
-    port = Int(0, help="Port the server listens on; 0 picks a free one").tag(config=True)
+    ip = Unicode("127.0.0.1", help="Address the server binds to, unless a hub's misc.ip names one of allowed_ips").tag(
+        config=True
+    )
+    allowed_ips = List(
+        Unicode(), default_value=["127.0.0.1"], help="Addresses a hub's misc.ip may choose; any other is ignored"
+    ).tag(config=True)
+    port = Int(
+        0, help="Port the server listens on; 0 picks a free one. A start fails if another process listens there"
+    ).tag(config=True)
     notebook_dir = Unicode("", help="Working directory; default: one per hub and user in the data directory").tag(
         config=True
     )
@@ -125,7 +134,7 @@ def _running_from_psutil(pid: int, create_time: float) -> bool:
 
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -140,7 +149,8 @@ def _running(state: dict[str, Any]) -> bool:
     return (_running_from_proc if _HAS_PROC else _running_from_psutil)(pid, create_time)
 
 
-def _live_in_group_from_proc(pgid: int) -> bool:
+def _group_from_proc(pgid: int) -> Iterator[int]:
+    """The pids of the group's members other than zombies, found as they come."""
     wanted = str(pgid).encode()
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -149,20 +159,26 @@ def _live_in_group_from_proc(pgid: int) -> bool:
             except OSError:  # gone meanwhile
                 continue
             if fields[2:3] == [wanted] and fields[0] != b"Z":
-                return True
-    return False
+                yield int(entry.name)
 
 
-def _live_in_group_from_psutil(pgid: int) -> bool:
+def _group_from_psutil(pgid: int) -> Iterator[int]:
     import psutil
 
     for proc in psutil.process_iter(["pid", "status"]):
         try:
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
+                yield proc.pid
         except (ProcessLookupError, PermissionError):
             continue
-    return False
+
+
+def _live_in_group_from_proc(pgid: int) -> bool:
+    return any(_group_from_proc(pgid))
+
+
+def _live_in_group_from_psutil(pgid: int) -> bool:
+    return any(_group_from_psutil(pgid))
 
 
 def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
@@ -204,8 +220,18 @@ class LocalBackend:
             raise InvalidBody(f"invalid backend option in misc: {exc}") from None
         return options
 
+    def _bind_ip(self, options: LocalProcessBackend, misc: dict[str, Any]) -> None:
+        """The address a server binds to is the administrator's: a hub's misc.ip counts only if allowed_ips
+        lists it (the OutpostSpawner sends 0.0.0.0 by default, so anything else is ignored, not refused),
+        and a hub's misc.allowed_ips never counts."""
+        requested = misc.get("ip")
+        chosen = requested if requested in self._defaults.allowed_ips else self._defaults.ip
+        if options.ip != chosen:  # then misc named ip, and `options` is this start's own copy
+            options.ip = chosen
+
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec.misc)
+        self._bind_ip(options, spec.misc)
         workdir = self._servers / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, mode=0o700)
@@ -276,22 +302,12 @@ class LocalBackend:
         return scheme, env
 
     async def _wait_ready(self, state: dict[str, Any], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        pause = 0.005  # a quick server answers within milliseconds; a notebook server takes seconds
-        while time.monotonic() < deadline:
-            if not _running(state):
-                code = await self.poll(state)
-                await self.stop(state)
-                raise BackendError(f"the server exited with code {code} before it was ready")
-            try:
-                _, writer = await asyncio.open_connection(state["host"], state["port"])
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.05)
-        await self.stop(state)
-        raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
+        """Ready once the server's own process group listens at its address: connecting is not enough, since
+        whatever else listens there (another hub's server, the outpost's API) would answer too."""
+        pgid = int(state["pid"])  # the `sh` wrapper leads the group; the server is its child
+        await sockets.wait_until_served(
+            state["host"], int(state["port"]), lambda: _group_members(pgid), lambda: self.poll(state), timeout
+        )
 
     async def poll(self, state: dict[str, Any]) -> int | None:
         if _running(state):
@@ -362,3 +378,8 @@ def _group_exists(pgid: int) -> bool:
 def _live_in_group(pgid: int) -> bool:
     """Whether a process other than a zombie is in the group: a look at every process."""
     return (_live_in_group_from_proc if _HAS_PROC else _live_in_group_from_psutil)(pgid)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Every process of the group other than zombies: a look at every process."""
+    return list((_group_from_proc if _HAS_PROC else _group_from_psutil)(pgid))
