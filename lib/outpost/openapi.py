@@ -144,7 +144,7 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(service, "the server's address"),
                         "202": _json(service, "start continues in the background"),
-                        "419": _json(_SPAWN_ERROR, "refused by policy, or the backend failed"),
+                        "419": _json(_SPAWN_ERROR, "refused by policy, the address is in use, or the backend failed"),
                         **_errors(400, 409, 413, 503),
                     },
                 },

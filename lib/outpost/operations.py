@@ -15,6 +15,7 @@ from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
 from outpost.overrides import refused_overrides
 from outpost.runtime import Runtime
+from outpost.store import Claim
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,14 @@ async def _start(
     async def save_state(state: dict[str, Any]) -> None:
         await runtime.store.save_backend_state(sid, state)
 
+    async def give_up(failure: errors.OutpostError) -> None:
+        """Forget the record of a failed start and say so."""
+        metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
+        await runtime.store.forget(sid)
+        if announce_tunnel:  # an async start reports failure through the hub's event stream
+            await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)
+        await quota.send_flavor_update(runtime, sid, env)
+
     flavor = runtime.flavor_policy.flavors.get(body.get("user_options", {}).get("flavor") or "")
     spec = StartSpec(
         sid=sid,
@@ -115,19 +124,18 @@ async def _start(
     try:
         started = await runtime.backend.start(spec, save_state, progress)
     except Exception as exc:
-        metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
-        await runtime.store.forget(sid)
-        if announce_tunnel:  # an async start reports failure through the hub's event stream
-            await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)
-        await quota.send_flavor_update(runtime, sid, env)
+        await give_up(failure)
         raise failure from None
-    metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
     address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
-    if await runtime.store.mark_running(sid, _host_port(address), address) not in (
-        Phase.PENDING,
-        Phase.STARTING,
-    ):
+    claim = await _claim_address(runtime, sid, _host_port(address), address)
+    if claim.holder is not None:  # another live record's address: the first owner keeps it
+        await runtime.backend.stop(started.state)
+        taken = errors.AddressTaken(_host_port(address))
+        await give_up(taken)
+        raise taken
+    metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
+    if claim.found not in (Phase.PENDING, Phase.STARTING):
         # A stop arrived while we were starting: it wins.
         await runtime.backend.stop(started.state)
         await runtime.store.forget(sid)
@@ -144,6 +152,29 @@ def _host_port(address: str) -> str:
     return address.split("://", 1)[-1]
 
 
+async def _claim_address(runtime: Runtime, sid: ServiceId, host_port: str, answer: str) -> Claim:
+    """Mark the record RUNNING at its address, which no other live record may hold. Ports are reused: a holder
+    whose server is gone (no poll has noticed yet) loses the address, and the claim is tried once more."""
+    claim = await runtime.store.mark_running(sid, host_port, answer)
+    if claim.holder is not None and await _server_gone(runtime, claim.holder):
+        log.info("%s takes over %s's address: its server is gone", sid, claim.holder)
+        claim = await runtime.store.mark_running(sid, host_port, answer, gone_holder=claim.holder)
+    return claim
+
+
+async def _server_gone(runtime: Runtime, holder: ServiceId) -> bool:
+    """Whether the backend says the holder's server has stopped; when it cannot tell, the holder keeps it."""
+    try:
+        view = await runtime.store.poll_view(holder)
+        if view is None:  # forgotten meanwhile
+            return True
+        state = view[1]
+        return state is not None and await runtime.backend.poll(state) is not None
+    except Exception as exc:  # an undecryptable record, a backend that cannot be asked: no proof it is gone
+        log.warning("cannot tell whether %s's server still runs (%s)", holder, type(exc).__name__)
+        return False
+
+
 def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
     log.error("backend failed for %s", sid, exc_info=(type(exc), exc, exc.__traceback__))
     return errors.BackendError(f"the outpost's backend failed ({type(exc).__name__}); see the outpost's log")
@@ -151,7 +182,8 @@ def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
 
 async def poll_service(call: Call) -> Reply:
     runtime = call.runtime
-    view = await runtime.store.poll_record(_service_id(call))
+    sid = _service_id(call)
+    view = await runtime.store.poll_record(sid)
     if view is None:
         raise errors.UnknownService()
     meta, state = view, view.state
@@ -160,6 +192,8 @@ async def poll_service(call: Call) -> Reply:
         status = meta.exit_code or 0
     elif meta.phase == Phase.RUNNING and state is not None:
         status = await pod_status.cached_poll(runtime, meta, state)
+        if status is not None:  # gone: the one write a poll makes, so its address leaves the index at once
+            await runtime.store.mark_ended(sid, status)
     reply: dict[str, Any] = {"status": status}
     if call.query.get("collect_logs", "").lower() == "true":
         reply["logs"] = await runtime.backend.logs(state) if state is not None else []
