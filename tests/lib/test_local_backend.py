@@ -19,6 +19,7 @@ import psutil
 import pytest
 from traitlets.config import Config
 
+from outpost.backends import local
 from outpost.backends.base import StartSpec
 from outpost.backends.local import (
     LocalBackend,
@@ -199,6 +200,13 @@ async def test_logs_hold_the_servers_output(tmp_path: Path) -> None:
     assert await backend.logs(started.state) == []
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # ended, not collected yet
+    except psutil.NoSuchProcess:
+        return True
+
+
 def listener(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A socket of this test's process, so of no server's process group."""
     sock = socket.socket()
@@ -217,7 +225,7 @@ async def test_a_port_another_process_listens_on_is_refused_and_nothing_is_left(
             await backend.start(spec({"port": port}), recorder.save, recorder.report)
     assert await backend.running() == []  # the server it started is stopped, its directory gone
     assert recorder.states and not Path(recorder.states[0]["dir"]).exists()
-    assert not psutil.pid_exists(recorder.states[0]["pid"])
+    assert gone(recorder.states[0]["pid"])
 
 
 async def test_a_listener_that_comes_while_the_server_starts_is_refused(tmp_path: Path) -> None:
@@ -255,3 +263,24 @@ async def test_the_bind_address_is_the_administrators(
         assert server.environ()["JUPYTERHUB_SERVICE_URL"].startswith(f"http://{bound}:")
     finally:
         await backend.stop(started.state)
+
+
+async def test_a_free_port_taken_before_the_server_binds_it_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of two starts handed the same free port: the loser starts again on another one."""
+    picked: list[int] = []
+    real_free_port = local._free_port
+    with listener() as taken:
+
+        def free_port(ip: str) -> int:
+            picked.append(real_free_port(ip) if picked else taken.getsockname()[1])
+            return picked[-1]
+
+        monkeypatch.setattr(local, "_free_port", free_port)
+        recorder = Recorder()
+        started = await make_backend(tmp_path).start(spec(), recorder.save, recorder.report)
+        assert started.state["port"] == picked[1] != picked[0]
+        assert [state["port"] for state in recorder.states] == picked
+        assert gone(recorder.states[0]["pid"])  # the first attempt's server is stopped
+        await make_backend(tmp_path).stop(started.state)

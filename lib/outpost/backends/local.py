@@ -28,10 +28,11 @@ from traitlets.config import Config, Configurable
 
 from outpost.backends import sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
-from outpost.errors import BackendError, InvalidBody
+from outpost.errors import AddressTaken, BackendError, InvalidBody
 from outpost.models import ServiceId
 
 LOG_TAIL_LINES = 200
+FREE_PORT_ATTEMPTS = 3
 # Runs the command, then writes its exit status where poll can read it.
 _RECORD_EXIT = 'code_file="$1"; shift; "$@"; code=$?; echo $code > "$code_file"; exit $code'
 # Variables a notebook server needs from the outpost's own environment; the rest comes from the hub.
@@ -230,6 +231,17 @@ class LocalBackend:
             options.ip = chosen
 
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
+        for _ in range(FREE_PORT_ATTEMPTS - 1):
+            try:
+                return await self._start_once(spec, save_state, progress)
+            except AddressTaken:
+                # A port we picked was free when we looked; someone took it before the server bound it (two
+                # starts can be handed the same one). A port the hub or administrator chose is not ours to change.
+                if self._options(spec.misc).port:
+                    raise
+        return await self._start_once(spec, save_state, progress)
+
+    async def _start_once(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec.misc)
         self._bind_ip(options, spec.misc)
         workdir = self._servers / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
