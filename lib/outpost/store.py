@@ -167,19 +167,27 @@ redis.call('ZREM', KEYS[8], KEYS[1])
 """
 )
 
+# Whether a value is one of a list joined by ",".
+_LISTED = """
+local function listed(value, list)
+  for item in string.gmatch(list, '[^,]+') do
+    if item == value then return true end
+  end
+  return false
+end
+"""
+
 # Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
 # KEYS: record. ARGV: new phase, allowed phases joined by ",", then field/value pairs
-_TRANSITION = """
+_TRANSITION = (
+    _LISTED
+    + """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
-for allowed in string.gmatch(ARGV[2], '[^,]+') do
-  if allowed == phase then
-    redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3))
-    return phase
-  end
-end
+if listed(phase, ARGV[2]) then redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3)) end
 return phase
 """
+)
 
 # Marks a record RUNNING at an address and maps the address to it in the SSH daemon's index, in one step,
 # unless the address maps to another record that still holds it: the first owner keeps it. A holder whose
@@ -187,13 +195,9 @@ return phase
 # KEYS: record, address index. ARGV: address, phases to start from and holding phases joined by ",",
 # the key of a holder seen gone ("": none), then field/value pairs.
 # Answers the phase found, plus the holder's hub, name and start_id when refused.
-_CLAIM = """
-local function listed(value, list)
-  for item in string.gmatch(list, '[^,]+') do
-    if item == value then return true end
-  end
-  return false
-end
+_CLAIM = (
+    _LISTED
+    + """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
 if not listed(phase, ARGV[2]) then return {phase} end
@@ -206,6 +210,7 @@ redis.call('HSET', KEYS[1], 'phase', 'running', 'address', ARGV[1], unpack(ARGV,
 redis.call('HSET', KEYS[2], ARGV[1], KEYS[1])
 return {phase}
 """
+)
 
 # Marks a RUNNING record whose server is gone as ended and withdraws its address, in one step; answers
 # whether it did (a second poll of the same ended server writes nothing).
