@@ -191,7 +191,8 @@ return phase
 
 # Marks a record RUNNING at an address and maps the address to it in the SSH daemon's index, in one step,
 # unless the address maps to another record that still holds it: the first owner keeps it. A holder whose
-# server the caller saw gone (ports are reused) loses it, while its record stays.
+# server the caller saw gone (ports are reused) loses it, while its record stays; so does an earlier start
+# of the same server (same hub, name and user), whose pod the Kubernetes backend replaces under the same name.
 # KEYS: record, address index. ARGV: address, phases to start from and holding phases joined by ",",
 # the key of a holder seen gone ("": none), then field/value pairs.
 # Answers the phase found, plus the holder's hub, name and start_id when refused.
@@ -203,8 +204,10 @@ if not phase then return false end
 if not listed(phase, ARGV[2]) then return {phase} end
 local holder = redis.call('HGET', KEYS[2], ARGV[1])
 if holder and holder ~= KEYS[1] and holder ~= ARGV[4] then
-  local found = redis.call('HMGET', holder, 'phase', 'hub', 'name', 'start_id')
-  if found[1] and listed(found[1], ARGV[3]) then return {phase, found[2], found[3], found[4]} end
+  local found = redis.call('HMGET', holder, 'phase', 'hub', 'name', 'start_id', 'user')
+  local mine = redis.call('HMGET', KEYS[1], 'hub', 'name', 'user')
+  local earlier = found[2] == mine[1] and found[3] == mine[2] and found[5] == mine[3]
+  if found[1] and listed(found[1], ARGV[3]) and not earlier then return {phase, found[2], found[3], found[4]} end
 end
 redis.call('HSET', KEYS[1], 'phase', 'running', 'address', ARGV[1], unpack(ARGV, 5))
 redis.call('HSET', KEYS[2], ARGV[1], KEYS[1])

@@ -129,3 +129,23 @@ async def test_ending_a_record_leaves_an_address_that_moved_on(store: Store) -> 
     await store.mark_running(new, "127.0.0.1:9005", "y", gone_holder=old)
     assert await store.mark_ended(old, 1) is True
     assert await store.address_owner("127.0.0.1", 9005) == AddressOwner("hubA", "new", "1", Phase.RUNNING)
+
+
+async def test_an_earlier_start_of_the_same_server_yields_its_address_and_no_one_else_does(store: Store) -> None:
+    """The Kubernetes backend replaces the pod an earlier start of the same server left, under the same name."""
+    earlier = ServiceId("hubA", "lab", "1")
+    for sid, user in (
+        (earlier, "alice"),
+        (ServiceId("hubA", "lab", "2"), "alice"),
+        (ServiceId("hubA", "lab", "3"), "bob"),
+    ):
+        done = await store.create(sid, user=user, user_id="1", flavor=None, body={}, certs=None, limits=Limits())
+        assert done.ok
+    await store.mark_running(earlier, "jupyter-lab.ns.svc:8888", "x")
+    assert await store.mark_running(ServiceId("hubA", "lab", "3"), "jupyter-lab.ns.svc:8888", "y") == Claim(
+        Phase.PENDING, holder=earlier
+    )  # another user's server of the same name
+    assert await store.mark_running(ServiceId("hubA", "lab", "2"), "jupyter-lab.ns.svc:8888", "z") == Claim(
+        Phase.PENDING
+    )
+    assert await store.address_owner("jupyter-lab.ns.svc", 8888) == AddressOwner("hubA", "lab", "2", Phase.RUNNING)
