@@ -337,11 +337,12 @@ def test_notes_print_the_spawner_settings(run_helm: Any) -> None:
     assert "WARNING" not in notes
 
 
-def test_notes_warn_when_knative_names_do_not_match(run_helm: Any) -> None:
+def test_notes_name_the_release_for_deploy_sh(run_helm: Any) -> None:
     result = run_helm("install", "jh", CHART, "--dry-run=client", "--set", "cryptSecret=mykey")
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
-    assert "fullnameOverride=outpost" in notes
+    assert "knative/deploy.sh --namespace default --release jh --image" in notes
+    assert '"jh-outpost-*"' in notes
     assert "CRYPT_SECRET=mykey" in notes
     assert 'ssh_node = "jh-outpost-sshd.default.svc.cluster.local"' in notes
 
