@@ -117,7 +117,7 @@ async def run(
 
     result: dict[str, Any] = {"command": command, "levels": []}
     try:
-        # aiohttp: httpx alone took 24 ms per request at 16 concurrent ones, hiding the outpost's share.
+        # aiohttp: httpx's own cost per request at 16 concurrent ones hid the outpost's share (docs/performance.md).
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
             await outpost_cycle(client, 1)  # warm: first start loads the backend configuration

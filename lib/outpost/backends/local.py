@@ -125,7 +125,8 @@ def _running_from_psutil(pid: int, create_time: float) -> bool:
 
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+        # bool(): psutil is untyped here (pyproject.toml), so the comparison is Any to mypy.
+        return bool(abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
