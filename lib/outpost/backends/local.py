@@ -88,7 +88,7 @@ def _boot_time() -> float:
 
 def _proc_stat(pid: int | str) -> list[bytes]:
     """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...) in one read:
-    psutil reads it twice, and /proc/stat, per process (40 µs against 7 on the poll's hot path)."""
+    psutil reads it twice, and /proc/stat, per process, on the poll's hot path (docs/performance.md)."""
     fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     try:
         return os.read(fd, 1024).rpartition(b")")[2].split()
@@ -168,9 +168,9 @@ def _live_in_group_from_psutil(pgid: int) -> bool:
 
 def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
     """Collect the exit status when the process ends, without a thread per server. The server is
-    started with subprocess.Popen, which uses vfork (0.6 ms in a function worker), rather than
-    asyncio's create_subprocess_exec, which on uvloop forks the whole worker (4-5 ms, with the
-    event loop blocked), so the reaping asyncio would do is ours."""
+    started with subprocess.Popen, which uses vfork, rather than asyncio's create_subprocess_exec,
+    which on uvloop forks the whole worker with the event loop blocked (docs/performance.md), so
+    the reaping asyncio would do is ours."""
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # no pidfd (macOS, kernels before 5.3): a thread waits
