@@ -42,8 +42,9 @@ CLUSTER_DOMAIN="${CLUSTER_DOMAIN:-cluster.local}"
 KN="${KN:-kn}"
 KUBECTL="${KUBECTL:-kubectl}"
 
+# The comment block at the top of this file, up to its first command.
 usage() {
-  sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
 }
 
 die() {

@@ -260,3 +260,10 @@ def _rendered(result: subprocess.CompletedProcess[str], name: str) -> str:
             if word.endswith(f"/{name}"):
                 return word
     raise AssertionError(f"{name} not in output")
+
+
+def test_help_is_the_header_comment(run_script) -> None:  # type: ignore[no-untyped-def]
+    result, calls, _ = run_script("--help")
+    assert result.returncode == 0 and calls == []
+    assert "--release NAME" in result.stdout and "KN, KUBECTL" in result.stdout
+    assert "set -euo" not in result.stdout and "#" not in result.stdout.splitlines()[0]
