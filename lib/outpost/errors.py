@@ -20,7 +20,9 @@ OutpostError
  │    │    ├── FlavorNotAllowed
  │    │    ├── FlavorFull
  │    │    ├── UserOverLimit
- │    │    └── OverrideNotAllowed
+ │    │    ├── OverrideNotAllowed
+ │    │    ├── EnvNotAllowed        environment variables the hub may not set
+ │    │    └── TemplateNotAllowed   a `misc` string that is more than text and plain {field} placeholders
  │    └── BackendError           419  the backend failed to start/poll/stop a server
  ├── StoreUnavailable            503  Redis cannot be reached
  └── EventsUnavailable           503  the event broker cannot be reached
@@ -41,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "FlavorFull",
     "FlavorNotAllowed",
+    "EnvNotAllowed",
     "EventsUnavailable",
     "InvalidBody",
     "InvalidEvent",
@@ -50,8 +53,10 @@ __all__ = [
     "OutpostError",
     "OverrideNotAllowed",
     "ServiceExists",
+    "shown",
     "SpawnFailed",
     "SpawnRefused",
+    "TemplateNotAllowed",
     "TooManyAttempts",
     "StoreUnavailable",
     "Unauthorized",
@@ -60,6 +65,13 @@ __all__ = [
     "UnknownService",
     "UserOverLimit",
 ]
+
+
+def shown(names: list[str], limit: int = 20, length: int = 64) -> str:
+    """Hub-chosen names for a refusal message: printable (escaped), each cut short, at most `limit`."""
+    parts = [ascii(name[:length])[1:-1] + ("..." if len(name) > length else "") for name in names[:limit]]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(parts) + more
 
 
 class OutpostError(Exception):
@@ -197,6 +209,13 @@ class UserOverLimit(SpawnRefused):
 class OverrideNotAllowed(SpawnRefused):
     pass
 
+
+class EnvNotAllowed(SpawnRefused):
+    """Names only: a refused variable's value may be a secret or an exploit."""
+
+
+class TemplateNotAllowed(SpawnRefused):
+    """A hub's name template with attribute or index access, a conversion or a format spec."""
 
 class BackendError(SpawnFailed):
     """The backend failed; `detail` is a traceback of our code only, never request data."""
