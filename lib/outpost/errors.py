@@ -22,7 +22,8 @@ OutpostError
  │    │    ├── UserOverLimit
  │    │    ├── OverrideNotAllowed
  │    │    ├── EnvNotAllowed        environment variables the hub may not set
- │    │    └── TemplateNotAllowed   a `misc` string that is more than text and plain {field} placeholders
+ │    │    ├── TemplateNotAllowed   a `misc` string that is more than text and plain {field} placeholders
+ │    │    └── HostNotAllowed       an address that is not the server's own (kubernetes: its Service)
  │    └── BackendError           419  the backend failed to start/poll/stop a server
  ├── StoreUnavailable            503  Redis cannot be reached
  └── EventsUnavailable           503  the event broker cannot be reached
@@ -45,6 +46,7 @@ __all__ = [
     "FlavorNotAllowed",
     "EnvNotAllowed",
     "EventsUnavailable",
+    "HostNotAllowed",
     "InvalidBody",
     "InvalidEvent",
     "InvalidJSON",
@@ -216,6 +218,11 @@ class EnvNotAllowed(SpawnRefused):
 
 class TemplateNotAllowed(SpawnRefused):
     """A hub's name template with attribute or index access, a conversion or a format spec."""
+
+
+class HostNotAllowed(SpawnRefused):
+    """A server address the backend cannot vouch for as the server it started."""
+
 
 class BackendError(SpawnFailed):
     """The backend failed; `detail` is a traceback of our code only, never request data."""

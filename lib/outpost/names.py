@@ -155,3 +155,17 @@ def expand(template: str, fields: Mapping[str, str]) -> str:
     rendered = template.format(**fields)
     return rendered if template.endswith("-") else rendered.rstrip("-")
 
+
+def is_service_host(host: str, service: str, namespace: str, cluster_domain: str, *, short: bool) -> bool:
+    """Whether `host` names that Service: `<service>.<namespace>[.svc[.<cluster_domain>]]`, any case, with or
+    without the root's trailing dot. `short` admits the bare `<service>`, which resolves in the namespace of
+    whoever looks it up: only right when that is the Service's own."""
+    wanted = [f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.{cluster_domain}"]
+    if short:
+        wanted.append(service)
+    return dns_key(host) in {dns_key(name) for name in wanted}
+
+
+def dns_key(host: str) -> str:
+    """A host name as DNS compares it: any case, and the root's trailing dot implied."""
+    return host.lower().removesuffix(".")
