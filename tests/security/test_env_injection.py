@@ -7,24 +7,12 @@ The tiny server is Python, so before the allow-list that command ran as the serv
 
 from __future__ import annotations
 
-import secrets
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.security.stack import (
-    RECOMMENDED_OVERRIDES,
-    Evidence,
-    Stack,
-    decoded,
-    evidence,
-    launch,
-    shut_down,
-    start_body,
-)
+from tests.security.stack import RECOMMENDED_OVERRIDES, Evidence, Stack, decoded, start_body
 
 # hubA: the README's recommended override list (no cmd); hubB: the default policy plus a few allowed names.
 HUB_OPTIONS = {
@@ -34,27 +22,8 @@ HUB_OPTIONS = {
 
 
 @pytest.fixture(scope="module")
-def stack(stack_dir: Path) -> Iterator[Stack]:
-    running = launch(stack_dir, f"security-env-{secrets.token_hex(4)}", values={"hubOptions": HUB_OPTIONS})
-    yield running
-    shut_down(running)
-
-
-@pytest.fixture
-def proof() -> Iterator[Evidence]:
-    """Where the attack writes: in /tmp, so a server running as an unprivileged user could write it too."""
-    yield from evidence(Path(tempfile.gettempdir()), f"outpost-env-attack-{secrets.token_hex(6)}")
-
-
-def server_markers(stack: Stack) -> list[Path]:
-    """The local backend's record of each server it started (it writes one before the server may answer)."""
-    return list((stack.data_dir / "servers").glob("*/server.json"))
-
-
-def assert_nothing_created(stack: Stack) -> None:
-    assert stack.record_keys() == set()
-    assert stack.address_index() == {}
-    assert server_markers(stack) == []
+def stack_values() -> dict[str, Any]:
+    return {"hubOptions": HUB_OPTIONS}
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -69,7 +38,7 @@ def test_the_issues_attack_is_refused_and_runs_nothing(clean: Stack, proof: Evid
     assert error["class"] == "EnvNotAllowed"
     assert "environment variables to servers: BROWSER, PYTHONWARNINGS." in error["args"][0]
     assert "antigravity" not in response.text and "/bin/sh" not in response.text  # names, never values
-    assert_nothing_created(clean)
+    assert clean.nothing_created()
     assert clean.recorder.calls == []  # not even a progress event: refused before anything began
     assert not proof.exists()
     assert "antigravity" not in clean.log() and "/bin/sh" not in clean.log()
@@ -103,7 +72,7 @@ def test_interpreter_and_loader_variables_are_refused(clean: Stack, hub: str, na
     assert response.status_code == 419, response.text
     assert decoded(response)["class"] == "EnvNotAllowed"
     assert f"to servers: {name}." in decoded(response)["args"][0] and value not in response.text
-    assert_nothing_created(clean)
+    assert clean.nothing_created()
 
 
 def test_names_the_administrator_allows_reach_the_server(clean: Stack) -> None:

@@ -4,11 +4,7 @@ whatever it sends is data: a template with more than plain `{field}` placeholder
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,34 +13,20 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import TINY_SERVER
 from tests.e2e.processes import VENV_BIN
-from tests.security.stack import Evidence, Stack, decoded, evidence, launch, server_python, shut_down, start_body
+from tests.security.stack import Evidence, Stack, decoded, server_python, start_body
 
 # hubA: the administrator's explicit "all"; hubB: the default policy.
 HUB_OPTIONS = {"hubA": {"allowedOverrides": "all"}}
 
 
 @pytest.fixture(scope="module")
-def stack(stack_dir: Path) -> Iterator[Stack]:
-    running = launch(stack_dir, f"security-overrides-{secrets.token_hex(4)}", values={"hubOptions": HUB_OPTIONS})
-    yield running
-    shut_down(running)
-
-
-@pytest.fixture
-def proof() -> Iterator[Evidence]:
-    """Where a hub's command writes: in /tmp, so a server running as an unprivileged user could write it too."""
-    yield from evidence(Path(tempfile.gettempdir()), f"outpost-override-{secrets.token_hex(6)}")
+def stack_values() -> dict[str, Any]:
+    return {"hubOptions": HUB_OPTIONS}
 
 
 def hub_command(proof: Evidence) -> list[str]:
     """A hub's own command: leaves evidence, then serves (so a start that runs it succeeds)."""
     return ["/bin/sh", "-c", f'id > "{proof.path}"; exec "$0" "$1"', server_python(), str(TINY_SERVER)]
-
-
-def assert_nothing_created(stack: Stack) -> None:
-    assert stack.record_keys() == set()
-    assert stack.address_index() == {}
-    assert list((stack.data_dir / "servers").glob("*/server.json")) == []
 
 
 def local_misc(**overrides: Any) -> dict[str, Any]:
@@ -76,7 +58,7 @@ def test_the_default_policy_refuses_what_runs_code(clean: Stack, proof: Evidence
     assert response.status_code == 419, response.text
     assert decoded(response)["class"] == "OverrideNotAllowed"
     assert decoded(response)["args"] == [f"This outpost does not allow overriding: {key}."]
-    assert_nothing_created(clean)
+    assert clean.nothing_created()
     assert not proof.exists()
 
 
@@ -123,4 +105,4 @@ def test_templates_are_data_not_code(clean: Stack, hub: str, misc: dict[str, Any
     assert response.status_code == 419, response.text
     assert decoded(response)["class"] == "TemplateNotAllowed"
     assert decoded(response)["args"][0].endswith(f"(or too many): {next(iter(misc))}.")
-    assert_nothing_created(clean)
+    assert clean.nothing_created()
