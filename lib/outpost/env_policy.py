@@ -23,11 +23,11 @@ PROTOCOL_PREFIXES = ("JUPYTERHUB_", "JUPYTER_", "JPY_")
 # package: search paths for config, data, kernels and extensions, the token file, the app and extensions
 # jupyterhub-singleuser loads, the gateway client (a class to import, certificates, a remote kernel
 # service), and the switches that drop the administrator's config or relax file-permission checks.
-LOADS_CODE = (
-    "*_DIR", "*_DIRS", "*_PATH", "*_FILE", "*_FILES", "*_APP", "*_EXTENSION", "*_EXTENSIONS", "*_CLASS",
-    "JUPYTER_GATEWAY_*", "JUPYTER_DEFAULT_PROVISIONER_NAME", "JUPYTER_NO_CONFIG", "JUPYTER_USE_PROGRAMDATA",
-    "JUPYTER_ALLOW_INSECURE_WRITES",
-)  # fmt: skip
+LOADS_CODE_SUFFIXES = ("_DIR", "_DIRS", "_PATH", "_FILE", "_FILES", "_APP", "_EXTENSION", "_EXTENSIONS", "_CLASS")
+LOADS_CODE_PREFIXES = ("JUPYTER_GATEWAY_",)
+LOADS_CODE_NAMES = frozenset({
+    "JUPYTER_DEFAULT_PROVISIONER_NAME", "JUPYTER_NO_CONFIG", "JUPYTER_USE_PROGRAMDATA", "JUPYTER_ALLOW_INSECURE_WRITES",
+})  # fmt: skip
 # Variables an interpreter, loader or shell reads at start-up to run code (a few of many): `outpost check`
 # warns when a hub's allowedEnv lets one through.
 RUNS_CODE_EXAMPLES = (
@@ -35,9 +35,9 @@ RUNS_CODE_EXAMPLES = (
     "BROWSER", "BASH_ENV", "ENV", "PERL5OPT", "NODE_OPTIONS", "JUPYTER_CONFIG_DIR", "JUPYTER_PATH",
 )  # fmt: skip
 # Set by every backend from its own decisions; JupyterHub's get_env() sends the hub's values of them.
-DECIDED_BY_OUTPOST = (
+DECIDED_BY_OUTPOST = frozenset({
     "JUPYTERHUB_SERVICE_URL", "JUPYTERHUB_SSL_KEYFILE", "JUPYTERHUB_SSL_CERTFILE", "JUPYTERHUB_SSL_CLIENT_CA",
-)  # fmt: skip
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,14 @@ class EnvVerdict:
 
 
 @functools.lru_cache(maxsize=256)
-def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """One regular expression for a list of patterns (case-sensitive, as the names are); none: matches nothing."""
-    return re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns) or "(?!)")
+def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regular expression for a hub's patterns (case-sensitive, as the names are); None for none."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
 
 
-_LOADS_CODE = _matcher(LOADS_CODE)
-_DECIDED = frozenset(DECIDED_BY_OUTPOST)
+def _loads_code(name: str) -> bool:
+    """A protocol name that makes the server load code or configuration from a path, or choose what runs."""
+    return name.endswith(LOADS_CODE_SUFFIXES) or name.startswith(LOADS_CODE_PREFIXES) or name in LOADS_CODE_NAMES
 
 
 def screen_env(env: Mapping[str, str], allowed: Iterable[str]) -> EnvVerdict:
@@ -62,11 +63,11 @@ def screen_env(env: Mapping[str, str], allowed: Iterable[str]) -> EnvVerdict:
     kept: dict[str, str] = {}
     refused: list[str] = []
     for name, value in env.items():
-        if allows.match(name):
+        if allows is not None and allows.match(name):
             kept[name] = value
-        elif name in _DECIDED:
+        elif name in DECIDED_BY_OUTPOST:
             continue
-        elif name.startswith(PROTOCOL_PREFIXES) and not _LOADS_CODE.match(name):
+        elif name.startswith(PROTOCOL_PREFIXES) and not _loads_code(name):
             kept[name] = value
         else:
             refused.append(name)

@@ -10,7 +10,7 @@ from outpost.env_policy import DECIDED_BY_OUTPOST, screen_env
 from outpost.overrides import refused_overrides, refused_templates
 from outpost.settings import DEFAULT_OVERRIDES, HubOptions
 
-# Read from jupyter_core, jupyter_server and jupyterhub's singleuser package (see env_policy.LOADS_CODE).
+# Read from jupyter_core, jupyter_server and jupyterhub's singleuser package (see env_policy.LOADS_CODE_*).
 LOADS_CODE = [
     "JUPYTER_CONFIG_DIR", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
     "JUPYTER_PREFER_ENV_PATH", "JUPYTER_PLATFORM_DIRS", "JUPYTER_NO_CONFIG", "JUPYTER_USE_PROGRAMDATA",
@@ -45,7 +45,7 @@ def test_patterns_are_fnmatch_globs_and_case_sensitive() -> None:
     assert screen_env({"LD_PRELOAD": "x", "PATH": "y"}, ("*",)).refused == []  # the administrator's choice
 
 
-@pytest.mark.parametrize("name", DECIDED_BY_OUTPOST)
+@pytest.mark.parametrize("name", sorted(DECIDED_BY_OUTPOST))
 def test_names_the_outpost_decides_are_dropped_unless_allowed(name: str) -> None:
     assert screen_env({name: "/hub/path", "JUPYTERHUB_USER": "a"}, ()) == screen_env({"JUPYTERHUB_USER": "a"}, ())
     assert screen_env({name: "/hub/path"}, (name,)).env == {name: "/hub/path"}
