@@ -79,7 +79,11 @@ def test_outpost_check_warns_about_a_hub_with_all(stack: Stack) -> None:
     }
     config = stack.tmp / "values.yaml"
     result = subprocess.run(
-        [str(VENV_BIN / "outpost"), "check", "--config", str(config)], env=env, capture_output=True, text=True
+        [str(VENV_BIN / "outpost"), "check", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     warnings = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
     assert warnings == [
