@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -36,6 +37,8 @@ from outpost.settings import Settings
 
 TINY_SERVER = Path(__file__).parent / "support" / "tiny_singleuser.py"
 HUBS = {"hubA": "password-a", "hubB": "password-b"}
+# For tests about something else that steer the tiny server through its TINY_* variables (exit, delay).
+TINY_ENV = {hub: {"allowedEnv": ["TINY_*"]} for hub in HUBS}
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +125,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.backend_config:
         env["OUTPOST_BACKEND_CONFIG"] = str(settings.backend_config)
+    if settings.hub_options:
+        options = {hub: o.model_dump(by_alias=True, exclude_none=True) for hub, o in settings.hub_options.items()}
+        env["OUTPOST_HUB_OPTIONS"] = json.dumps(options, default=lambda secret: secret.get_secret_value())
     return env
 
 

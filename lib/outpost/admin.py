@@ -9,8 +9,10 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from outpost.env_policy import RUNS_CODE_EXAMPLES, screen_env
 from outpost.errors import ConfigurationError, OutpostError
 from outpost.models import ServiceId, ServiceMeta
+from outpost.overrides import VERBATIM
 from outpost.runtime import Runtime, build_runtime
 from outpost.settings import Settings, load_settings
 
@@ -72,6 +74,8 @@ async def check(config_file: Path | None, say: Say) -> bool:
         say(f"FAIL settings: {exc.message}")
         return False
     say("ok   settings and flavor configuration")
+    for warning in policy_warnings(settings):
+        say(f"WARN {warning}")
     checks: list[tuple[str, Callable[[Settings, Runtime], object]]] = [
         ("hub credentials", lambda s, r: _require_hubs(s)),
         ("backend configuration", lambda s, r: r.backend),
@@ -105,3 +109,22 @@ async def check(config_file: Path | None, say: Say) -> bool:
 def _require_hubs(settings: Settings) -> None:
     if not settings.hub_credentials():
         raise ConfigurationError("no hub credentials: set OUTPOST_HUB_USERNAMES and OUTPOST_HUB_PASSWORDS")
+
+
+def policy_warnings(settings: Settings) -> list[str]:
+    """Hub options that let a hub run code of its choosing: allowed, but said out loud."""
+    warnings = []
+    for hub, options in sorted(settings.hub_options.items()):
+        overrides = options.allowed_overrides
+        if overrides == "all":
+            warnings.append(
+                f"hub {hub}: allowedOverrides is 'all': it may set cmd, env and every other backend option, "
+                "i.e. run any command as the servers' user; list what it may override instead"
+            )
+        elif isinstance(overrides, list) and VERBATIM.intersection(overrides):
+            keys = ", ".join(sorted(VERBATIM.intersection(overrides)))
+            warnings.append(f"hub {hub}: allowedOverrides includes {keys}: it may run any command as the servers' user")
+        passed = screen_env(dict.fromkeys(RUNS_CODE_EXAMPLES, ""), options.allowed_env).env
+        if passed:
+            warnings.append(f"hub {hub}: allowedEnv lets it set {', '.join(passed)}, which run code it chooses")
+    return warnings

@@ -20,7 +20,10 @@ OutpostError
  │    │    ├── FlavorNotAllowed
  │    │    ├── FlavorFull
  │    │    ├── UserOverLimit
- │    │    └── OverrideNotAllowed
+ │    │    ├── OverrideNotAllowed
+ │    │    ├── EnvNotAllowed        environment variables the hub may not set
+ │    │    ├── TemplateNotAllowed   a `misc` string that is more than text and plain {field} placeholders
+ │    │    └── HostNotAllowed       an address that is not the server's own (kubernetes: its Service)
  │    └── BackendError           419  the backend failed to start/poll/stop a server
  ├── StoreUnavailable            503  Redis cannot be reached
  └── EventsUnavailable           503  the event broker cannot be reached
@@ -41,7 +44,9 @@ __all__ = [
     "ConfigurationError",
     "FlavorFull",
     "FlavorNotAllowed",
+    "EnvNotAllowed",
     "EventsUnavailable",
+    "HostNotAllowed",
     "InvalidBody",
     "InvalidEvent",
     "InvalidJSON",
@@ -50,8 +55,10 @@ __all__ = [
     "OutpostError",
     "OverrideNotAllowed",
     "ServiceExists",
+    "shown",
     "SpawnFailed",
     "SpawnRefused",
+    "TemplateNotAllowed",
     "TooManyAttempts",
     "StoreUnavailable",
     "Unauthorized",
@@ -60,6 +67,13 @@ __all__ = [
     "UnknownService",
     "UserOverLimit",
 ]
+
+
+def shown(names: list[str], limit: int = 20, length: int = 64) -> str:
+    """Hub-chosen names for a refusal message: printable (escaped), each cut short, at most `limit`."""
+    parts = [ascii(name[:length])[1:-1] + ("..." if len(name) > length else "") for name in names[:limit]]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(parts) + more
 
 
 class OutpostError(Exception):
@@ -196,6 +210,18 @@ class UserOverLimit(SpawnRefused):
 
 class OverrideNotAllowed(SpawnRefused):
     pass
+
+
+class EnvNotAllowed(SpawnRefused):
+    """Names only: a refused variable's value may be a secret or an exploit."""
+
+
+class TemplateNotAllowed(SpawnRefused):
+    """A hub's name template with attribute or index access, a conversion or a format spec."""
+
+
+class HostNotAllowed(SpawnRefused):
+    """A server address the backend cannot vouch for as the server it started."""
 
 
 class BackendError(SpawnFailed):

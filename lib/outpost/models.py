@@ -24,9 +24,18 @@ class StartRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)  # built at the first start, not at import
 
     name: StrictStr = Field(max_length=MAX_NAME_LENGTH)
-    env: Annotated[dict[str, StrictStr], BeforeValidator(_stringify_scalars)] = Field(default_factory=dict)
+    env: Annotated[dict[str, StrictStr], BeforeValidator(_stringify_scalars)] = Field(
+        default_factory=dict,
+        description="The server's environment: JUPYTERHUB_*, JUPYTER_* and JPY_* names (those that load code "
+        "from a path only when allowed), plus the names the hub's allowedEnv patterns allow",
+    )
     user_options: dict[str, Any] = Field(default_factory=dict)
-    misc: dict[str, Any] = Field(default_factory=dict)
+    misc: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend options to override, as far as the hub's allowedOverrides allows (by default "
+        "the OutpostSpawner's: dns_name_template, pod_name_template, internal_ssl, port, ip, services_enabled, "
+        "extra_labels); strings are text and plain {field} placeholders",
+    )
     certs: dict[str, StrictStr] = Field(default_factory=dict)
     internal_trust_bundles: dict[str, StrictStr] = Field(default_factory=dict)
     authentication: dict[str, Any] | None = None

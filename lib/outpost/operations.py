@@ -10,10 +10,11 @@ from typing import Any
 from outpost import errors, metrics, pod_status, quota
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
+from outpost.env_policy import screen_env
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
-from outpost.overrides import refused_overrides
+from outpost.overrides import refused_overrides, refused_templates
 from outpost.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,22 @@ async def start_service(call: Call) -> Reply:
     request = call.json(StartRequest)
     sid = ServiceId(call.hub, request.name, request.start_id)
     runtime = call.runtime
-    refused = refused_overrides(
-        call.hub, request.misc, runtime.settings.hub(call.hub).allowed_overrides, runtime.hooks.allow_override
-    )
+    options = runtime.settings.hub(call.hub)
+    refused = refused_overrides(call.hub, request.misc, options.allowed_overrides, runtime.hooks.allow_override)
     if refused:
-        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {', '.join(refused)}.")
+        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {errors.shown(refused)}.")
+    refused = refused_templates(request.misc)
+    if refused:
+        raise errors.TemplateNotAllowed(
+            f"These options hold more than plain {{field}} placeholders (or too many): {errors.shown(refused)}."
+        )
+    screened = screen_env(request.env, options.allowed_env)
+    if screened.refused:
+        raise errors.EnvNotAllowed(
+            f"This outpost does not pass these environment variables to servers: {errors.shown(screened.refused)}. "
+            "Its administrator can allow them for this hub (hubOptions.<hub>.allowedEnv)."
+        )
+    request = request.model_copy(update={"env": screened.env})
     decision = await quota.admit(runtime, call.hub, request)
     certs = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
     created = await runtime.store.create(

@@ -26,6 +26,10 @@ from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
 
 MIB = 1024 * 1024
+# What the OutpostSpawner sends in `misc` unless `custom_misc_disable_default` is set: none of it runs code.
+DEFAULT_OVERRIDES = (
+    "dns_name_template", "pod_name_template", "internal_ssl", "port", "ip", "services_enabled", "extra_labels",
+)  # fmt: skip
 
 
 class SSHKeyEntry(BaseModel):
@@ -41,11 +45,22 @@ class HubOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     # Which `misc` backend options the hub may override: "all", "none" or a list of keys.
-    allowed_overrides: Literal["all", "none"] | list[str] = Field(default="all", alias="allowedOverrides")
+    allowed_overrides: Literal["all", "none"] | list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OVERRIDES), alias="allowedOverrides"
+    )
+    # Patterns (fnmatch: *, ?, [...]; case-sensitive) of `env` names the hub may send beyond the protocol's.
+    allowed_env: tuple[str, ...] = Field(default=(), alias="allowedEnv")
     # Token for JUPYTERHUB_FLAVORS_UPDATE_URL when the hub does not send one in the start's env.
     flavors_update_token: SecretStr | None = Field(default=None, alias="flavorsUpdateToken")
     # Re-send every running service's address after the SSH daemon restarts.
     recreate_tunnels: bool = Field(default=True, alias="recreateTunnels")
+
+    @field_validator("allowed_env")
+    @classmethod
+    def _patterns_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(pattern.strip() for pattern in value):
+            raise ValueError("allowedEnv: empty pattern")
+        return value
 
 
 class Settings(BaseSettings):

@@ -15,13 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
+from outpost.settings import DEFAULT_OVERRIDES
 from tests.e2e.processes import MARKER, VENV_BIN, Proc, base_env, free_port, listening, progress, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHP_LOCAL = REPO / ".ci" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
 INSTALL_CHP = REPO / "tools" / "install_chp.sh"
 HUB_CREDENTIAL = "e2ehub"
+# The default override policy (what the OutpostSpawner sends), plus cmd for the servers broken on purpose.
+OVERRIDES_WITH_CMD = [*DEFAULT_OVERRIDES, "cmd"]
+
+
+def outpost_values(tmp: Path, **values: object) -> Path:
+    """A YAML file for `outpost dev --config`: the hub may also override cmd, and the given values."""
+    path = tmp / "outpost-values.yaml"
+    options = {"hubOptions": {HUB_CREDENTIAL: {"allowedOverrides": OVERRIDES_WITH_CMD}}}
+    path.write_text(yaml.safe_dump({**options, **values}))
+    return path
 
 
 def basic_auth(user: str, password: str) -> dict[str, str]:

@@ -111,3 +111,22 @@ async def test_check_reports_each_problem(redis_url: str, tmp_path: Path) -> Non
         result = await asyncio.to_thread(run_cli, "check", *extra, env=env)
         assert result.returncode == 1 and words in result.stdout, result.stdout
         assert "not-a-key" not in result.stdout and HUBS["hubA"] not in result.stdout
+
+
+async def test_check_warns_about_hub_options_that_run_code() -> None:
+    settings = Settings(
+        crypt_key=Fernet.generate_key().decode(),
+        hub_options={
+            "trusted": {"allowedOverrides": "all"},
+            "listed": {"allowedOverrides": ["port", "cmd", "env"], "allowedEnv": ["PYTHON*", "TEAM_*"]},
+            "careful": {"allowedOverrides": ["port", "ip"], "allowedEnv": ["TEAM_*", "JUPYTER_CONFIG_PATH"]},
+            "default": {},
+        },
+    )
+    assert admin.policy_warnings(settings) == [
+        "hub listed: allowedOverrides includes cmd, env: it may run any command as the servers' user",
+        "hub listed: allowedEnv lets it set PYTHONPATH, PYTHONSTARTUP, PYTHONWARNINGS, PYTHONHOME, which run code "
+        "it chooses",
+        "hub trusted: allowedOverrides is 'all': it may set cmd, env and every other backend option, i.e. run any "
+        "command as the servers' user; list what it may override instead",
+    ]

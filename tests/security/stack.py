@@ -158,6 +158,11 @@ class Stack:
         workdir.mkdir(parents=True, exist_ok=True)
         return OpenSSH(self.ssh_port, self.tenants[hub].key, workdir)
 
+    def nothing_created(self) -> bool:
+        """No record, no address, and no server the local backend started (it marks each before it may answer)."""
+        markers = list((self.data_dir / "servers").glob("*/server.json"))
+        return self.record_keys() == set() and self.address_index() == {} and markers == []
+
     def stop_all(self) -> None:
         """Stop every service of every hub, so a test leaves nothing behind for the next."""
         for hub in self.tenants:
