@@ -147,12 +147,9 @@ def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[
 
 
 def _source(request: Request, runtime: Runtime) -> str:
-    """Who is calling: behind Knative's gateways, the first X-Forwarded-For entry (if trusted)."""
-    if runtime.settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.client.host if request.client else "unknown"
+    """Who is calling: the socket peer, or the address the trusted proxies vouch for."""
+    peer = request.client.host if request.client else "unknown"
+    return runtime.proxies.caller(peer, request.headers.getlist("x-forwarded-for"))
 
 
 async def _authenticate(request: Request, runtime: Runtime) -> str:
