@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ EventHandler = Callable[[Runtime, CloudEvent], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class SegmentConvertor(Convertor[str]):
@@ -121,7 +123,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared in ("", "0") and "transfer-encoding" not in request.headers:
         return b""  # a poll: nothing to read
-    if declared.isdigit() and int(declared) > limit:
+    # Only ASCII digits: str.isdigit() also accepts "²", which int() refuses; 19+ digits is over any limit.
+    if _DIGITS.fullmatch(declared) and (len(declared) > 18 or int(declared) > limit):
         raise errors.BodyTooLarge(f"request body larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -153,7 +156,10 @@ def _source(request: Request, runtime: Runtime) -> str:
 
 
 async def _authenticate(request: Request, runtime: Runtime) -> str:
-    header = request.headers.get("authorization")
+    headers = request.headers.getlist("authorization")
+    if len(headers) > 1:  # proxies disagree on which one counts: believe neither
+        raise errors.Unauthorized("more than one Authorization header")
+    header = headers[0] if headers else None
     return await authenticate(header, _source(request, runtime), runtime.credentials, runtime.guard)
 
 
