@@ -230,7 +230,11 @@ def test_config_file_holds_the_seed_keys_and_settings(render: Any) -> None:
 
 @pytest.mark.parametrize(
     ("values", "sets", "expected"),
-    [((), (), "3"), ((CI_VALUES,), (), "127.0.0.0/8, ::1/128, 10.244.0.0/16"), ((), ("functions.trustedProxies=2",), "2")],
+    [
+        ((), (), "3"),
+        ((CI_VALUES,), (), "127.0.0.0/8, ::1/128, 10.244.0.0/16"),
+        ((), ("functions.trustedProxies=2",), "2"),
+    ],
 )
 def test_trusted_proxies_reach_the_functions_as_a_valid_setting(
     render: Any, values: tuple[Path, ...], sets: tuple[str, ...], expected: str
