@@ -16,7 +16,7 @@ import redis.exceptions
 from cloudevents.http import CloudEvent, from_http
 from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 
@@ -199,6 +199,7 @@ async def receive_event(request: Request, handler: EventHandler) -> Response:
 # Third-party failures that have a meaning for the client.
 _FOREIGN: dict[type[BaseException], type[errors.OutpostError]] = {
     cloudevents.exceptions.GenericException: errors.InvalidEvent,
+    ClientDisconnect: errors.IncompleteBody,
     redis.exceptions.ConnectionError: errors.StoreUnavailable,
     redis.exceptions.TimeoutError: errors.StoreUnavailable,
     redis.exceptions.BusyLoadingError: errors.StoreUnavailable,
@@ -217,7 +218,8 @@ def error_response(exc: BaseException) -> JSONResponse:
     """The one mapping from exceptions to HTTP answers. Unknown errors: a JSON 500, logged."""
     for cls in type(exc).__mro__:
         if cls in _FOREIGN:
-            log.warning("store unavailable: %s", type(exc).__name__)
+            if _FOREIGN[cls] is errors.StoreUnavailable:
+                log.warning("store unavailable: %s", type(exc).__name__)
             exc = _FOREIGN[cls]()
             break
     if isinstance(exc, errors.SpawnFailed):
