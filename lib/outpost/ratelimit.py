@@ -4,9 +4,9 @@ A source with too many failures is refused (429) before its password is even che
 under attack is only closed to sources that have not recently logged in as that hub, so the real
 hub keeps working while someone elsewhere guesses its password.
 
-Sources and hub names come from the request, so neither reaches a key as it is: a source is capped
-and hashed, and hub names are hashed into HUB_BUCKETS buckets, however many names are tried and
-however long. Known and unknown names are bucketed alike: were unknown names treated apart, whether
+Sources and hub names come from the request, so neither reaches a key as it is: a source is
+hashed, and hub names are hashed into HUB_BUCKETS buckets, however many names are tried and however
+long (the Authorization header is capped before decoding, in `outpost.auth`). Known and unknown names are bucketed alike: were unknown names treated apart, whether
 a name's bucket closes would tell an attacker that the name exists.
 """
 
@@ -23,7 +23,6 @@ from outpost.errors import TooManyAttempts
 CACHE_SECONDS = 1.0  # how long an instance trusts its last look at Redis, to keep polls at one read
 GOOD_REFRESH_SECONDS = 60.0
 HUB_BUCKETS = 1024  # a few hubs rarely share one; sharing only closes one's new sources with the other's
-MAX_HASHED_CHARS = 256  # more of a header than any address or hub name needs
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,8 @@ return counts
 
 
 def _digest(value: str) -> str:
-    return hashlib.sha256(value[:MAX_HASHED_CHARS].encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    # All of it: the header caps bound the work, and a cut would let long names that differ late collide.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def source_id(source: str) -> str:
