@@ -264,6 +264,9 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
     `python -m sshd` runs it on uvloop; `outpost dev` may run it in its own loop. Use the result
     as an async context manager, or `close()` then `await wait_closed()`.
     """
+    # asyncssh logs several lines per channel, with the client's host and user name as they came (a
+    # newline in a host wrote a line of its own); ours is the one escaped line per forward.
+    asyncssh.set_log_level(logging.WARNING)
     policy = Policy(settings, lookup)
     host_key = load_host_key(settings.ssh_host_key)
     acceptor = await asyncssh.listen(

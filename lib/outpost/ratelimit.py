@@ -6,8 +6,9 @@ hub keeps working while someone elsewhere guesses its password.
 
 Sources and hub names come from the request, so neither reaches a key as it is: a source is
 hashed, and hub names are hashed into HUB_BUCKETS buckets, however many names are tried and however
-long (the Authorization header is capped before decoding, in `outpost.auth`). Known and unknown names are bucketed alike: were unknown names treated apart, whether
-a name's bucket closes would tell an attacker that the name exists.
+long (`outpost.auth` caps the Authorization header before decoding it). Known and unknown names are
+bucketed alike: were unknown names treated apart, whether a name's bucket closes would tell an
+attacker that the name exists.
 """
 
 from __future__ import annotations
