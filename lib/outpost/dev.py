@@ -129,6 +129,9 @@ async def run_dev(options: DevOptions) -> None:
                 port=options.api_port,
                 lifespan="off",
                 log_level="warning",
+                # uvicorn would take the caller from X-Forwarded-For of any loopback peer; who calls
+                # is decided by OUTPOST_TRUSTED_PROXIES alone (outpost.proxies).
+                proxy_headers=False,
             )
         )
         print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")

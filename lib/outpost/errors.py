@@ -6,6 +6,7 @@ OutpostError
  │    ├── InvalidJSON            400  body is not JSON
  │    ├── InvalidBody            400  JSON of the wrong shape or types
  │    ├── InvalidEvent           400  not a CloudEvent
+ │    ├── IncompleteBody         400  the client left before sending the body it announced
  │    └── BodyTooLarge           413  body over the configured limit
  ├── Unauthorized                401  missing or wrong hub credentials
  ├── TooManyAttempts             429  too many failed logins from this source or for this hub
@@ -49,6 +50,7 @@ __all__ = [
     "HostNotAllowed",
     "InvalidBody",
     "InvalidEvent",
+    "IncompleteBody",
     "InvalidJSON",
     "MethodNotAllowed",
     "NotFound",
@@ -115,6 +117,12 @@ class InvalidEvent(BadRequest):
     """A delivery that is not a valid CloudEvent."""
 
     default_message = "request is not a valid CloudEvent"
+
+
+class IncompleteBody(BadRequest):
+    """The client closed the connection before sending the body it announced."""
+
+    default_message = "the connection closed before the whole request body arrived"
 
 
 class BodyTooLarge(BadRequest):

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, field_validator
 
+from outpost.logs import escape
+
 MAX_NAME_LENGTH = 255
 
 
@@ -101,7 +103,9 @@ class ServiceId:
     start_id: str
 
     def __str__(self) -> str:
-        return f"{self.hub}/{self.name or '<default>'}/{self.start_id}"
+        """How logs show it: each part escaped, since the hub chose the name and the start id."""
+        name = escape(self.name) if self.name else "<default>"
+        return f"{escape(self.hub)}/{name}/{escape(self.start_id)}"
 
 
 @dataclass(frozen=True)

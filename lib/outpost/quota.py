@@ -22,7 +22,7 @@ from outpost.runtime import Runtime
 log = logging.getLogger(__name__)
 
 _ERRORS: dict[Refusal, type[errors.SpawnRefused]] = {
-    Refusal.UNKNOWN_FLAVOR: errors.FlavorNotAllowed,
+    Refusal.NO_FLAVOR: errors.FlavorNotAllowed,
     Refusal.FLAVOR_NOT_ALLOWED: errors.FlavorNotAllowed,
     Refusal.FLAVOR_FULL: errors.FlavorFull,
     Refusal.USER_FLAVOR_LIMIT: errors.UserOverLimit,

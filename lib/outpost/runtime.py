@@ -18,6 +18,7 @@ from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
+from outpost.proxies import TrustedProxies
 from outpost.ratelimit import Limits, LoginGuard
 from outpost.settings import Settings, load_settings
 from outpost.store import Store
@@ -65,6 +66,10 @@ class Runtime:
     @cached_property
     def credentials(self) -> dict[str, str]:
         return self.settings.hub_credentials()
+
+    @cached_property
+    def proxies(self) -> TrustedProxies:
+        return self.settings.proxies()
 
     @cached_property
     def guard(self) -> LoginGuard:

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
+from outpost.proxies import TrustedProxies
 
 MIB = 1024 * 1024
 # What the OutpostSpawner sends in `misc` unless `custom_misc_disable_default` is set: none of it runs code.
@@ -79,8 +80,9 @@ class Settings(BaseSettings):
     auth_failures_per_source: int = Field(default=20, gt=0)
     auth_failures_per_hub: int = Field(default=100, gt=0)
     auth_window_seconds: int = Field(default=300, gt=0)
-    # Behind Knative's gateways the caller is the first X-Forwarded-For entry.
-    trust_forwarded_for: bool = False
+    # Proxies whose X-Forwarded-For entries are believed: a hop count or CIDRs (outpost.proxies).
+    # Empty: the caller is the socket peer, whatever the headers say.
+    trusted_proxies: str = ""
 
     # JSON log lines (with a request id) unless the process already set up logging.
     log_format: Literal["json", "text"] = "json"
@@ -125,6 +127,22 @@ class Settings(BaseSettings):
             raise ValueError("OUTPOST_CRYPT_KEY is empty")
         return value
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_text(cls, value: object) -> object:
+        """YAML may give a hop count as a number or the networks as a list."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return ",".join(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_valid(cls, value: str) -> str:
+        TrustedProxies.parse(value)
+        return value
+
     @model_validator(mode="after")
     def _flavors_valid(self) -> Settings:
         try:
@@ -142,6 +160,9 @@ class Settings(BaseSettings):
 
     def recreates_tunnels(self, hub: str) -> bool:
         return self.hub(hub).recreate_tunnels
+
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies)
 
     def crypt_keys(self) -> list[str]:
         return [k.strip() for k in re.split("[,;]", self.crypt_key.get_secret_value()) if k.strip()]

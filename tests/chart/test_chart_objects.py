@@ -11,6 +11,7 @@ import pytest
 import yaml
 from k8s_checks import find_objects, load_documents, one_object
 
+from outpost.proxies import TrustedProxies
 from outpost.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ SHARED_ENV = {
     "OUTPOST_CONFIG",
     "OUTPOST_BACKEND_CONFIG",
     "OUTPOST_BACKEND",
-    "OUTPOST_TRUST_FORWARDED_FOR",
+    "OUTPOST_TRUSTED_PROXIES",
     "OUTPOST_NAMESPACE",
     "OUTPOST_REDIS_URL",
     "OUTPOST_EVENTS_SINK",
@@ -225,6 +226,22 @@ def test_config_file_holds_the_seed_keys_and_settings(render: Any) -> None:
     assert {k: config[k] for k in values["settings"]} == values["settings"]
     assert set(config) == {"flavors", "users", "hubs", "sshPublicKeys", *values["settings"]}
     assert data["outpost_config.py"] == values["outpostConfig"]
+
+
+@pytest.mark.parametrize(
+    ("values", "sets", "expected"),
+    [
+        ((), (), "3"),
+        ((CI_VALUES,), (), "127.0.0.0/8, ::1/128, 10.244.0.0/16"),
+        ((), ("functions.trustedProxies=2",), "2"),
+    ],
+)
+def test_trusted_proxies_reach_the_functions_as_a_valid_setting(
+    render: Any, values: tuple[Path, ...], sets: tuple[str, ...], expected: str
+) -> None:
+    shared = one_object(render(*values, sets=sets), "ConfigMap", "outpost-env")["data"]
+    assert shared["OUTPOST_TRUSTED_PROXIES"] == expected
+    TrustedProxies.parse(expected)  # what the functions will parse at start
 
 
 def test_external_redis_and_no_events(render: Any) -> None:

@@ -80,7 +80,7 @@ async def test_user_flavors_narrow_to_the_users_rules(
 @pytest.mark.parametrize(
     ("headers", "body", "refusal", "words"),
     [
-        (A, flavored_body("huge"), "FlavorNotAllowed", "Flavor 'huge' does not exist"),
+        (A, flavored_body("huge"), "FlavorNotAllowed", "You may not use flavor 'huge'"),
         (B, flavored_body("gpu"), "FlavorNotAllowed", "You may not use flavor 'gpu'"),
         (A, {**flavored_body("gpu"), "authentication": {"name": "mallory"}}, "FlavorNotAllowed", "No flavor"),
         (A, start_body(), "FlavorNotAllowed", "No flavor was chosen"),

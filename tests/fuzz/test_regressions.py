@@ -123,6 +123,27 @@ async def test_a_huge_integer_is_invalid_json(fuzz: Fuzz, path: str) -> None:
     assert response.status_code == 400 and response.json()["error"] == "InvalidJSON", response.text
 
 
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([(b"content-length", b"\xb2")], 400),  # "²": str.isdigit() said yes, int() raised (500)
+        ([(b"content-length", b"9" * 5000)], 413),  # more digits than int() takes (500)
+        ([(b"authorization", b"Basic QQ\xe9==")], 401),  # non-ASCII: base64 raised ValueError (500)
+        ([(b"authorization", b"Basic eA=="), (b"authorization", b"Basic eA==")], 401),
+    ],
+    ids=["superscript-length", "long-length", "non-ascii-auth", "two-auth"],
+)
+@pytest.mark.asyncio(loop_scope="session")
+async def test_headers_a_server_may_pass_through_never_raise(
+    fuzz: Fuzz, headers: list[tuple[bytes, bytes]], status: int
+) -> None:
+    """Straight into the ASGI app, as a server that passes these bytes on would hand them over."""
+    auth = [] if any(k == b"authorization" for k, _ in headers) else [(b"authorization", _basic().encode())]
+    response = await fuzz._asgi("POST", "/services", [*auth, *headers], b"{}", "hubA")
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+
+
 # Names the env allow-list passes, so the values reach the OS.
 @pytest.mark.parametrize("env", [{"JUPYTERHUB_X": "a\x00b"}, {"JUPYTERHUB_A=B": "1"}], ids=["nul", "equals"])
 @pytest.mark.asyncio(loop_scope="session")
