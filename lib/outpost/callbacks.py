@@ -130,8 +130,7 @@ class CallbackPolicy:
             literal = ipaddress.ip_address(host)
         except ValueError:
             return ""  # a name: its addresses are checked when the connection is made
-        reason = never_called(literal, port, self.own_ports)
-        return f"{reason}, which the outpost never calls" if reason else ""
+        return never_called(literal, port, self.own_ports)
 
     def refusals(self, hub: str, env: Mapping[str, str]) -> list[tuple[str, str]]:
         """The callback variables of a start's env that will not be called, each with the reason."""

@@ -29,7 +29,7 @@ class HubClient:
     async def _post(self, variable: str, sid: ServiceId, url: str, token: str, body: Any, tries: int) -> bool:
         refusal = self._policy.refusal(sid.hub, url)
         if refusal:  # announced once by the start (`CallbackPolicy.notes`); each skipped call at debug
-            log.debug("%s of hub %s not called for %s: %s", variable, sid.hub, sid, refusal)
+            log.debug("%s of hub %s is not called for %s: %s", variable, sid.hub, sid, refusal)
             return False
         for attempt in range(1, tries + 1):
             try:
@@ -42,7 +42,7 @@ class HubClient:
             except httpx.HTTPError as exc:
                 refused = refused_address(exc)
                 if refused:  # no retry changes the address
-                    log.warning("%s of hub %s not called for %s: %s", variable, sid.hub, sid, refused)
+                    log.warning("%s of hub %s is not called for %s: %s", variable, sid.hub, sid, refused)
                     return False
                 log.warning("%s for %s failed: %s (try %d/%d)", variable, sid, type(exc).__name__, attempt, tries)
             except (httpx.InvalidURL, ValueError) as exc:  # a URL or token httpx cannot send: no retry helps

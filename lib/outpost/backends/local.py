@@ -251,12 +251,18 @@ class LocalBackend:
         configured = self._defaults.home_root
         if configured:
             return _passable_dir(Path(configured))
-        return _passable_dir(self._servers / "home" if self._user.is_outpost else default_home_root(self._data_dir))
+        if self._user.is_outpost:
+            return _passable_dir(self._private_servers() / "home")
+        return _passable_dir(default_home_root(self._data_dir))
+
+    def _private_servers(self) -> Path:
+        """`<data_dir>/servers`, and the data directory above it, the outpost's alone (0700)."""
+        private_dir(self._data_dir)
+        return private_dir(self._servers)
 
     def _server_dir(self, sid: ServiceId) -> Path:
-        """The server's directory, the outpost's alone (0700, as the data directory above it)."""
-        private_dir(self._data_dir)
-        workdir = private_dir(self._servers) / hashlib.sha256(str(sid).encode()).hexdigest()[:16]
+        """The server's directory: server.json, its output and its exit code, out of its reach."""
+        workdir = self._private_servers() / hashlib.sha256(str(sid).encode()).hexdigest()[:16]
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(mode=0o700)
         return workdir
@@ -282,9 +288,9 @@ class LocalBackend:
 
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec.misc)
+        home = self._home(spec)  # first: as root without run_as, this refuses before anything exists
         workdir = self._server_dir(spec.sid)
         files = self._home_root / ".servers" / workdir.name  # for the server's user: certificate files
-        home = self._home(spec)
         cwd = Path(options.notebook_dir) if options.notebook_dir else home
         cwd.mkdir(parents=True, exist_ok=True)
         port = options.port or _free_port(options.ip)
