@@ -182,6 +182,9 @@ def choose_server_user(config: Config) -> str:
         )
     config.LocalProcessBackend.run_as = "root"
     config.LocalProcessBackend.args = [*options.args, "--allow-root"]
+    real = os.path.realpath(blocked)
+    if real != blocked and os.path.exists(real):
+        blocked = f"{blocked} (that is, {real})"
     return (
         f"WARNING: outpost dev runs as root, and the user 'nobody' cannot use {blocked} to run {command[0]!r}: "
         "servers run AS ROOT (with --allow-root). To run them unprivileged, set c.LocalProcessBackend.run_as "
