@@ -12,6 +12,7 @@ import httpcore
 import httpx
 import pytest
 import pytest_asyncio
+from cryptography.fernet import Fernet
 
 from outpost.callbacks import CallbackPolicy, never_called, parse_prefix
 from outpost.guarded_http import (
@@ -24,6 +25,7 @@ from outpost.guarded_http import (
 )
 from outpost.hub import HubClient
 from outpost.models import ServiceId
+from outpost.settings import Settings
 from tests.conftest import HubReceiver
 
 on_loop = pytest.mark.asyncio(loop_scope="session")
@@ -248,3 +250,16 @@ async def test_the_hub_client_calls_nothing_a_policy_refuses(hub_receiver: HubRe
         assert not await hub.flavors_update(f"{hub_receiver.url}/allowedx", "admin-token", {}, sid)
         assert await hub.flavors_update(f"{hub_receiver.url}/allowed/flavors", "admin-token", {}, sid)
     assert [c["path"] for c in hub_receiver.calls] == ["/allowed/flavors"]
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "ports"),
+    [
+        ("unix:///tmp/redis.sock", {9000, 2022}),
+        ("redis://localhost", {9000, 2022, 6379}),
+        ("redis://r:7000/0", {9000, 2022, 7000}),
+    ],
+)
+def test_the_outpost_s_own_ports_come_from_its_settings(redis_url: str, ports: set[int]) -> None:
+    settings = Settings(crypt_key=Fernet.generate_key().decode(), api_port=9000, ssh_port=2022, redis_url=redis_url)
+    assert settings.own_ports() == ports
