@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from bench.load import percentiles
-from bench.stack import Stack, basic_auth, say, start_body
+from bench.stack import RUN_AS_OWN_USER, Stack, basic_auth, say, start_body
 from outpost.backends.base import StartSpec
 from outpost.models import ServiceId
 from outpost.runtime import build_runtime
@@ -190,6 +190,6 @@ def instant_config(path: Path, port: int) -> Path:
         'c.LocalProcessBackend.cmd = ["sleep", "600"]\n'
         f"c.LocalProcessBackend.port = {port}\n"
         "c.LocalProcessBackend.start_timeout = 20.0\n"
-        "c.LocalProcessBackend.stop_timeout = 2.0\n"
+        "c.LocalProcessBackend.stop_timeout = 2.0\n" + RUN_AS_OWN_USER
     )
     return path

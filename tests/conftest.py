@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -36,6 +37,10 @@ from outpost.runtime import close_runtime, use_settings
 from outpost.settings import Settings
 
 TINY_SERVER = Path(__file__).parent / "support" / "tiny_singleuser.py"
+# Servers of these tests run as the test's own user, stated explicitly: as root, an outpost with no
+# `run_as` starts no server (tests/security covers servers run as another user).
+OWN_USER = pwd.getpwuid(os.geteuid()).pw_name
+RUN_AS_OWN_USER = f"c.LocalProcessBackend.run_as = {OWN_USER!r}\n"
 HUBS = {"hubA": "password-a", "hubB": "password-b"}
 # For tests about something else that steer the tiny server through its TINY_* variables (exit, delay).
 TINY_ENV = {hub: {"allowedEnv": ["TINY_*"]} for hub in HUBS}
@@ -73,7 +78,7 @@ def backend_config(tmp_path: Path) -> Path:
     path.write_text(
         f"c.LocalProcessBackend.cmd = [{sys.executable!r}, {str(TINY_SERVER)!r}]\n"
         "c.LocalProcessBackend.start_timeout = 20.0\n"
-        "c.LocalProcessBackend.stop_timeout = 2.0\n"
+        "c.LocalProcessBackend.stop_timeout = 2.0\n" + RUN_AS_OWN_USER
     )
     return path
 

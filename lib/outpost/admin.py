@@ -76,6 +76,8 @@ async def check(config_file: Path | None, say: Say) -> bool:
     say("ok   settings and flavor configuration")
     for warning in policy_warnings(settings):
         say(f"WARN {warning}")
+    for line in callback_findings(settings):
+        say(line)
     checks: list[tuple[str, Callable[[Settings, Runtime], object]]] = [
         ("hub credentials", lambda s, r: _require_hubs(s)),
         ("backend configuration", lambda s, r: r.backend),
@@ -104,6 +106,27 @@ async def check(config_file: Path | None, say: Say) -> bool:
     finally:
         await runtime.aclose()
     return healthy
+
+
+def callback_findings(settings: Settings) -> list[str]:
+    """Per hub, whether `callbackUrls` limits the URLs the outpost calls back (recommended)."""
+    try:
+        hubs = sorted({*settings.hub_credentials(), *settings.hub_options})
+    except ConfigurationError:
+        hubs = sorted(settings.hub_options)
+    lines = []
+    for hub in hubs:
+        prefixes = settings.hub(hub).callback_urls
+        if prefixes is not None:
+            lines.append(
+                f"ok   hub {hub}: callbackUrls set, the outpost calls back only {', '.join(prefixes) or 'nothing'}"
+            )
+        else:
+            lines.append(
+                f"WARN hub {hub}: no callbackUrls, so the outpost calls back any URL this hub sends (except "
+                f"link-local and metadata addresses and its own ports); set hubOptions.{hub}.callbackUrls"
+            )
+    return lines
 
 
 def _require_hubs(settings: Settings) -> None:

@@ -105,10 +105,9 @@ async def _start(
     if await runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,)) != Phase.PENDING:
         raise errors.ServiceExists("the start of this service is already under way")
     env: dict[str, str] = body.get("env", {})
-    about = str(sid)
 
     async def progress(percent: int, message: str) -> None:
-        await runtime.hub.progress(env, about, percent, message)
+        await runtime.hub.progress(env, sid, percent, message)
 
     async def save_state(state: dict[str, Any]) -> None:
         await runtime.store.save_backend_state(sid, state)
@@ -123,6 +122,8 @@ async def _start(
         resources=dict(flavor.resources) if flavor else {},
     )
     await progress(10, "Start request received by the outpost")
+    for note in _callback_notes(runtime, sid, env, announce=True):
+        await progress(10, note)  # shown while the server starts, when the events URL itself is called
     clock = time.perf_counter()
     try:
         started = await runtime.backend.start(spec, save_state, progress)
@@ -131,7 +132,7 @@ async def _start(
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
-            await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)
+            await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)
         await quota.send_flavor_update(runtime, sid, env)
         raise failure from None
     metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
@@ -147,9 +148,19 @@ async def _start(
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
-        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
+        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, sid)
     log.info("started %s", sid)
     return address
+
+
+def _callback_notes(runtime: Runtime, sid: ServiceId, env: dict[str, str], *, announce: bool = False) -> list[str]:
+    """What the hub's user is told about callback URLs of this start the outpost does not call; with
+    `announce`, each is logged too, naming the variable and the hub (never the URL or a token)."""
+    refused = runtime.callbacks.refusals(sid.hub, env)
+    if announce:
+        for variable, reason in refused:
+            log.warning("%s of hub %s is not called for %s: %s", variable, sid.hub, sid, reason)
+    return [f"outpost: {variable} is not called: {reason}" for variable, reason in refused]
 
 
 def _host_port(address: str) -> str:
@@ -163,7 +174,8 @@ def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
 
 async def poll_service(call: Call) -> Reply:
     runtime = call.runtime
-    view = await runtime.store.poll_record(_service_id(call))
+    sid = _service_id(call)
+    view = await runtime.store.poll_record(sid)
     if view is None:
         raise errors.UnknownService()
     meta, state = view, view.state
@@ -174,7 +186,9 @@ async def poll_service(call: Call) -> Reply:
         status = await pod_status.cached_poll(runtime, meta, state)
     reply: dict[str, Any] = {"status": status}
     if call.query.get("collect_logs", "").lower() == "true":
-        reply["logs"] = await runtime.backend.logs(state) if state is not None else []
+        body, _, _ = await runtime.store.secrets(sid)
+        logs = await runtime.backend.logs(state) if state is not None else []
+        reply["logs"] = _callback_notes(runtime, sid, body.get("env", {})) + logs
     return Reply(reply)
 
 
@@ -198,7 +212,7 @@ async def abandon(runtime: Runtime, sid: ServiceId, message: str) -> None:
         return
     body, _, _ = await runtime.store.secrets(sid)
     await stop_if_known(runtime, sid)
-    await runtime.hub.progress(body.get("env", {}), str(sid), 100, message, failed=True)
+    await runtime.hub.progress(body.get("env", {}), sid, 100, message, failed=True)
 
 
 async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
@@ -210,9 +224,9 @@ async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
 async def _stop(runtime: Runtime, sid: ServiceId, *, collect_logs: bool) -> list[str]:
     await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))
     body, state, _ = await runtime.store.secrets(sid)  # undecryptable: 409, and the record is kept
-    logs: list[str] = []
+    logs: list[str] = _callback_notes(runtime, sid, body.get("env", {})) if collect_logs else []
     if state is not None:
-        logs = await runtime.backend.logs(state) if collect_logs else []
+        logs += await runtime.backend.logs(state) if collect_logs else []
         with metrics.STOP_SECONDS.time():
             await runtime.backend.stop(state)
     await runtime.store.forget(sid)

@@ -14,6 +14,7 @@ from traitlets.config import Config
 
 from outpost import logs
 from outpost.backends.base import load_backend_config
+from outpost.callbacks import CallbackPolicy
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
@@ -43,9 +44,10 @@ class Runtime:
     # Built on first use: a poll never calls a hub, so a poll function never imports httpx.
     @cached_property
     def http(self) -> httpx.AsyncClient:
-        import httpx
+        """The client for hubs' URLs: it connects only to addresses the outpost may call."""
+        from outpost.guarded_http import callback_client
 
-        return httpx.AsyncClient(timeout=self.settings.hub_timeout_seconds)
+        return callback_client(self.settings.own_ports(), self.settings.hub_timeout_seconds)
 
     @cached_property
     def sink_http(self) -> httpx.AsyncClient:
@@ -61,7 +63,12 @@ class Runtime:
     def hub(self) -> HubClient:
         from outpost.hub import HubClient
 
-        return HubClient(self.http, self.settings.hub_retries)
+        return HubClient(self.http, self.settings.hub_retries, self.callbacks)
+
+    @cached_property
+    def callbacks(self) -> CallbackPolicy:
+        options = self.settings.hub_options
+        return CallbackPolicy({hub: o.callback_urls for hub, o in options.items()}, self.settings.own_ports())
 
     @cached_property
     def credentials(self) -> dict[str, str]:

@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -22,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outpost.callbacks import parse_prefix
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
 from outpost.proxies import TrustedProxies
@@ -55,6 +57,17 @@ class HubOptions(BaseModel):
     flavors_update_token: SecretStr | None = Field(default=None, alias="flavorsUpdateToken")
     # Re-send every running service's address after the SSH daemon restarts.
     recreate_tunnels: bool = Field(default=True, alias="recreateTunnels")
+    # URL prefixes (`scheme://host[:port][/path]`) the outpost may call back for this hub
+    # (JUPYTERHUB_EVENTS_URL, ..._SETUPTUNNEL_URL, ..._FLAVORS_UPDATE_URL); None: any URL, except the
+    # addresses `outpost.callbacks` never calls. Matching is defined in `outpost.callbacks`.
+    callback_urls: list[str] | None = Field(default=None, alias="callbackUrls")
+
+    @field_validator("callback_urls")
+    @classmethod
+    def _prefixes_valid(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            parse_prefix(entry)
+        return value
 
     @field_validator("allowed_env")
     @classmethod
@@ -110,6 +123,9 @@ class Settings(BaseSettings):
     hubs: dict[str, Any] = Field(default_factory=dict)
     max_per_user_total: int = -1
 
+    # The port the API listens on (`outpost dev --api-port`, the functions' container port): with
+    # the SSH daemon's, a port on this machine the outpost never calls back.
+    api_port: int = Field(default=8080, ge=0, le=65535)
     ssh_listen_host: str = "0.0.0.0"
     ssh_port: int = Field(default=2222, ge=0, le=65535)
     ssh_username: str = "jhuboutpost"
@@ -157,6 +173,17 @@ class Settings(BaseSettings):
 
     def hub(self, hub: str) -> HubOptions:
         return self.hub_options.get(hub) or HubOptions()
+
+    def own_ports(self) -> frozenset[int]:
+        """Ports of the outpost's own services: the API's, the SSH daemon's and Redis's (over TCP)."""
+        ports = {self.api_port, self.ssh_port}
+        redis = urlsplit(self.redis_url.get_secret_value()) if self.redis_url is not None else None
+        if redis is not None and redis.hostname:
+            try:
+                ports.add(redis.port or 6379)
+            except ValueError:  # a malformed port: the Redis client refuses the URL anyway
+                pass
+        return frozenset(ports - {0})
 
     def recreates_tunnels(self, hub: str) -> bool:
         return self.hub(hub).recreate_tunnels

@@ -22,7 +22,7 @@ from outpost.models import ServiceId
 from outpost.openapi import openapi_document
 from outpost.operations import stop_if_known
 from outpost.settings import load_settings
-from tests.conftest import TINY_SERVER
+from tests.conftest import OWN_USER, TINY_SERVER
 from tests.fuzz.harness import MAX_BODY_BYTES, Fuzz, Seed, basic
 
 JSON = {"Content-Type": "application/json"}
@@ -162,6 +162,7 @@ async def test_an_environment_the_os_refuses_is_a_bad_request(fuzz: Fuzz, env: d
 async def test_a_failure_after_the_spawn_stops_the_server(tmp_path: Path) -> None:
     config = Config()
     config.LocalProcessBackend.cmd = [sys.executable, str(TINY_SERVER)]
+    config.LocalProcessBackend.run_as = OWN_USER
     backend = LocalBackend(config, tmp_path)
     saved: list[dict[str, Any]] = []
 

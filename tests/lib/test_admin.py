@@ -130,3 +130,24 @@ async def test_check_warns_about_hub_options_that_run_code() -> None:
         "hub trusted: allowedOverrides is 'all': it may set cmd, env and every other backend option, i.e. run any "
         "command as the servers' user; list what it may override instead",
     ]
+
+
+async def test_check_says_per_hub_whether_callback_urls_limit_the_calls(redis_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("hubOptions:\n  hubA:\n    callbackUrls: ['https://hub-a.example.org/hub/api/']\n")
+    env = {
+        "OUTPOST_CRYPT_KEY": Fernet.generate_key().decode(),
+        "OUTPOST_HUB_USERNAMES": ";".join(HUBS),
+        "OUTPOST_HUB_PASSWORDS": ";".join(HUBS.values()),
+        "OUTPOST_REDIS_URL": redis_url,
+    }
+    result = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "ok   hub hubA: callbackUrls set, the outpost calls back only https://hub-a.example.org/hub/api/" in lines
+    assert any(
+        line.startswith("WARN hub hubB: no callbackUrls") and "hubOptions.hubB.callbackUrls" in line for line in lines
+    )
+    config.write_text("hubOptions:\n  hubA:\n    callbackUrls: ['https://hub-a.example.org.evil.com?x']\n")
+    refused = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
+    assert refused.returncode == 1 and "FAIL settings" in refused.stdout and "callbackUrls" in refused.stdout

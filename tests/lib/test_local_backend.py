@@ -28,7 +28,7 @@ from outpost.backends.local import (
 )
 from outpost.errors import BackendError, InvalidBody
 from outpost.models import ServiceId
-from tests.conftest import TINY_SERVER
+from tests.conftest import OWN_USER, TINY_SERVER
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -39,6 +39,7 @@ def make_backend(tmp_path: Path, **options: Any) -> LocalBackend:
     config.LocalProcessBackend.cmd = [sys.executable, str(TINY_SERVER)]
     config.LocalProcessBackend.start_timeout = 20.0
     config.LocalProcessBackend.stop_timeout = 1.0
+    config.LocalProcessBackend.run_as = OWN_USER
     for key, value in options.items():
         setattr(config.LocalProcessBackend, key, value)
     return LocalBackend(config, tmp_path)

@@ -24,6 +24,7 @@ import redis
 import yaml
 from cryptography.fernet import Fernet
 
+from outpost.backends.local import default_home_root
 from tests.conftest import TINY_SERVER
 from tests.e2e.processes import VENV_BIN, Proc, base_env, free_port, wait_until
 from tests.sshd.helpers import OpenSSH
@@ -268,6 +269,7 @@ def shut_down(stack: Stack) -> None:
     """SIGINT, as Ctrl-C: every server stopped, nothing left running, no traceback."""
     stack.recorder.close()
     code = stack.proc.stop(signal.SIGINT)
+    shutil.rmtree(default_home_root(stack.data_dir), ignore_errors=True)  # homes of servers run as nobody
     assert code in (0, 130, -signal.SIGINT), stack.proc.tail()
     assert "Traceback" not in stack.proc.text(), stack.proc.tail()
 

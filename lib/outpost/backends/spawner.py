@@ -31,6 +31,7 @@ from traitlets.utils.importstring import import_item
 from outpost import names
 from outpost.backends.base import Progress, SaveState, Started, StartSpec
 from outpost.errors import BackendError, ConfigurationError, HostNotAllowed, InvalidBody, shown
+from outpost.files import private_dir
 from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
@@ -242,8 +243,9 @@ class SpawnerBackend:
 
     async def _install_certs(self, spawner: Spawner, spec: StartSpec) -> Path:
         """Certificates as files, as JupyterHub hands them to a spawner (then its move_certs)."""
-        directory = self._certs / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self._certs.parent)  # the data directory, when this backend is the first to create it
+        directory = private_dir(self._certs) / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
+        directory.mkdir(exist_ok=True, mode=0o700)
         paths: dict[str, str] = {}
         for name, text in [*spec.certs.items(), *((f"trust-{k}", v) for k, v in spec.trust_bundles.items())]:
             path = directory / name
