@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from bench.load import percentiles
-from bench.stack import Stack, basic_auth, say, start_body
+from bench.stack import RUN_AS_OWN_USER, Stack, basic_auth, say, start_body
 from outpost.backends.base import StartSpec
 from outpost.models import ServiceId
 from outpost.runtime import build_runtime
@@ -116,7 +116,7 @@ async def run(
 
     result: dict[str, Any] = {"command": command, "levels": []}
     try:
-        # aiohttp: httpx alone took 24 ms per request at 16 concurrent ones, hiding the outpost's share.
+        # aiohttp: httpx's own cost per request at 16 concurrent ones hid the outpost's share (docs/performance.md).
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
             await outpost_cycle(client, 1)  # warm: first start loads the backend configuration
@@ -170,6 +170,6 @@ def instant_config(path: Path) -> Path:
     path.write_text(
         f"c.LocalProcessBackend.cmd = ['perl', '-e', {INSTANT_SERVER!r}]\n"
         "c.LocalProcessBackend.start_timeout = 20.0\n"
-        "c.LocalProcessBackend.stop_timeout = 2.0\n"
+        "c.LocalProcessBackend.stop_timeout = 2.0\n" + RUN_AS_OWN_USER
     )
     return path

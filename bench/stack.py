@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ROOT / "functions"
 EMPTY_SOURCE = Path(__file__).resolve().parent / "empty" / "main.py"
 TINY_SERVER = ROOT / "tests" / "support" / "tiny_singleuser.py"
+# Servers run as this process's own user, explicitly: as root, the outpost needs `run_as` to start any.
+RUN_AS_OWN_USER = f"c.LocalProcessBackend.run_as = {pwd.getpwuid(os.geteuid()).pw_name!r}\n"
 CLI = str(Path(sys.executable).with_name("functions-framework"))
 
 # target name -> source file, as knative/outpost-*.yaml sets FUNCTION_TARGET / FUNCTION_SOURCE
@@ -68,7 +71,7 @@ class Stack:
         self.backend_config.write_text(
             f"c.LocalProcessBackend.cmd = [{sys.executable!r}, {str(TINY_SERVER)!r}]\n"
             "c.LocalProcessBackend.start_timeout = 20.0\n"
-            "c.LocalProcessBackend.stop_timeout = 2.0\n"
+            "c.LocalProcessBackend.stop_timeout = 2.0\n" + RUN_AS_OWN_USER
         )
         return self
 

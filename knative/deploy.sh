@@ -4,11 +4,16 @@
 #   knative/deploy.sh --namespace outpost --image registry.example.org/outpost/functions:0.1.0
 #   knative/deploy.sh ... --manifests     # the same with `kubectl apply -f` only
 #   knative/deploy.sh ... --dry-run       # print the commands, change nothing
+#   knative/deploy.sh ... --release NAME  # the chart's release, when the namespace has several
 #
-# Install the chart first (release "outpost" or fullnameOverride: outpost): the functions
-# read its ConfigMaps outpost-config/outpost-env, the Secret outpost-redis and run as its
-# service accounts. Re-run after `helm upgrade` or a secret change: a fingerprint of those
-# objects goes into each revision, so changed configuration rolls out new revisions.
+# Install the chart first, under any release name: the functions read its ConfigMaps
+# <fullname>-config/-env, the Secret <fullname>-redis and run as its service accounts, where
+# <fullname> is the chart's name for its objects ("outpost" for release "outpost"). The chart
+# labels its -env ConfigMap with outpost.jupyterhub.org/fullname; this script reads that label
+# (the one release in the namespace, or --release NAME) and names everything it deploys
+# <fullname>-*: the Knative Services, sources, Broker and Triggers. Re-run after
+# `helm upgrade` or a secret change: a fingerprint of those objects goes into each revision,
+# so changed configuration rolls out new revisions. --dry-run reads the release too.
 #
 # Environment (all optional):
 #   OUTPOST_IMAGE    image instead of --image
@@ -25,6 +30,7 @@ FUNCTIONS=(start poll stop events timer pod-status)
 PLACEHOLDER_IMAGE="registry.example.org/outpost/functions:0.1.0"
 
 NAMESPACE="outpost"
+RELEASE=""
 IMAGE="${OUTPOST_IMAGE:-}"
 MODE="kn"
 DRY_RUN=0
@@ -36,8 +42,9 @@ CLUSTER_DOMAIN="${CLUSTER_DOMAIN:-cluster.local}"
 KN="${KN:-kn}"
 KUBECTL="${KUBECTL:-kubectl}"
 
+# The comment block at the top of this file, up to its first command.
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
 }
 
 die() {
@@ -58,6 +65,7 @@ run() {
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -n | --namespace) NAMESPACE="${2:?--namespace needs a value}"; shift 2 ;;
+    --release) RELEASE="${2:?--release needs a value}"; shift 2 ;;
     --image) IMAGE="${2:?--image needs a value}"; shift 2 ;;
     --manifests) MODE="kubectl"; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -68,19 +76,35 @@ done
 
 [[ -n "${IMAGE}" ]] || die "--image (or OUTPOST_IMAGE) is required: the image built from containers/functions.Containerfile"
 PODS_NAMESPACE="${PODS_NAMESPACE:-${NAMESPACE}}"
-EVENTS_URL="http://outpost-events.${NAMESPACE}.svc.${CLUSTER_DOMAIN}"
+DNS_LABEL='^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'
+[[ -z "${RELEASE}" || "${RELEASE}" =~ ${DNS_LABEL} ]] || die "--release ${RELEASE}: not a Helm release name"
+
+command -v "${KUBECTL}" >/dev/null || die "${KUBECTL} not found"
+if [[ "${DRY_RUN}" -eq 0 && "${MODE}" == "kn" ]]; then
+  command -v "${KN}" >/dev/null || die "${KN} not found (or use --manifests)"
+fi
+
+# The chart's releases here, "<release> <fullname>" a line, from the label on each release's -env ConfigMap.
+selector="outpost.jupyterhub.org/fullname"
+[[ -z "${RELEASE}" ]] || selector+=",app.kubernetes.io/instance=${RELEASE}"
+found="$(
+  "${KUBECTL}" get configmap -n "${NAMESPACE}" -l "${selector}" -o \
+    'jsonpath={range .items[*]}{.metadata.labels.app\.kubernetes\.io/instance} {.metadata.labels.outpost\.jupyterhub\.org/fullname}{"\n"}{end}'
+)" || die "cannot list the ConfigMaps in ${NAMESPACE}"
+case "$(printf '%s' "${found}" | grep -c .)" in
+  0) die "no release${RELEASE:+ ${RELEASE}} of charts/jupyterhub-outpost in ${NAMESPACE} (no ConfigMap labelled outpost.jupyterhub.org/fullname): install or upgrade the Helm chart first" ;;
+  1) read -r RELEASE FULLNAME <<<"${found}" ;;
+  *) die "several releases of charts/jupyterhub-outpost in ${NAMESPACE} ($(printf '%s\n' "${found}" | cut -d' ' -f1 | paste -sd, -)): choose one with --release NAME" ;;
+esac
+[[ "${FULLNAME}" =~ ${DNS_LABEL} ]] || die "release ${RELEASE}: unexpected object name prefix '${FULLNAME}'"
+echo "Release ${RELEASE} in ${NAMESPACE}: deploying ${FULLNAME}-*"
+EVENTS_URL="http://${FULLNAME}-events.${NAMESPACE}.svc.${CLUSTER_DOMAIN}"
 
 if [[ "${DRY_RUN}" -eq 0 ]]; then
-  command -v "${KUBECTL}" >/dev/null || die "${KUBECTL} not found"
-  if [[ "${MODE}" == "kn" ]]; then
-    command -v "${KN}" >/dev/null || die "${KN} not found (or use --manifests)"
-  fi
-  "${KUBECTL}" get -n "${NAMESPACE}" configmap/outpost-config configmap/outpost-env >/dev/null \
-    || die "ConfigMaps outpost-config/outpost-env missing in ${NAMESPACE}: install the Helm chart first"
   # resourceVersions change whenever the chart's configuration or a referenced secret changes.
   FINGERPRINT="$(
     "${KUBECTL}" get -n "${NAMESPACE}" --ignore-not-found \
-      "configmap/outpost-config" "configmap/outpost-env" "secret/outpost-redis" \
+      "configmap/${FULLNAME}-config" "configmap/${FULLNAME}-env" "secret/${FULLNAME}-redis" \
       "secret/${CRYPT_SECRET}" "secret/${USERS_SECRET}" \
       -o 'jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}' \
       | sha256sum | cut -c1-16
@@ -89,11 +113,17 @@ else
   FINGERPRINT="dry-run"
 fi
 
-# Render the manifests with this installation's image, secret names, fingerprint and class.
+# Render the manifests with this installation's names, image, secret names, fingerprint and class.
+# The files name everything as release "outpost" does: outpost-<part> and the Broker "outpost".
+# The names first, so a secret name that starts with outpost- is left alone.
+PARTS="start|poll|stop|events|timer|pod-|tick|config|env|redis|functions"
 RENDERED="$(mktemp -d)"
 trap 'rm -rf "${RENDERED}"' EXIT
 for file in "${HERE}"/outpost-*.yaml "${HERE}/eventing.yaml"; do
-  sed \
+  sed -E \
+    -e "s#(^|[^A-Za-z0-9.-])outpost-(${PARTS})#\1${FULLNAME}-\2#g" \
+    -e "s#^([[:space:]]*(name|broker): )outpost\$#\1${FULLNAME}#" \
+    -e "s#^([[:space:]]*app\.kubernetes\.io/instance: )outpost\$#\1${RELEASE}#" \
     -e "s#image: ${PLACEHOLDER_IMAGE}#image: ${IMAGE}#" \
     -e "s#name: outpost-cryptkey,#name: ${CRYPT_SECRET},#" \
     -e "s#name: outpost-users,#name: ${USERS_SECRET},#" \
@@ -113,7 +143,7 @@ kn_verb() {
 
 watch_other_namespace() {
   if [[ "${PODS_NAMESPACE}" != "${NAMESPACE}" ]]; then
-    run "${KUBECTL}" patch apiserversource outpost-pod-watch -n "${NAMESPACE}" --type merge -p \
+    run "${KUBECTL}" patch apiserversource "${FULLNAME}-pod-watch" -n "${NAMESPACE}" --type merge -p \
       "{\"spec\":{\"namespaceSelector\":{\"matchLabels\":{\"kubernetes.io/metadata.name\":\"${PODS_NAMESPACE}\"}}}}"
   fi
 }
@@ -129,26 +159,26 @@ fi
 
 # 1. The six Knative Services, declaratively from their files.
 for fn in "${FUNCTIONS[@]}"; do
-  run "${KN}" service apply "outpost-${fn}" -n "${NAMESPACE}" -f "${RENDERED}/outpost-${fn}.yaml"
+  run "${KN}" service apply "${FULLNAME}-${fn}" -n "${NAMESPACE}" -f "${RENDERED}/outpost-${fn}.yaml"
 done
 
 # 2. What kn cannot create: the pod watcher's ServiceAccount, Role and RoleBinding.
 run "${KUBECTL}" apply -n "${NAMESPACE}" -f "${RENDERED}/eventing.yaml" -l outpost.jupyterhub.org/apply=kubectl
 
-# 3. Pod changes -> outpost-pod-status.
-NAME=outpost-pod-watch
+# 3. Pod changes -> <fullname>-pod-status.
+NAME="${FULLNAME}-pod-watch"
 run "${KN}" source apiserver "$(kn_verb source apiserver)" "${NAME}" -n "${NAMESPACE}" \
   --resource "Pod:v1:app.kubernetes.io/managed-by=jupyterhub-outpost" \
-  --mode Reference --service-account outpost-pod-watcher --sink ksvc:outpost-pod-status
+  --mode Reference --service-account "${FULLNAME}-pod-watcher" --sink "ksvc:${FULLNAME}-pod-status"
 watch_other_namespace
 
-# 4. The one-minute tick -> outpost-timer.
-NAME=outpost-tick
+# 4. The one-minute tick -> <fullname>-timer.
+NAME="${FULLNAME}-tick"
 run "${KN}" source ping "$(kn_verb source ping)" "${NAME}" -n "${NAMESPACE}" \
-  --schedule "* * * * *" --data '{"task": "tick"}' --sink ksvc:outpost-timer
+  --schedule "* * * * *" --data '{"task": "tick"}' --sink "ksvc:${FULLNAME}-timer"
 
 # 5. The Broker for async start/stop; its delivery settings apply to both Triggers.
-NAME=outpost
+NAME="${FULLNAME}"
 verb="$(kn_verb broker)"
 class=()
 if [[ "${verb}" == "create" ]]; then
@@ -158,10 +188,10 @@ run "${KN}" broker "${verb}" "${NAME}" -n "${NAMESPACE}" "${class[@]}" \
   --retry 5 --backoff-policy exponential --backoff-delay PT1S --timeout PT300S \
   --dl-sink "${EVENTS_URL}/dead-letter"
 
-# 6. Triggers: start/stop requests -> outpost-events (/start, /stop).
+# 6. Triggers: start/stop requests -> <fullname>-events (/start, /stop).
 for action in start stop; do
-  NAME="outpost-${action}-requested"
-  run "${KN}" trigger "$(kn_verb trigger)" "${NAME}" -n "${NAMESPACE}" --broker outpost \
+  NAME="${FULLNAME}-${action}-requested"
+  run "${KN}" trigger "$(kn_verb trigger)" "${NAME}" -n "${NAMESPACE}" --broker "${FULLNAME}" \
     --filter "type=org.jupyterhub.outpost.${action}.requested" --sink "${EVENTS_URL}/${action}"
 done
 

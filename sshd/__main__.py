@@ -79,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         logs.configure(json_format=settings.log_format == "json")
-        # asyncssh logs several lines per channel; ours is the one line per forward that matters.
-        asyncssh.set_log_level(logging.WARNING)
         if args.metrics_port:
             try:
                 serve_metrics(args.metrics_port)

@@ -16,6 +16,7 @@ from typing import Protocol, cast
 import asyncssh
 from asyncssh import ChannelOpenError, SSHTCPSession
 
+from outpost.logs import escape
 from outpost.models import ACTIVE_PHASES
 from outpost.settings import Settings
 from outpost.store import AddressOwner
@@ -188,7 +189,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         if owner is None:
             self._log_refused(grant, host, port, Refusal.NOT_A_SERVICE)
         elif not grant.allows(owner.hub):
-            self._log_refused(grant, host, port, Refusal.OTHER_HUB, f"owner={owner.hub}")
+            self._log_refused(grant, host, port, Refusal.OTHER_HUB, f"owner={escape(owner.hub)}")
         elif owner.phase not in ACTIVE_PHASES:
             self._log_refused(grant, host, port, Refusal.NOT_RUNNING, f"phase={owner.phase}")
         else:
@@ -205,7 +206,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         metrics.FORWARDS_REFUSED.labels(reason.value).inc()
         logger.info(
             "forward refused hubs=%s dest=%s:%d peer=%s reason=%s%s",
-            grant.describe(), host, port, self._peer, reason.value, f" {detail}" if detail else "",
+            grant.describe(), escape(host), port, self._peer, reason.value, f" {detail}" if detail else "",
         )  # fmt: skip
 
     # --- idle timeout: a connection without forwards for this long is closed ------------------
@@ -263,6 +264,9 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
     `python -m sshd` runs it on uvloop; `outpost dev` may run it in its own loop. Use the result
     as an async context manager, or `close()` then `await wait_closed()`.
     """
+    # asyncssh logs several lines per channel, with the client's host and user name as they came (a
+    # newline in a host wrote a line of its own); ours is the one escaped line per forward.
+    asyncssh.set_log_level(logging.WARNING)
     policy = Policy(settings, lookup)
     host_key = load_host_key(settings.ssh_host_key)
     acceptor = await asyncssh.listen(

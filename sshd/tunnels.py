@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from outpost.models import ServiceId
 from outpost.store import TunnelTarget
 from sshd import metrics
 
@@ -30,9 +31,10 @@ class TunnelSource(Protocol):
 
 
 class TunnelPoster(Protocol):
-    """`outpost.hub.HubClient`: POST `{"service": answer}` with the API token; bounded retries inside."""
+    """`outpost.hub.HubClient`: POST `{"service": answer}` with the API token, if the hub's callback
+    policy admits the URL; bounded retries inside."""
 
-    async def setup_tunnel(self, url: str, token: str, answer: str, about: str) -> bool: ...
+    async def setup_tunnel(self, url: str, token: str, answer: str, sid: ServiceId) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,7 @@ async def recreate_tunnels(
         async with gate:
             about = str(target.id)
             try:
-                ok = await hub.setup_tunnel(target.setup_tunnel_url, target.api_token, target.answer, about)
+                ok = await hub.setup_tunnel(target.setup_tunnel_url, target.api_token, target.answer, target.id)
                 error = "" if ok else "hub refused or unreachable"
             except Exception as exc:  # one hub's trouble must not stop the others
                 ok, error = False, type(exc).__name__

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -35,7 +37,13 @@ from outpost.runtime import close_runtime, use_settings
 from outpost.settings import Settings
 
 TINY_SERVER = Path(__file__).parent / "support" / "tiny_singleuser.py"
+# Servers of these tests run as the test's own user, stated explicitly: as root, an outpost with no
+# `run_as` starts no server (tests/security covers servers run as another user).
+OWN_USER = pwd.getpwuid(os.geteuid()).pw_name
+RUN_AS_OWN_USER = f"c.LocalProcessBackend.run_as = {OWN_USER!r}\n"
 HUBS = {"hubA": "password-a", "hubB": "password-b"}
+# For tests about something else that steer the tiny server through its TINY_* variables (exit, delay).
+TINY_ENV = {hub: {"allowedEnv": ["TINY_*"]} for hub in HUBS}
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +78,7 @@ def backend_config(tmp_path: Path) -> Path:
     path.write_text(
         f"c.LocalProcessBackend.cmd = [{sys.executable!r}, {str(TINY_SERVER)!r}]\n"
         "c.LocalProcessBackend.start_timeout = 20.0\n"
-        "c.LocalProcessBackend.stop_timeout = 2.0\n"
+        "c.LocalProcessBackend.stop_timeout = 2.0\n" + RUN_AS_OWN_USER
     )
     return path
 
@@ -122,6 +130,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.backend_config:
         env["OUTPOST_BACKEND_CONFIG"] = str(settings.backend_config)
+    if settings.hub_options:
+        options = {hub: o.model_dump(by_alias=True, exclude_none=True) for hub, o in settings.hub_options.items()}
+        env["OUTPOST_HUB_OPTIONS"] = json.dumps(options, default=lambda secret: secret.get_secret_value())
     return env
 
 

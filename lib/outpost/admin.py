@@ -9,8 +9,10 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from outpost.env_policy import RUNS_CODE_EXAMPLES, screen_env
 from outpost.errors import ConfigurationError, OutpostError
 from outpost.models import ServiceId, ServiceMeta
+from outpost.overrides import VERBATIM
 from outpost.runtime import Runtime, build_runtime
 from outpost.settings import Settings, load_settings
 
@@ -72,6 +74,10 @@ async def check(config_file: Path | None, say: Say) -> bool:
         say(f"FAIL settings: {exc.message}")
         return False
     say("ok   settings and flavor configuration")
+    for warning in policy_warnings(settings):
+        say(f"WARN {warning}")
+    for line in callback_findings(settings):
+        say(line)
     checks: list[tuple[str, Callable[[Settings, Runtime], object]]] = [
         ("hub credentials", lambda s, r: _require_hubs(s)),
         ("backend configuration", lambda s, r: r.backend),
@@ -102,6 +108,46 @@ async def check(config_file: Path | None, say: Say) -> bool:
     return healthy
 
 
+def callback_findings(settings: Settings) -> list[str]:
+    """Per hub, whether `callbackUrls` limits the URLs the outpost calls back (recommended)."""
+    try:
+        hubs = sorted({*settings.hub_credentials(), *settings.hub_options})
+    except ConfigurationError:
+        hubs = sorted(settings.hub_options)
+    lines = []
+    for hub in hubs:
+        prefixes = settings.hub(hub).callback_urls
+        if prefixes is not None:
+            lines.append(
+                f"ok   hub {hub}: callbackUrls set, the outpost calls back only {', '.join(prefixes) or 'nothing'}"
+            )
+        else:
+            lines.append(
+                f"WARN hub {hub}: no callbackUrls, so the outpost calls back any URL this hub sends (except "
+                f"link-local and metadata addresses and its own ports); set hubOptions.{hub}.callbackUrls"
+            )
+    return lines
+
+
 def _require_hubs(settings: Settings) -> None:
     if not settings.hub_credentials():
         raise ConfigurationError("no hub credentials: set OUTPOST_HUB_USERNAMES and OUTPOST_HUB_PASSWORDS")
+
+
+def policy_warnings(settings: Settings) -> list[str]:
+    """Hub options that let a hub run code of its choosing: allowed, but said out loud."""
+    warnings = []
+    for hub, options in sorted(settings.hub_options.items()):
+        overrides = options.allowed_overrides
+        if overrides == "all":
+            warnings.append(
+                f"hub {hub}: allowedOverrides is 'all': it may set cmd, env and every other backend option, "
+                "i.e. run any command as the servers' user; list what it may override instead"
+            )
+        elif isinstance(overrides, list) and VERBATIM.intersection(overrides):
+            keys = ", ".join(sorted(VERBATIM.intersection(overrides)))
+            warnings.append(f"hub {hub}: allowedOverrides includes {keys}: it may run any command as the servers' user")
+        passed = screen_env(dict.fromkeys(RUNS_CODE_EXAMPLES, ""), options.allowed_env).env
+        if passed:
+            warnings.append(f"hub {hub}: allowedEnv lets it set {', '.join(passed)}, which run code it chooses")
+    return warnings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import redis.exceptions
 from cloudevents.http import CloudEvent, from_http
 from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 
@@ -29,6 +30,7 @@ EventHandler = Callable[[Runtime, CloudEvent], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class SegmentConvertor(Convertor[str]):
@@ -121,7 +123,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared in ("", "0") and "transfer-encoding" not in request.headers:
         return b""  # a poll: nothing to read
-    if declared.isdigit() and int(declared) > limit:
+    # Only ASCII digits: str.isdigit() also accepts "²", which int() refuses; 19+ digits is over any limit.
+    if _DIGITS.fullmatch(declared) and (len(declared) > 18 or int(declared) > limit):
         raise errors.BodyTooLarge(f"request body larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -147,16 +150,16 @@ def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[
 
 
 def _source(request: Request, runtime: Runtime) -> str:
-    """Who is calling: behind Knative's gateways, the first X-Forwarded-For entry (if trusted)."""
-    if runtime.settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.client.host if request.client else "unknown"
+    """Who is calling: the socket peer, or the address the trusted proxies vouch for."""
+    peer = request.client.host if request.client else "unknown"
+    return runtime.proxies.caller(peer, request.headers.getlist("x-forwarded-for"))
 
 
 async def _authenticate(request: Request, runtime: Runtime) -> str:
-    header = request.headers.get("authorization")
+    headers = request.headers.getlist("authorization")
+    if len(headers) > 1:  # proxies disagree on which one counts: believe neither
+        raise errors.Unauthorized("more than one Authorization header")
+    header = headers[0] if headers else None
     return await authenticate(header, _source(request, runtime), runtime.credentials, runtime.guard)
 
 
@@ -196,6 +199,7 @@ async def receive_event(request: Request, handler: EventHandler) -> Response:
 # Third-party failures that have a meaning for the client.
 _FOREIGN: dict[type[BaseException], type[errors.OutpostError]] = {
     cloudevents.exceptions.GenericException: errors.InvalidEvent,
+    ClientDisconnect: errors.IncompleteBody,
     redis.exceptions.ConnectionError: errors.StoreUnavailable,
     redis.exceptions.TimeoutError: errors.StoreUnavailable,
     redis.exceptions.BusyLoadingError: errors.StoreUnavailable,
@@ -214,7 +218,8 @@ def error_response(exc: BaseException) -> JSONResponse:
     """The one mapping from exceptions to HTTP answers. Unknown errors: a JSON 500, logged."""
     for cls in type(exc).__mro__:
         if cls in _FOREIGN:
-            log.warning("store unavailable: %s", type(exc).__name__)
+            if _FOREIGN[cls] is errors.StoreUnavailable:
+                log.warning("store unavailable: %s", type(exc).__name__)
             exc = _FOREIGN[cls]()
             break
     if isinstance(exc, errors.SpawnFailed):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from collections.abc import Mapping
 
@@ -12,6 +11,8 @@ from outpost.ratelimit import LoginGuard
 
 # Compared against when the user name is unknown, so timing does not reveal valid hub names.
 _NO_SUCH_HUB = "\x00" * 32
+# Far above any real credential; longer headers are refused before they are decoded.
+MAX_AUTHORIZATION_CHARS = 4096
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str]:
@@ -19,9 +20,12 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
     scheme, _, encoded = (authorization or "").partition(" ")
     if scheme.lower() != "basic" or not encoded:
         raise Unauthorized()
+    if len(encoded) > MAX_AUTHORIZATION_CHARS:
+        raise Unauthorized("malformed Basic credentials")
     try:
+        # ValueError covers binascii.Error and a header that is not ASCII (HTTP gives latin-1 text).
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # UnicodeDecodeError is one too
         raise Unauthorized("malformed Basic credentials") from None
     hub, sep, password = decoded.partition(":")
     if not sep:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from traitlets.config import Config
 
 from outpost.embedded_redis import EmbeddedRedis
+from outpost.errors import ConfigurationError
+from outpost.files import private_dir, write_private
 from outpost.runtime import close_runtime, get_runtime, use_settings
 from outpost.settings import Settings, load_settings
 
@@ -32,11 +35,12 @@ class DevOptions:
 
 
 def _persisted_secret(path: Path, make: str) -> str:
-    """A secret generated on the first run and kept in the data directory (mode 0600)."""
+    """A secret generated on the first run and kept in the data directory (mode 0600, made so again
+    if an earlier run left it readable by others)."""
     if path.exists():
+        path.chmod(0o600)
         return path.read_text().strip()
-    path.write_text(make)
-    path.chmod(0o600)
+    write_private(path, make)
     return make
 
 
@@ -46,6 +50,7 @@ def dev_settings(options: DevOptions, redis_url: str) -> Settings:
         "redis_url": redis_url,
         "data_dir": data,
         "backend": options.backend,
+        "api_port": options.api_port,
         "ssh_port": options.ssh_port,
         "ssh_listen_host": options.api_host,
         "ssh_host_key": data / "ssh_host_key",
@@ -117,11 +122,13 @@ async def run_dev(options: DevOptions) -> None:
     from outpost.devserver import build_router
     from outpost.timer import run_timer
 
-    options.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(options.data_dir)
     async with redis_for(options) as redis_url:
         settings = dev_settings(options, redis_url)
         use_settings(settings)
         await (await get_runtime()).store.redis.ping()
+        if settings.backend == "local" and os.geteuid() == 0:
+            print(choose_server_user((await get_runtime()).config), flush=True)
         server = uvicorn.Server(
             uvicorn.Config(
                 build_router(),
@@ -129,6 +136,9 @@ async def run_dev(options: DevOptions) -> None:
                 port=options.api_port,
                 lifespan="off",
                 log_level="warning",
+                # uvicorn would take the caller from X-Forwarded-For of any loopback peer; who calls
+                # is decided by OUTPOST_TRUSTED_PROXIES alone (outpost.proxies).
+                proxy_headers=False,
             )
         )
         print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")
@@ -150,6 +160,40 @@ async def run_dev(options: DevOptions) -> None:
             stopped = await stop_all_servers()
             print(f"stopped {stopped} server(s); bye", flush=True)
             await close_runtime()
+
+
+def choose_server_user(config: Config) -> str:
+    """As root, pick who local servers run as, unless the administrator's `run_as` says: `nobody` when
+    that user can run the configured command; otherwise root, with `--allow-root`, so a first server
+    starts on any machine. Sets it in `config`; answers the line that tells the administrator."""
+    from outpost.backends.local import LocalProcessBackend
+    from outpost.backends.privileges import lookup_user, unusable_path
+
+    options = LocalProcessBackend(config=config)
+    if options.run_as:
+        return f"outpost dev runs as root: servers run as {options.run_as!r} (c.LocalProcessBackend.run_as)"
+    command = [*options.cmd, *options.args]
+    try:
+        blocked = unusable_path(lookup_user("nobody"), command, options.env.get("PATH", os.environ.get("PATH", "")))
+    except ConfigurationError:
+        blocked = "(there is no user 'nobody')"
+    if not blocked:
+        config.LocalProcessBackend.run_as = "nobody"
+        return (
+            "outpost dev runs as root: servers run as the unprivileged user 'nobody' "
+            "(set c.LocalProcessBackend.run_as to choose another)"
+        )
+    config.LocalProcessBackend.run_as = "root"
+    config.LocalProcessBackend.args = [*options.args, "--allow-root"]
+    real = os.path.realpath(blocked)
+    if real != blocked and os.path.exists(real):
+        blocked = f"{blocked} (that is, {real})"
+    return (
+        f"WARNING: outpost dev runs as root, and the user 'nobody' cannot use {blocked} to run {command[0]!r}: "
+        "servers run AS ROOT (with --allow-root). To run them unprivileged, set c.LocalProcessBackend.run_as "
+        "to a user who can run the command (installed outside root's home), or run outpost dev as an "
+        "ordinary user."
+    )
 
 
 def _redacted(url: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from outpost.errors import ConfigurationError
+from outpost.files import private_dir
 
 
 def redis_server_binary() -> str:
@@ -34,7 +35,7 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory)
         self.socket_path.unlink(missing_ok=True)
         args = [
             redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket_path),

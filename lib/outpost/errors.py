@@ -6,6 +6,7 @@ OutpostError
  │    ├── InvalidJSON            400  body is not JSON
  │    ├── InvalidBody            400  JSON of the wrong shape or types
  │    ├── InvalidEvent           400  not a CloudEvent
+ │    ├── IncompleteBody         400  the client left before sending the body it announced
  │    └── BodyTooLarge           413  body over the configured limit
  ├── Unauthorized                401  missing or wrong hub credentials
  ├── TooManyAttempts             429  too many failed logins from this source or for this hub
@@ -21,7 +22,10 @@ OutpostError
  │    │    ├── FlavorFull
  │    │    ├── UserOverLimit
  │    │    ├── OverrideNotAllowed
- │    │    └── AddressTaken     another server or process already serves the address
+ │    │    ├── EnvNotAllowed        environment variables the hub may not set
+ │    │    ├── TemplateNotAllowed   a `misc` string that is more than text and plain {field} placeholders
+ │    │    ├── HostNotAllowed       an address that is not the server's own (kubernetes: its Service)
+ │    │    └── AddressTaken         an address another server or process serves (the first owner keeps it)
  │    └── BackendError           419  the backend failed to start/poll/stop a server
  ├── StoreUnavailable            503  Redis cannot be reached
  └── EventsUnavailable           503  the event broker cannot be reached
@@ -43,17 +47,22 @@ __all__ = [
     "ConfigurationError",
     "FlavorFull",
     "FlavorNotAllowed",
+    "EnvNotAllowed",
     "EventsUnavailable",
+    "HostNotAllowed",
     "InvalidBody",
     "InvalidEvent",
+    "IncompleteBody",
     "InvalidJSON",
     "MethodNotAllowed",
     "NotFound",
     "OutpostError",
     "OverrideNotAllowed",
     "ServiceExists",
+    "shown",
     "SpawnFailed",
     "SpawnRefused",
+    "TemplateNotAllowed",
     "TooManyAttempts",
     "StoreUnavailable",
     "Unauthorized",
@@ -62,6 +71,13 @@ __all__ = [
     "UnknownService",
     "UserOverLimit",
 ]
+
+
+def shown(names: list[str], limit: int = 20, length: int = 64) -> str:
+    """Hub-chosen names for a refusal message: printable (escaped), each cut short, at most `limit`."""
+    parts = [ascii(name[:length])[1:-1] + ("..." if len(name) > length else "") for name in names[:limit]]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(parts) + more
 
 
 class OutpostError(Exception):
@@ -103,6 +119,12 @@ class InvalidEvent(BadRequest):
     """A delivery that is not a valid CloudEvent."""
 
     default_message = "request is not a valid CloudEvent"
+
+
+class IncompleteBody(BadRequest):
+    """The client closed the connection before sending the body it announced."""
+
+    default_message = "the connection closed before the whole request body arrived"
 
 
 class BodyTooLarge(BadRequest):
@@ -198,6 +220,18 @@ class UserOverLimit(SpawnRefused):
 
 class OverrideNotAllowed(SpawnRefused):
     pass
+
+
+class EnvNotAllowed(SpawnRefused):
+    """Names only: a refused variable's value may be a secret or an exploit."""
+
+
+class TemplateNotAllowed(SpawnRefused):
+    """A hub's name template with attribute or index access, a conversion or a format spec."""
+
+
+class HostNotAllowed(SpawnRefused):
+    """A server address the backend cannot vouch for as the server it started."""
 
 
 class AddressTaken(SpawnRefused):

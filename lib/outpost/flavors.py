@@ -59,7 +59,7 @@ class Limits:
 
 class Refusal(StrEnum):
     # The quota values are the ones the store's counting script answers with.
-    UNKNOWN_FLAVOR = "unknown_flavor"
+    NO_FLAVOR = "no_flavor"  # none chosen (a name that is not this hub's: FLAVOR_NOT_ALLOWED)
     FLAVOR_NOT_ALLOWED = "flavor_not_allowed"
     USER_FLAVOR_LIMIT = "user_flavor_limit"
     FLAVOR_FULL = "flavor_full"
@@ -180,11 +180,11 @@ def admission(
         return Admission(limits)
 
     allowed = allowed_flavors(policy, hub, authentication)
-    if flavor_name is None or flavor_name not in policy.flavors:
-        what = "No flavor was chosen." if flavor_name is None else f"Flavor '{flavor_name}' does not exist."
-        return Admission(Limits(), refusal=Refusal.UNKNOWN_FLAVOR, message=f"{what} {_choices(allowed)}")
+    if flavor_name is None:
+        return Admission(Limits(), refusal=Refusal.NO_FLAVOR, message=f"No flavor was chosen. {_choices(allowed)}")
     flavor = allowed.get(flavor_name)
     if flavor is None:
+        # One answer whether the flavor is missing or another hub's: a hub learns only its own menu.
         message = f"You may not use flavor '{flavor_name}'. {_choices(allowed)}"
         return Admission(Limits(), refusal=Refusal.FLAVOR_NOT_ALLOWED, message=message)
 

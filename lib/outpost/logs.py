@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import re
 import secrets
@@ -11,6 +12,20 @@ from pythonjsonlogger.json import JsonFormatter
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PLAIN = re.compile(r"[\w.:@+,-]+", re.ASCII)
+MAX_SHOWN_CHARS = 200
+
+
+def escape(value: object) -> str:
+    """A value someone else chose (a hub's host, name, start id, user) as one token of a log line:
+    as it is when plain, else JSON-quoted (newlines, quotes, spaces, `=` and non-ASCII escaped), so
+    no value can end a line or pose as another field. Long values are cut and say so."""
+    text = str(value)
+    if _PLAIN.fullmatch(text) and len(text) <= MAX_SHOWN_CHARS:
+        return text
+    if len(text) > MAX_SHOWN_CHARS:
+        return f"{json.dumps(text[:MAX_SHOWN_CHARS])}...({len(text)} chars)"
+    return json.dumps(text)
 
 
 def new_request_id(offered: str | None) -> str:

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, field_validator
 
+from outpost.logs import escape
+
 MAX_NAME_LENGTH = 255
 
 
@@ -24,9 +26,18 @@ class StartRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)  # built at the first start, not at import
 
     name: StrictStr = Field(max_length=MAX_NAME_LENGTH)
-    env: Annotated[dict[str, StrictStr], BeforeValidator(_stringify_scalars)] = Field(default_factory=dict)
+    env: Annotated[dict[str, StrictStr], BeforeValidator(_stringify_scalars)] = Field(
+        default_factory=dict,
+        description="The server's environment: JUPYTERHUB_*, JUPYTER_* and JPY_* names (those that load code "
+        "from a path only when allowed), plus the names the hub's allowedEnv patterns allow",
+    )
     user_options: dict[str, Any] = Field(default_factory=dict)
-    misc: dict[str, Any] = Field(default_factory=dict)
+    misc: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend options to override, as far as the hub's allowedOverrides allows (by default "
+        "the OutpostSpawner's: dns_name_template, pod_name_template, internal_ssl, port, ip, services_enabled, "
+        "extra_labels); strings are text and plain {field} placeholders",
+    )
     certs: dict[str, StrictStr] = Field(default_factory=dict)
     internal_trust_bundles: dict[str, StrictStr] = Field(default_factory=dict)
     authentication: dict[str, Any] | None = None
@@ -92,7 +103,9 @@ class ServiceId:
     start_id: str
 
     def __str__(self) -> str:
-        return f"{self.hub}/{self.name or '<default>'}/{self.start_id}"
+        """How logs show it: each part escaped, since the hub chose the name and the start id."""
+        name = escape(self.name) if self.name else "<default>"
+        return f"{escape(self.hub)}/{name}/{escape(self.start_id)}"
 
 
 @dataclass(frozen=True)

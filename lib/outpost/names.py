@@ -16,6 +16,7 @@ HASH_LENGTH = 8
 OBJECT_NAME_MAX = 63  # a DNS-1035 label: a Service's name, and so our pods' names
 LABEL_VALUE_MAX = 63
 _PART_MAX = 48  # one user or server name inside a template (KubeSpawner's budget)
+TEMPLATE_FIELDS_MAX = 16  # placeholders in one template: bounds what rendering it can allocate
 
 _LOWER = frozenset(string.ascii_lowercase)
 _LOWER_ALNUM = frozenset(string.ascii_lowercase + string.digits)
@@ -124,11 +125,47 @@ def template_fields(user: str, user_id: str, server_name: str) -> dict[str, str]
     }
 
 
+def template_fields_used(template: str) -> list[str]:
+    """The fields a template names; ValueError unless it is text and plain `{field}` placeholders.
+
+    A hub's template is data: attribute or index access (`{name.__class__}`), conversions and format
+    specs (`{name:>999999999}` allocates a gigabyte) would make `str.format` run the hub's expressions.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # an unmatched brace
+        raise ValueError(f"{exc}; write a literal brace as '{{{{' or '}}}}'") from None
+    placeholders = [(field, spec, conversion) for _, field, spec, conversion in parsed if field is not None]
+    if any(not field.isidentifier() or spec or conversion for field, spec, conversion in placeholders):
+        raise ValueError("only plain {field} placeholders are allowed: no attributes, indexes, conversions or formats")
+    if len(placeholders) > TEMPLATE_FIELDS_MAX:
+        raise ValueError(f"more than {TEMPLATE_FIELDS_MAX} placeholders")
+    return [field for field, _, _ in placeholders]
+
+
 def expand(template: str, fields: Mapping[str, str]) -> str:
     """Fill a template; a trailing '-' left by an empty server name goes (as in KubeSpawner)."""
+    known = ", ".join("{" + key + "}" for key in sorted(fields))
     try:
-        rendered = template.format(**fields)
-    except (KeyError, IndexError, ValueError) as exc:
-        known = ", ".join("{" + key + "}" for key in sorted(fields))
-        raise ValueError(f"cannot expand {template!r} ({type(exc).__name__}: {exc}); known fields: {known}") from None
+        unknown = sorted(set(template_fields_used(template)) - set(fields))
+    except ValueError as exc:
+        raise ValueError(f"cannot expand {template!r}: {exc}") from None
+    if unknown:
+        raise ValueError(f"cannot expand {template!r}: unknown fields {', '.join(unknown)}; known fields: {known}")
+    rendered = template.format(**fields)
     return rendered if template.endswith("-") else rendered.rstrip("-")
+
+
+def is_service_host(host: str, service: str, namespace: str, cluster_domain: str, *, short: bool) -> bool:
+    """Whether `host` names that Service: `<service>.<namespace>[.svc[.<cluster_domain>]]`, any case, with or
+    without the root's trailing dot. `short` admits the bare `<service>`, which resolves in the namespace of
+    whoever looks it up: only right when that is the Service's own."""
+    wanted = [f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.{cluster_domain}"]
+    if short:
+        wanted.append(service)
+    return dns_key(host) in {dns_key(name) for name in wanted}
+
+
+def dns_key(host: str) -> str:
+    """A host name as DNS compares it: any case, and the root's trailing dot implied."""
+    return host.lower().removesuffix(".")

@@ -12,6 +12,14 @@ from outpost.models import StartRequest
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _SPAWN_ERROR = {"$ref": "#/components/schemas/SpawnError"}
+_START_REFUSED = (
+    "refused by policy, before anything is stored (`class`: FlavorNotAllowed, FlavorFull, UserOverLimit; "
+    "OverrideNotAllowed: a `misc` key the hub may not override; TemplateNotAllowed: a `misc` string with more "
+    "than text and plain {field} placeholders; EnvNotAllowed: `env` names outside JUPYTERHUB_*, JUPYTER_*, JPY_* "
+    "and the hub's allowedEnv, named in `args`), refused by the backend (HostNotAllowed: a dns_name_template "
+    "that does not name the server's own Service; AddressTaken: an address another server or process serves, "
+    "named in `args`), or the backend failed (BackendError)"
+)
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -144,7 +152,7 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(service, "the server's address"),
                         "202": _json(service, "start continues in the background"),
-                        "419": _json(_SPAWN_ERROR, "refused by policy, the address is in use, or the backend failed"),
+                        "419": _json(_SPAWN_ERROR, _START_REFUSED),
                         **_errors(400, 409, 413, 503),
                     },
                 },

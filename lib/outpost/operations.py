@@ -10,10 +10,11 @@ from typing import Any
 from outpost import errors, metrics, pod_status, quota
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
+from outpost.env_policy import screen_env
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
-from outpost.overrides import refused_overrides
+from outpost.overrides import refused_overrides, refused_templates
 from outpost.runtime import Runtime
 from outpost.store import Claim
 
@@ -43,11 +44,22 @@ async def start_service(call: Call) -> Reply:
     request = call.json(StartRequest)
     sid = ServiceId(call.hub, request.name, request.start_id)
     runtime = call.runtime
-    refused = refused_overrides(
-        call.hub, request.misc, runtime.settings.hub(call.hub).allowed_overrides, runtime.hooks.allow_override
-    )
+    options = runtime.settings.hub(call.hub)
+    refused = refused_overrides(call.hub, request.misc, options.allowed_overrides, runtime.hooks.allow_override)
     if refused:
-        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {', '.join(refused)}.")
+        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {errors.shown(refused)}.")
+    refused = refused_templates(request.misc)
+    if refused:
+        raise errors.TemplateNotAllowed(
+            f"These options hold more than plain {{field}} placeholders (or too many): {errors.shown(refused)}."
+        )
+    screened = screen_env(request.env, options.allowed_env)
+    if screened.refused:
+        raise errors.EnvNotAllowed(
+            f"This outpost does not pass these environment variables to servers: {errors.shown(screened.refused)}. "
+            "Its administrator can allow them for this hub (hubOptions.<hub>.allowedEnv)."
+        )
+    request = request.model_copy(update={"env": screened.env})
     decision = await quota.admit(runtime, call.hub, request)
     certs = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
     created = await runtime.store.create(
@@ -94,10 +106,9 @@ async def _start(
     if await runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,)) != Phase.PENDING:
         raise errors.ServiceExists("the start of this service is already under way")
     env: dict[str, str] = body.get("env", {})
-    about = str(sid)
 
     async def progress(percent: int, message: str) -> None:
-        await runtime.hub.progress(env, about, percent, message)
+        await runtime.hub.progress(env, sid, percent, message)
 
     async def save_state(state: dict[str, Any]) -> None:
         await runtime.store.save_backend_state(sid, state)
@@ -107,7 +118,7 @@ async def _start(
         metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
-            await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)
+            await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)
         await quota.send_flavor_update(runtime, sid, env)
 
     flavor = runtime.flavor_policy.flavors.get(body.get("user_options", {}).get("flavor") or "")
@@ -120,6 +131,8 @@ async def _start(
         resources=dict(flavor.resources) if flavor else {},
     )
     await progress(10, "Start request received by the outpost")
+    for note in _callback_notes(runtime, sid, env, announce=True):
+        await progress(10, note)  # shown while the server starts, when the events URL itself is called
     clock = time.perf_counter()
     try:
         started = await runtime.backend.start(spec, save_state, progress)
@@ -143,9 +156,19 @@ async def _start(
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
-        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
+        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, sid)
     log.info("started %s", sid)
     return address
+
+
+def _callback_notes(runtime: Runtime, sid: ServiceId, env: dict[str, str], *, announce: bool = False) -> list[str]:
+    """What the hub's user is told about callback URLs of this start the outpost does not call; with
+    `announce`, each is logged too, naming the variable and the hub (never the URL or a token)."""
+    refused = runtime.callbacks.refusals(sid.hub, env)
+    if announce:
+        for variable, reason in refused:
+            log.warning("%s of hub %s is not called for %s: %s", variable, sid.hub, sid, reason)
+    return [f"outpost: {variable} is not called: {reason}" for variable, reason in refused]
 
 
 def _host_port(address: str) -> str:
@@ -196,7 +219,9 @@ async def poll_service(call: Call) -> Reply:
             await runtime.store.mark_ended(sid, status)
     reply: dict[str, Any] = {"status": status}
     if call.query.get("collect_logs", "").lower() == "true":
-        reply["logs"] = await runtime.backend.logs(state) if state is not None else []
+        body, _, _ = await runtime.store.secrets(sid)
+        logs = await runtime.backend.logs(state) if state is not None else []
+        reply["logs"] = _callback_notes(runtime, sid, body.get("env", {})) + logs
     return Reply(reply)
 
 
@@ -220,7 +245,7 @@ async def abandon(runtime: Runtime, sid: ServiceId, message: str) -> None:
         return
     body, _, _ = await runtime.store.secrets(sid)
     await stop_if_known(runtime, sid)
-    await runtime.hub.progress(body.get("env", {}), str(sid), 100, message, failed=True)
+    await runtime.hub.progress(body.get("env", {}), sid, 100, message, failed=True)
 
 
 async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
@@ -232,9 +257,9 @@ async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
 async def _stop(runtime: Runtime, sid: ServiceId, *, collect_logs: bool) -> list[str]:
     await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))
     body, state, _ = await runtime.store.secrets(sid)  # undecryptable: 409, and the record is kept
-    logs: list[str] = []
+    logs: list[str] = _callback_notes(runtime, sid, body.get("env", {})) if collect_logs else []
     if state is not None:
-        logs = await runtime.backend.logs(state) if collect_logs else []
+        logs += await runtime.backend.logs(state) if collect_logs else []
         with metrics.STOP_SECONDS.time():
             await runtime.backend.stop(state)
     await runtime.store.forget(sid)

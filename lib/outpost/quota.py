@@ -22,7 +22,7 @@ from outpost.runtime import Runtime
 log = logging.getLogger(__name__)
 
 _ERRORS: dict[Refusal, type[errors.SpawnRefused]] = {
-    Refusal.UNKNOWN_FLAVOR: errors.FlavorNotAllowed,
+    Refusal.NO_FLAVOR: errors.FlavorNotAllowed,
     Refusal.FLAVOR_NOT_ALLOWED: errors.FlavorNotAllowed,
     Refusal.FLAVOR_FULL: errors.FlavorFull,
     Refusal.USER_FLAVOR_LIMIT: errors.UserOverLimit,
@@ -67,4 +67,4 @@ async def send_flavor_update(runtime: Runtime, sid: ServiceId, env: Mapping[str,
     token = env.get("JUPYTERHUB_FLAVORS_UPDATE_TOKEN") or (configured.get_secret_value() if configured else None)
     if not url or not token or not runtime.flavor_policy.configured:
         return
-    await runtime.hub.flavors_update(url, token, await menu(runtime, sid.hub), str(sid))
+    await runtime.hub.flavors_update(url, token, await menu(runtime, sid.hub), sid)

@@ -3,13 +3,19 @@
 A source with too many failures is refused (429) before its password is even checked. A hub name
 under attack is only closed to sources that have not recently logged in as that hub, so the real
 hub keeps working while someone elsewhere guesses its password.
+
+Sources and hub names come from the request, so neither reaches a key as it is: a source is
+hashed, and hub names are hashed into HUB_BUCKETS buckets, however many names are tried and however
+long (`outpost.auth` caps the Authorization header before decoding it). Known and unknown names are
+bucketed alike: were unknown names treated apart, whether a name's bucket closes would tell an
+attacker that the name exists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
 
@@ -17,6 +23,7 @@ from outpost.errors import TooManyAttempts
 
 CACHE_SECONDS = 1.0  # how long an instance trusts its last look at Redis, to keep polls at one read
 GOOD_REFRESH_SECONDS = 60.0
+HUB_BUCKETS = 1024  # a few hubs rarely share one; sharing only closes one's new sources with the other's
 
 
 @dataclass(frozen=True)
@@ -37,11 +44,28 @@ return counts
 """
 
 
+def _digest(value: str) -> str:
+    # All of it: the header caps bound the work, and a cut would let long names that differ late collide.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def source_id(source: str) -> str:
+    """A source as keys and sets hold it: fixed size, whatever the request said."""
+    return _digest(source)
+
+
+def hub_bucket(hub: str) -> str:
+    """The bucket a hub name's failures count in."""
+    return str(int(_digest(hub)[:8], 16) % HUB_BUCKETS)
+
+
 def _key(kind: str, value: str) -> str:
-    return f"outpost:auth:{kind}:{quote(value, safe='')}"
+    return f"outpost:auth:{kind}:{value}"
 
 
 class LoginGuard:
+    """Takes sources and hub names as the request gave them; only their ids reach Redis and memory."""
+
     def __init__(self, client: aioredis.Redis, limits: Limits) -> None:
         self._redis = client
         self._count = client.register_script(_COUNT_IN_WINDOW)
@@ -51,37 +75,40 @@ class LoginGuard:
 
     async def check(self, source: str, hub: str) -> None:
         """Raise TooManyAttempts when this source, or this hub name for this source, is closed."""
+        caller, bucket = source_id(source), hub_bucket(hub)
         now = time.monotonic()
-        if self._checked.get((source, hub), 0.0) > now:
+        if self._checked.get((caller, bucket), 0.0) > now:
             return
-        blocked, hub_failures = await self._redis.mget(_key("block", source), _key("fails-hub", hub))
+        blocked, hub_failures = await self._redis.mget(_key("block", caller), _key("fails-hub", bucket))
         if blocked:
             raise TooManyAttempts(retry_after=self._limits.window_seconds)
         if int(hub_failures or 0) >= self._limits.per_hub:
-            if not await self._redis.sismember(_key("good", hub), source):
+            if not await self._redis.sismember(_key("good", bucket), caller):
                 raise TooManyAttempts(retry_after=self._limits.window_seconds)
         if len(self._checked) > 10_000:
             self._checked.clear()
-        self._checked[(source, hub)] = now + CACHE_SECONDS
+        self._checked[(caller, bucket)] = now + CACHE_SECONDS
 
     async def failed(self, source: str, hub: str) -> None:
+        caller, bucket = source_id(source), hub_bucket(hub)
         window = self._limits.window_seconds
-        self._checked.pop((source, hub), None)
+        self._checked.pop((caller, bucket), None)
         source_failures, _ = await self._count(
-            keys=[_key("fails-source", source), _key("fails-hub", hub)], args=[window]
+            keys=[_key("fails-source", caller), _key("fails-hub", bucket)], args=[window]
         )
         if int(source_failures) >= self._limits.per_source:
-            await self._redis.set(_key("block", source), "1", ex=window)
+            await self._redis.set(_key("block", caller), "1", ex=window)
 
     async def succeeded(self, source: str, hub: str) -> None:
         """Remember this source as the hub's own (at most once a minute per instance)."""
+        caller, bucket = source_id(source), hub_bucket(hub)
         now = time.monotonic()
-        if self._good_noted.get((source, hub), 0.0) > now:
+        if self._good_noted.get((caller, bucket), 0.0) > now:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(_key("good", hub), source)
-            pipe.expire(_key("good", hub), 7 * 86400)
+            pipe.sadd(_key("good", bucket), caller)
+            pipe.expire(_key("good", bucket), 7 * 86400)
             await pipe.execute()
         if len(self._good_noted) > 10_000:
             self._good_noted.clear()
-        self._good_noted[(source, hub)] = now + GOOD_REFRESH_SECONDS
+        self._good_noted[(caller, bucket)] = now + GOOD_REFRESH_SECONDS

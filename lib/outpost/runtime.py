@@ -14,10 +14,12 @@ from traitlets.config import Config
 
 from outpost import logs
 from outpost.backends.base import load_backend_config
+from outpost.callbacks import CallbackPolicy
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
+from outpost.proxies import TrustedProxies
 from outpost.ratelimit import Limits, LoginGuard
 from outpost.settings import Settings, load_settings
 from outpost.store import Store
@@ -42,15 +44,16 @@ class Runtime:
     # Built on first use: a poll never calls a hub, so a poll function never imports httpx.
     @cached_property
     def http(self) -> httpx.AsyncClient:
-        import httpx
+        """The client for hubs' URLs: it connects only to addresses the outpost may call."""
+        from outpost.guarded_http import callback_client
 
-        return httpx.AsyncClient(timeout=self.settings.hub_timeout_seconds)
+        return callback_client(self.settings.own_ports(), self.settings.hub_timeout_seconds)
 
     @cached_property
     def sink_http(self) -> httpx.AsyncClient:
         """The client for the event sink. A plain-HTTP sink (the Knative broker, inside the cluster)
-        uses no TLS, so nothing to verify and no CA bundle to load: 20-30 ms of an async start's
-        cold start. An https sink is verified as usual."""
+        uses no TLS, so nothing to verify and no CA bundle to load, a large share of an async start's
+        cold start (docs/performance.md). An https sink is verified as usual."""
         import httpx
 
         plain = httpx.URL(self.settings.events_sink or "").scheme == "http"  # schemes compare lower-cased
@@ -60,11 +63,20 @@ class Runtime:
     def hub(self) -> HubClient:
         from outpost.hub import HubClient
 
-        return HubClient(self.http, self.settings.hub_retries)
+        return HubClient(self.http, self.settings.hub_retries, self.callbacks)
+
+    @cached_property
+    def callbacks(self) -> CallbackPolicy:
+        options = self.settings.hub_options
+        return CallbackPolicy({hub: o.callback_urls for hub, o in options.items()}, self.settings.own_ports())
 
     @cached_property
     def credentials(self) -> dict[str, str]:
         return self.settings.hub_credentials()
+
+    @cached_property
+    def proxies(self) -> TrustedProxies:
+        return self.settings.proxies()
 
     @cached_property
     def guard(self) -> LoginGuard:

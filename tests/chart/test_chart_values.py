@@ -89,6 +89,8 @@ def test_every_values_key_is_commented() -> None:
         (("--set", "servicessh.nodePort=80"), "/servicessh/nodePort"),
         (("--set", "redis.url=redis://:secret@host:6379"), "/redis/url"),
         (("--set", "cryptSecret="), "/cryptSecret"),
+        (("--set-string", "functions.trustedProxies=yes"), "/functions/trustedProxies"),
+        (("--set", "functions.trustedProxies=40"), "/functions/trustedProxies"),
         (("--set", "sshPublicKeys[0].hub=a"), "/sshPublicKeys/0"),
         (("--set", "ingress.enabled=true"), "ingress.enabled needs at least one entry in ingress.hosts"),
         (("--set", "redis.enabled=false"), "redis.url is required"),

@@ -36,8 +36,8 @@ def marker() -> str:
 
 @pytest.fixture(scope="module")
 def outpost_config(e2e_dir: Path) -> Path | None:
-    """An optional YAML file for `outpost dev --config`."""
-    return None
+    """The YAML file for `outpost dev --config`."""
+    return harness.outpost_values(e2e_dir)
 
 
 @pytest.fixture(scope="module")

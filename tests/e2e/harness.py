@@ -4,7 +4,6 @@ and JupyterHub with the unmodified OutpostSpawner behind configurable-http-proxy
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import shutil
 import signal
@@ -15,13 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
+from outpost.settings import DEFAULT_OVERRIDES
 from tests.e2e.processes import MARKER, VENV_BIN, Proc, base_env, free_port, listening, progress, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHP_LOCAL = REPO / ".ci" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
 INSTALL_CHP = REPO / "tools" / "install_chp.sh"
 HUB_CREDENTIAL = "e2ehub"
+# The default override policy (what the OutpostSpawner sends), plus cmd for the servers broken on purpose.
+OVERRIDES_WITH_CMD = [*DEFAULT_OVERRIDES, "cmd"]
+
+
+def outpost_values(tmp: Path, **values: object) -> Path:
+    """A YAML file for `outpost dev --config`: the hub may also override cmd, and the given values."""
+    path = tmp / "outpost-values.yaml"
+    options = {"hubOptions": {HUB_CREDENTIAL: {"allowedOverrides": OVERRIDES_WITH_CMD}}}
+    path.write_text(yaml.safe_dump({**options, **values}))
+    return path
 
 
 def basic_auth(user: str, password: str) -> dict[str, str]:
@@ -85,13 +96,12 @@ class Outpost:
         return listing
 
 
-def server_home(tmp: Path) -> Path:
-    """HOME for the outpost and the servers it starts (they inherit it): keeps Jupyter's runtime files
-    out of the real home, and lets jupyter_server run when the tests run as root (CI containers)."""
+def outpost_home(tmp: Path) -> Path:
+    """HOME for the outpost process, out of the real home. Its servers each get their own (one per hub
+    and user); as root, `outpost dev` runs the venv's jupyterhub-singleuser (which `nobody` cannot run)
+    as root with --allow-root, so no Jupyter configuration is needed for that here."""
     home = tmp / "home"
-    config = home / ".jupyter" / "jupyter_server_config.py"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text("c.ServerApp.allow_root = True\n" if os.getuid() == 0 else "")
+    home.mkdir(parents=True, exist_ok=True)
     return home
 
 
@@ -104,7 +114,7 @@ def start_outpost(tmp: Path, marker: str, *, config: Path | None = None, ssh_por
     crypt_key, password = Fernet.generate_key().decode(), secrets.token_urlsafe(16)
     env = base_env(marker)
     env.update(OUTPOST_CRYPT_KEY=crypt_key, OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
-    env["HOME"] = str(server_home(tmp))
+    env["HOME"] = str(outpost_home(tmp))
     cmd = [
         str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
         "--ssh-port", str(ssh_port), "--data-dir", str(data_dir),

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 )
 def test_interrupt_stops_every_server(tmp_path: Path, group: bool) -> None:
     """Two running servers (one default, one named), then SIGINT: all gone, clean exit."""
-    outpost = harness.start_outpost(tmp_path, f"ctrl-c-{tmp_path.name}")
+    outpost = harness.start_outpost(tmp_path, f"ctrl-c-{tmp_path.name}", config=harness.outpost_values(tmp_path))
     addresses = []
     try:
         with outpost.client() as api:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-import yaml
 
 from tests.e2e import harness
 from tests.e2e.harness import HUB_CREDENTIAL, Hub, Outpost
@@ -106,9 +105,7 @@ def sshd(outpost: Outpost, e2e_dir: Path, sshd_port: int) -> Iterator[Standalone
 
 @pytest.fixture(scope="module")
 def outpost_config(e2e_dir: Path, ssh_files: SSHClientFiles) -> Path:
-    path = e2e_dir / "outpost-values.yaml"
-    path.write_text(yaml.safe_dump({"sshPublicKeys": [{"hub": HUB_CREDENTIAL, "key": ssh_files.public}]}))
-    return path
+    return harness.outpost_values(e2e_dir, sshPublicKeys=[{"hub": HUB_CREDENTIAL, "key": ssh_files.public}])
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from outpost.reconcile import reconcile
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from outpost.store import key_index, key_record
-from tests.conftest import HubReceiver, basic, function_process, start_body
+from tests.conftest import TINY_ENV, HubReceiver, basic, function_process, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")
@@ -66,10 +66,13 @@ async def test_redis_restart_during_traffic_answers_503_then_recovers_with_nothi
         server.stop()
 
 
-async def test_function_killed_mid_start_leaves_no_orphan(settings: Settings, redis: aioredis.Redis) -> None:
+async def test_function_killed_mid_start_leaves_no_orphan(
+    make_settings: Callable[..., Settings], redis: aioredis.Redis
+) -> None:
+    settings = make_settings(hub_options=TINY_ENV)
     async with function_process("start", "start_service", settings) as (process, client):
         body = start_body()
-        body["misc"]["env"] = {"TINY_DELAY": "30"}
+        body["env"]["TINY_DELAY"] = "30"
         request = asyncio.create_task(client.post("/services", json=body, headers=A))
 
         async def server_spawned() -> bool:

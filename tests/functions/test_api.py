@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from outpost.models import ServiceId
 from outpost.runtime import get_runtime
 from outpost.store import ADDRESSES, key_index, key_record
-from tests.conftest import HubReceiver, basic, start_body
+from tests.conftest import TINY_ENV, HubReceiver, basic, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A, B = basic("hubA"), basic("hubB")
@@ -109,10 +109,11 @@ async def test_poll_reports_exit_code_of_a_crashed_server(api: httpx.AsyncClient
 
 
 async def test_server_that_exits_during_start_gets_419_and_is_forgotten(
-    api: httpx.AsyncClient, redis: aioredis.Redis
+    api: httpx.AsyncClient, make_settings: Any, redis: aioredis.Redis
 ) -> None:
+    make_settings(hub_options=TINY_ENV)
     body = start_body()
-    body["misc"]["env"] = {"TINY_EXIT_CODE": "3"}
+    body["env"]["TINY_EXIT_CODE"] = "3"
     response = await start(api, body)
     assert response.status_code == 419
     error = response.json()
@@ -167,10 +168,11 @@ async def test_async_start_reports_progress_and_sets_up_the_tunnel(
 
 
 async def test_async_start_failure_sends_failed_event_and_forgets(
-    api: httpx.AsyncClient, hub_receiver: HubReceiver, redis: aioredis.Redis
+    api: httpx.AsyncClient, make_settings: Any, hub_receiver: HubReceiver, redis: aioredis.Redis
 ) -> None:
+    make_settings(hub_options=TINY_ENV)
     body = start_body(hub_url=hub_receiver.url)
-    body["misc"]["env"] = {"TINY_EXIT_CODE": "4"}
+    body["env"]["TINY_EXIT_CODE"] = "4"
     assert (await start(api, body, {**A, "execution-type": "async"})).status_code == 202
     events_path = "/hub/api/users/progress/events/alice/srv"
     await hub_receiver.wait_for(lambda: any(c["json"].get("failed") for c in hub_receiver.of(events_path)))

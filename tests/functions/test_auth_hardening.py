@@ -21,7 +21,7 @@ def source(ip: str, headers: dict[str, str]) -> dict[str, str]:
 async def test_a_guessing_source_is_closed_but_others_are_not(
     api: httpx.AsyncClient, make_settings: Callable[..., Settings]
 ) -> None:
-    make_settings(auth_failures_per_source=5, trust_forwarded_for=True)
+    make_settings(auth_failures_per_source=5, trusted_proxies="127.0.0.1")
     wrong, right = basic("hubA", "guess"), basic("hubA")
     codes = [(await api.get("/services", headers=source("10.9.9.9", wrong))).status_code for _ in range(6)]
     assert codes == [401] * 5 + [429]
@@ -33,7 +33,7 @@ async def test_a_guessing_source_is_closed_but_others_are_not(
 async def test_a_hub_under_attack_keeps_working_from_its_own_source(
     api: httpx.AsyncClient, make_settings: Callable[..., Settings]
 ) -> None:
-    make_settings(auth_failures_per_source=100, auth_failures_per_hub=10, trust_forwarded_for=True)
+    make_settings(auth_failures_per_source=100, auth_failures_per_hub=10, trusted_proxies="127.0.0.1")
     assert (await api.get("/services", headers=source("10.0.0.1", basic("hubA")))).status_code == 200
     for attacker in range(10):  # many sources guessing hubA's password
         response = await api.get("/services", headers=source(f"10.66.0.{attacker}", basic("hubA", "guess")))

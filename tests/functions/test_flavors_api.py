@@ -16,7 +16,7 @@ from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from outpost.store import key_index
 from outpost.timer import expire_services
-from tests.conftest import HubReceiver, basic, start_body
+from tests.conftest import TINY_ENV, HubReceiver, basic, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A, B = basic("hubA"), basic("hubB")
@@ -80,7 +80,7 @@ async def test_user_flavors_narrow_to_the_users_rules(
 @pytest.mark.parametrize(
     ("headers", "body", "refusal", "words"),
     [
-        (A, flavored_body("huge"), "FlavorNotAllowed", "Flavor 'huge' does not exist"),
+        (A, flavored_body("huge"), "FlavorNotAllowed", "You may not use flavor 'huge'"),
         (B, flavored_body("gpu"), "FlavorNotAllowed", "You may not use flavor 'gpu'"),
         (A, {**flavored_body("gpu"), "authentication": {"name": "mallory"}}, "FlavorNotAllowed", "No flavor"),
         (A, start_body(), "FlavorNotAllowed", "No flavor was chosen"),
@@ -136,9 +136,9 @@ async def test_concurrent_starts_never_exceed_the_flavor_limit(
 
 
 async def test_a_failed_start_frees_its_slot(api: httpx.AsyncClient, flavored: Callable[..., Settings]) -> None:
-    flavored()
+    flavored(hub_options=TINY_ENV)
     body = flavored_body("gpu")
-    body["misc"]["env"] = {"TINY_EXIT_CODE": "1"}
+    body["env"]["TINY_EXIT_CODE"] = "1"
     assert (await api.post("/services", json=body, headers=A)).status_code == 419
     assert (await api.get("/flavors", headers=A)).json()["gpu"]["current"] == 0
     assert (await api.post("/services", json=flavored_body("gpu"), headers=A)).status_code == 200
@@ -213,7 +213,7 @@ async def test_override_policy_per_hub(
     else:
         assert response.status_code == 419 and response.json()["class"] == "OverrideNotAllowed"
         assert response.json()["args"][0] == f"This outpost does not allow overriding: {refused}."
-    # Other hubs keep the default (all allowed).
+    # Other hubs keep the default: what the OutpostSpawner sends, port and ip included.
     assert (await api.post("/services", json=body, headers=B)).status_code == 200
     await stop_all(api, B)
 
@@ -227,9 +227,9 @@ async def test_admin_hooks_from_outpost_config(
         + "c.Outpost.sanitize_start_response = lambda hub, name, address: address.replace('http://', 'https://')\n"
         + "c.Outpost.normalise_authentication = lambda auth: {**auth, 'name': auth['name'].lower()}\n"
     )
-    make_settings(flavors=FLAVORS, users=USERS)
+    make_settings(flavors=FLAVORS, users=USERS, hub_options={"hubA": {"allowedOverrides": "all"}})
     body = flavored_body("small")
-    body["misc"]["cmd"] = ["/bin/false"]
+    body["misc"]["cmd"] = ["/bin/false"]  # the policy allows it: the hook refuses it
     refused = await api.post("/services", json=body, headers=A)
     assert refused.status_code == 419 and "cmd" in refused.json()["args"][0]
     answer = await api.post("/services", json=flavored_body("small"), headers=A)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import Callable
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from outpost.settings import Settings
-from tests.conftest import basic, function_process, start_body
+from tests.conftest import TINY_ENV, basic, function_process, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")
@@ -49,10 +50,11 @@ async def test_request_ids_are_kept_when_sane_and_made_otherwise(api: httpx.Asyn
     assert replaced.headers["x-request-id"] != "bad id; with junk" and len(replaced.headers["x-request-id"]) == 32
 
 
-async def test_a_deployed_function_logs_json_lines_with_the_request_id(settings: Settings) -> None:
+async def test_a_deployed_function_logs_json_lines_with_the_request_id(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(hub_options=TINY_ENV)
     async with function_process("start", "start_service", settings, stderr=subprocess.PIPE) as (process, client):
         body = start_body()
-        body["misc"]["env"] = {"TINY_EXIT_CODE": "3"}  # a failing start is logged
+        body["env"]["TINY_EXIT_CODE"] = "3"  # a failing start is logged
         response = await client.post("/services", json=body, headers={**A, "X-Request-Id": "trace-me"})
         assert response.status_code == 419
         await asyncio.sleep(0.2)

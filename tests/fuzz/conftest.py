@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from outpost.runtime import close_runtime, get_runtime, use_settings
 from outpost.settings import HubOptions, Settings
-from tests.conftest import TINY_SERVER
+from tests.conftest import RUN_AS_OWN_USER, TINY_SERVER
 from tests.fuzz.harness import (
     BASE_URL,
     FUZZ_OVERRIDES,
@@ -36,7 +36,7 @@ async def outpost(redis_url: str, router: Any, tmp_path_factory: pytest.TempPath
     config.write_text(
         f"c.LocalProcessBackend.cmd = [{sys.executable!r}, {str(TINY_SERVER)!r}]\n"
         "c.LocalProcessBackend.start_timeout = 20.0\n"
-        "c.LocalProcessBackend.stop_timeout = 2.0\n"
+        "c.LocalProcessBackend.stop_timeout = 2.0\n" + RUN_AS_OWN_USER
     )
     options = HubOptions(allowed_overrides=FUZZ_OVERRIDES)
     settings = Settings(

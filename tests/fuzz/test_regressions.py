@@ -22,7 +22,7 @@ from outpost.models import ServiceId
 from outpost.openapi import openapi_document
 from outpost.operations import stop_if_known
 from outpost.settings import load_settings
-from tests.conftest import TINY_SERVER
+from tests.conftest import OWN_USER, TINY_SERVER
 from tests.fuzz.harness import MAX_BODY_BYTES, Fuzz, Seed, basic
 
 JSON = {"Content-Type": "application/json"}
@@ -123,7 +123,29 @@ async def test_a_huge_integer_is_invalid_json(fuzz: Fuzz, path: str) -> None:
     assert response.status_code == 400 and response.json()["error"] == "InvalidJSON", response.text
 
 
-@pytest.mark.parametrize("env", [{"X": "a\x00b"}, {"A=B": "1"}], ids=["nul", "equals"])
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([(b"content-length", b"\xb2")], 400),  # "²": str.isdigit() said yes, int() raised (500)
+        ([(b"content-length", b"9" * 5000)], 413),  # more digits than int() takes (500)
+        ([(b"authorization", b"Basic QQ\xe9==")], 401),  # non-ASCII: base64 raised ValueError (500)
+        ([(b"authorization", b"Basic eA=="), (b"authorization", b"Basic eA==")], 401),
+    ],
+    ids=["superscript-length", "long-length", "non-ascii-auth", "two-auth"],
+)
+@pytest.mark.asyncio(loop_scope="session")
+async def test_headers_a_server_may_pass_through_never_raise(
+    fuzz: Fuzz, headers: list[tuple[bytes, bytes]], status: int
+) -> None:
+    """Straight into the ASGI app, as a server that passes these bytes on would hand them over."""
+    auth = [] if any(k == b"authorization" for k, _ in headers) else [(b"authorization", _basic().encode())]
+    response = await fuzz._asgi("POST", "/services", [*auth, *headers], b"{}", "hubA")
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+
+
+# Names the env allow-list passes, so the values reach the OS.
+@pytest.mark.parametrize("env", [{"JUPYTERHUB_X": "a\x00b"}, {"JUPYTERHUB_A=B": "1"}], ids=["nul", "equals"])
 @pytest.mark.asyncio(loop_scope="session")
 async def test_an_environment_the_os_refuses_is_a_bad_request(fuzz: Fuzz, env: dict[str, str]) -> None:
     sid = ServiceId("hubA", "bad-env", "1")
@@ -140,6 +162,7 @@ async def test_an_environment_the_os_refuses_is_a_bad_request(fuzz: Fuzz, env: d
 async def test_a_failure_after_the_spawn_stops_the_server(tmp_path: Path) -> None:
     config = Config()
     config.LocalProcessBackend.cmd = [sys.executable, str(TINY_SERVER)]
+    config.LocalProcessBackend.run_as = OWN_USER
     backend = LocalBackend(config, tmp_path)
     saved: list[dict[str, Any]] = []
 

@@ -12,7 +12,7 @@ import pytest
 
 from outpost.backends.base import StartSpec
 from outpost.backends.kubernetes import PodBackend, connect
-from outpost.errors import BackendError, InvalidBody
+from outpost.errors import BackendError, HostNotAllowed, InvalidBody
 from outpost.models import ServiceId
 from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status, running_status
 from tests.support.recorder import Recorder
@@ -287,3 +287,83 @@ async def test_connects_with_the_kubeconfig_and_its_namespace(
     # OUTPOST_NAMESPACE (the chart's setting) wins over the context's namespace.
     other = PodBackend(Config(), namespace="elsewhere", connection=connection)
     assert await other.default_namespace() == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("template", "host"),
+    [
+        ("{name}.{namespace}.svc.{cluster_domain}", HOST),
+        ("{name}.{namespace}.svc.cluster.local.", HOST + "."),
+        ("{name}.{namespace}.svc", f"jupyter-alice--srv.{NAMESPACE}.svc"),
+        ("{name}.{namespace}", f"jupyter-alice--srv.{NAMESPACE}"),
+        ("{name}", "jupyter-alice--srv"),  # the outpost's namespace is the pods': it resolves to the Service
+        ("JUPYTER-{username}--{servername}.{namespace}.SVC", f"JUPYTER-alice--srv.{NAMESPACE}.SVC"),
+    ],
+)
+async def test_a_hub_may_shape_the_services_dns_name(
+    apiserver: ApiServer, kubelet: Kubelet, make_backend: Callable[..., PodBackend], template: str, host: str
+) -> None:
+    started = await make_backend().start(spec(misc={"dns_name_template": template}), Recorder().save, Recorder().report)
+    assert started.address == f"http://{host}:8888"
+    assert objects(apiserver)["services"] == ["jupyter-alice--srv"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "outpost-api.{namespace}.svc.cluster.local",  # the outpost's own Service
+        "kubernetes.default.svc.cluster.local",  # the API server
+        "{name}.kube-system.svc.cluster.local",  # a Service of that name in another namespace
+        "{name}.{namespace}.svc.evil.example",  # a domain the hub's owner controls (and points anywhere)
+        "{name}.{namespace}.svc.cluster.local.evil.example",
+        "{name}.{namespace}.pod.cluster.local",
+        "evil.example.{name}.{namespace}.svc.cluster.local",
+        "169.254.169.254",
+        "127.0.0.1",
+        "{username}.{namespace}",  # a name other than the Service's
+    ],
+)
+async def test_any_other_published_name_is_refused_before_anything_is_created(
+    apiserver: ApiServer, make_backend: Callable[..., PodBackend], template: str
+) -> None:
+    recorder = Recorder()
+    with pytest.raises(HostNotAllowed, match="not a name of the server's Service jupyter-alice--srv"):
+        await make_backend().start(spec(misc={"dns_name_template": template}), recorder.save, recorder.report)
+    assert recorder.states == [] and recorder.progress == []
+    assert [r for r in apiserver.requests if r.action != kmock.action.FETCH] == []
+
+
+async def test_a_short_name_is_refused_when_the_pods_live_in_another_namespace(
+    apiserver: ApiServer, kubelet: Kubelet, make_backend: Callable[..., PodBackend]
+) -> None:
+    """`<service>` resolves in the namespace of whoever looks it up (the SSH daemon's), not the pods'."""
+    backend = make_backend(namespace="user-pods")
+    with pytest.raises(HostNotAllowed):
+        await backend.start(spec(misc={"dns_name_template": "{name}"}), Recorder().save, Recorder().report)
+    assert [r for r in apiserver.requests if r.action == kmock.action.CREATE] == []
+
+
+async def test_extra_labels_and_annotations_cannot_forge_the_servers_identity(
+    apiserver: ApiServer, kubelet: Kubelet, make_backend: Callable[..., PodBackend]
+) -> None:
+    forged = {"app.kubernetes.io/managed-by": "someone", "app.kubernetes.io/component": "api",
+              "outpost.jupyter.org/hub": "hubB", "hub.jupyter.org/username": "bob",
+              "hub.jupyter.org/servername": "other", "outpost.jupyter.org/start-id": "9",
+              "outpost.jupyter.org/name": "other"}  # fmt: skip
+    start = spec(misc={"extra_labels": forged, "extra_annotations": forged})
+    await make_backend().start(start, Recorder().save, Recorder().report)
+    for plural in ("pods", "services", "secrets"):
+        metadata = apiserver.live(plural)[NAMESPACE, "jupyter-alice--srv"]["metadata"]
+        assert {key: metadata["labels"][key] for key in forged if key in metadata["labels"]} == {
+            "app.kubernetes.io/managed-by": "jupyterhub-outpost", "app.kubernetes.io/component": "singleuser-server",
+            "outpost.jupyter.org/hub": "hubA", "hub.jupyter.org/username": "alice",
+            "hub.jupyter.org/servername": "srv", "outpost.jupyter.org/start-id": "1",
+            "outpost.jupyter.org/name": "other",  # not an identity label: only an annotation names the server
+        }  # fmt: skip
+        identity = {key: metadata["annotations"][key] for key in forged if key.startswith("outpost.")}
+        assert identity == {"outpost.jupyter.org/hub": "hubA", "outpost.jupyter.org/start-id": "1",
+                            "outpost.jupyter.org/name": "srv"}  # fmt: skip
+        assert metadata["annotations"]["hub.jupyter.org/username"] == "alice"
+    service = apiserver.live("services")[NAMESPACE, "jupyter-alice--srv"]
+    assert service["spec"]["selector"]["outpost.jupyter.org/hub"] == "hubA"
+    assert [sid for sid, _ in await make_backend().running()] == [ServiceId("hubA", "srv", "1")]

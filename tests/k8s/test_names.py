@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from kubespawner import slugs as kubespawner_slugs
 
@@ -82,3 +84,23 @@ def test_junk_from_a_template_is_hashed_into_a_valid_name() -> None:
 )  # fmt: skip
 def test_qualified_keys(key: str, valid: bool) -> None:
     assert names.is_qualified_key(key) is valid
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{username.__class__}", "{username.__class__.__init__.__globals__}", "{username[0]}", "{username!r}",
+        "{username:>999999999}", "{username:{servername}}", "{0}", "{}", "{", "}", "jupyter-{username",
+        "{username}" * 17,
+    ],
+)  # fmt: skip
+def test_templates_are_data_not_expressions(template: str) -> None:
+    """Only text and plain {field} placeholders: nothing str.format would evaluate or pad."""
+    with pytest.raises(ValueError, match=f"cannot expand {re.escape(repr(template))}"):
+        names.expand(template, names.template_fields("alice", "7", "srv"))
+
+
+def test_escaped_braces_and_plain_placeholders_expand() -> None:
+    fields = names.template_fields("alice", "7", "srv")
+    assert names.template_fields_used("{{literal}}-{username}-{servername}") == ["username", "servername"]
+    assert names.expand("{{x}}-{username}", fields) == "{x}-alice"

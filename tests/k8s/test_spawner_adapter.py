@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kmock
 import psutil
 import pytest
 import pytest_asyncio
@@ -22,7 +23,7 @@ from traitlets.config import Config
 from outpost import names
 from outpost.backends.base import StartSpec
 from outpost.backends.spawner import SpawnerBackend, resolve
-from outpost.errors import AddressTaken, BackendError, ConfigurationError
+from outpost.errors import AddressTaken, BackendError, ConfigurationError, HostNotAllowed
 from outpost.models import ServiceId
 from tests.conftest import TINY_SERVER
 from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet
@@ -226,3 +227,32 @@ async def test_kubespawner_pod_that_never_gets_ready(
     with pytest.raises(BackendError, match="did not start in 1 seconds|did not start within 1 seconds"):
         await backend.start(spec("alice", misc=dict(HUB_MISC)), Recorder().save, Recorder().report)
     assert apiserver.live("pods") == {}  # removed after the failed start
+
+
+@pytest.mark.parametrize(
+    ("template", "admins", "accepted"),
+    [
+        ("{name}.{namespace}", None, True),
+        ("{name}.{namespace}.svc.k8s.example", "{name}.{namespace}.svc.k8s.example", True),  # the admin's domain
+        ("outpost-api.{namespace}.svc.cluster.local", None, False),
+        ("{name}.{namespace}.svc.evil.example", "{name}.{namespace}.svc.k8s.example", False),
+        ("{name}", None, False),  # resolves in the SSH daemon's namespace, which the adapter cannot know
+    ],
+)
+async def test_kubespawner_publishes_only_its_services_name(
+    apiserver: ApiServer, kubelet: Kubelet, kubespawner_config: Config, tmp_path: Path,
+    template: str, admins: str | None, accepted: bool,
+) -> None:  # fmt: skip
+    if admins:
+        kubespawner_config.KubeSpawner.dns_name_template = admins
+    backend = SpawnerBackend(kubespawner_config, "kubespawner.KubeSpawner", tmp_path)
+    start = spec("alice", misc={**HUB_MISC, "dns_name_template": template})
+    if not accepted:
+        with pytest.raises(HostNotAllowed, match="not a name of the server's Service jupyter-alice--srv"):
+            await backend.start(start, Recorder().save, Recorder().report)
+        assert [r for r in apiserver.requests if r.action == kmock.action.CREATE] == []
+        return
+    started = await backend.start(start, Recorder().save, Recorder().report)
+    host = template.format(name="jupyter-alice--srv", namespace=NAMESPACE)
+    assert started.address == f"http://{host}:8888"
+    await backend.stop(started.state)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from k8s_checks import load_documents
 
-from tests.support.k8s_fixtures import REPO, crd_schemas  # noqa: F401  (a fixture for the tests here)
+from tests.support.k8s_fixtures import REPO, crd_schemas, helm, render, run_helm  # noqa: F401  (fixtures for the tests here)
 
 KNATIVE = REPO / "knative"
 

@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from k8s_checks import load_documents
+import yaml
+from k8s_checks import core_errors, find_objects, is_core, knative_service_errors, load_documents, one_object
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.k8s_fixtures import CHART, REPO
+
 SCRIPT = REPO / "knative" / "deploy.sh"
+CI_VALUES = CHART / "ci" / "ci-values.yaml"
 IMAGE = "registry.example.org/outpost/functions@sha256:" + "ab" * 32
+FULLNAME_LABEL = "outpost.jupyterhub.org/fullname"
+SEED_SECRETS = {"outpost-cryptkey", "outpost-users"}  # created by the administrator, named by CRYPT_SECRET/USERS_SECRET
 
-# A stub that records its arguments, keeps a copy of every file given with -f, and answers
-# `describe`/`get` as if the objects (did not) exist.
+# A stub that records its arguments, keeps a copy of every file given with -f, answers
+# `describe` as if the objects (did not) exist, and lists the chart's releases ("<release> <fullname>"
+# lines in $STUB_RELEASES) for `get configmap -l ...`, filtered by the selector's instance as kubectl would.
 STUB = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$STUB_LOG"
 prev=""
+want=""
 for arg in "$@"; do
   if [[ "$prev" == "-f" ]]; then cp "$arg" "$STUB_FILES/$(basename "$arg")"; fi
+  if [[ "$prev" == "-l" && "$arg" == *instance=* ]]; then want="${arg##*instance=}"; fi
   prev="$arg"
 done
 if [[ " $* " == *" describe "* ]]; then exit "$STUB_DESCRIBE_RC"; fi
+if [[ "$1 $2" == "get configmap" ]]; then
+  while read -r release fullname; do
+    if [[ -n "$release" && ( -z "$want" || "$release" == "$want" ) ]]; then echo "$release $fullname"; fi
+  done <<< "$STUB_RELEASES"
+fi
 exit 0
 """
 
@@ -46,12 +60,15 @@ def run_script(tmp_path: Path):  # type: ignore[no-untyped-def]
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "calls.log"
 
-    def run(*args: str, exists: bool = False, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str], Path]:
+    def run(
+        *args: str, exists: bool = False, releases: str = "outpost outpost", **env: str
+    ) -> tuple[subprocess.CompletedProcess[str], list[str], Path]:
         environment = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "STUB_LOG": str(log),
             "STUB_FILES": str(files),
             "STUB_DESCRIBE_RC": "0" if exists else "1",
+            "STUB_RELEASES": releases,
             **env,
         }
         result = subprocess.run(
@@ -152,17 +169,88 @@ def test_dry_run_changes_nothing(run_script) -> None:  # type: ignore[no-untyped
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    "args,releases,message",
     [
-        ((), "--image (or OUTPOST_IMAGE) is required"),
-        (("--image", IMAGE, "--bogus"), "unknown argument: --bogus"),
+        ((), "outpost outpost", "--image (or OUTPOST_IMAGE) is required"),
+        (("--image", IMAGE, "--bogus"), "outpost outpost", "unknown argument: --bogus"),
+        (("--image", IMAGE), "", "no release of charts/jupyterhub-outpost in outpost"),
+        (("--image", IMAGE, "--release", "jh"), "outpost outpost", "no release jh of charts/jupyterhub-outpost"),
+        (
+            ("--image", IMAGE),
+            "jh jh-outpost\nlab lab-outpost",
+            "several releases of charts/jupyterhub-outpost in outpost (jh,lab)",
+        ),
+        (("--image", IMAGE, "--release", "Not_A_Release"), "outpost outpost", "--release Not_A_Release: not a Helm"),
     ],
 )
-def test_bad_invocations_fail(run_script, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
-    result, calls, _ = run_script(*args)
+def test_bad_invocations_fail(run_script, args: tuple[str, ...], releases: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    result, calls, _ = run_script(*args, releases=releases)
     assert result.returncode != 0
     assert message in result.stderr
     assert calls == []
+
+
+def test_any_release_name_names_everything_as_the_chart_does(run_script, render, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Release "jh" of the chart (objects "jh-outpost-*") next to release "lab": deploy.sh finds jh's names on the
+    chart's label and deploys under them, and each name matches what the chart renders, routes to and binds."""
+    chart = render(CI_VALUES, release="jh", sets=("fullnameOverride=", "backend.namespace=users"))
+    (env_map,) = [d for d in find_objects(chart, "ConfigMap") if FULLNAME_LABEL in d["metadata"]["labels"]]
+    labels = env_map["metadata"]["labels"]
+    releases = f"lab lab-outpost\n{labels['app.kubernetes.io/instance']} {labels[FULLNAME_LABEL]}"
+    result, calls, files = run_script("--release", "jh", "--image", IMAGE, releases=releases, PODS_NAMESPACE="users")
+    assert result.returncode == 0, result.stderr
+    assert "Release jh in outpost: deploying jh-outpost-*" in result.stdout
+    fns = ["start", "poll", "stop", "events", "timer", "pod-status"]
+    events = "http://jh-outpost-events.outpost.svc.cluster.local"
+    assert [c.split(" -f ")[0] for c in calls] == [
+        *[f"kn service apply jh-outpost-{fn} -n outpost" for fn in fns],
+        "kubectl apply -n outpost",
+        "kn source apiserver create jh-outpost-pod-watch -n outpost --resource "
+        "Pod:v1:app.kubernetes.io/managed-by=jupyterhub-outpost --mode Reference "
+        "--service-account jh-outpost-pod-watcher --sink ksvc:jh-outpost-pod-status",
+        "kubectl patch apiserversource jh-outpost-pod-watch -n outpost --type merge -p "
+        '{"spec":{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"users"}}}}',
+        'kn source ping create jh-outpost-tick -n outpost --schedule * * * * * --data {"task": "tick"} '
+        "--sink ksvc:jh-outpost-timer",
+        "kn broker create jh-outpost -n outpost --class MTChannelBasedBroker --retry 5 "
+        f"--backoff-policy exponential --backoff-delay PT1S --timeout PT300S --dl-sink {events}/dead-letter",
+        "kn trigger create jh-outpost-start-requested -n outpost --broker jh-outpost "
+        f"--filter type=org.jupyterhub.outpost.start.requested --sink {events}/start",
+        "kn trigger create jh-outpost-stop-requested -n outpost --broker jh-outpost "
+        f"--filter type=org.jupyterhub.outpost.stop.requested --sink {events}/stop",
+    ]
+    reads = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("kubectl get")]
+    assert "-l outpost.jupyterhub.org/fullname,app.kubernetes.io/instance=jh " in reads[0]
+    assert "configmap/jh-outpost-config configmap/jh-outpost-env secret/jh-outpost-redis" in reads[1]
+
+    deployed = {name: load_documents((files / name).read_text()) for name in sorted(p.name for p in files.iterdir())}
+    documents = [d for docs in deployed.values() for d in docs]
+    assert {d["metadata"]["labels"]["app.kubernetes.io/instance"] for d in documents} == {"jh"}
+    for document in documents:  # still valid objects (the custom resources' schemas: test_knative_manifests.py)
+        errors = core_errors(document) if is_core(document) else []
+        assert not errors + (knative_service_errors(document) if document["kind"] == "Service" else []), errors
+    for name, docs in deployed.items():
+        text = yaml.safe_dump_all(docs)
+        assert not set(re.findall(r"(?<![\w.-])outpost-[a-z-]+", text)) - SEED_SECRETS, name
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in chart}
+    for ksvc in (d for d in documents if d["kind"] == "Service"):
+        spec = ksvc["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        referenced = {("ServiceAccount", spec["serviceAccountName"])}
+        referenced |= {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"]}
+        referenced |= {("ConfigMap", e["configMapRef"]["name"]) for e in container["envFrom"]}
+        secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+        assert referenced <= rendered and secrets - SEED_SECRETS == {"jh-outpost-redis"}
+    services = {d["metadata"]["name"] for d in documents if d["kind"] == "Service"}
+    route = one_object(chart, "HTTPRoute")
+    hosts = {f["urlRewrite"]["hostname"] for r in route["spec"]["rules"] for f in r.get("filters", [])}
+    assert hosts == {f"jh-outpost-{fn}.outpost.svc.cluster.local" for fn in ("start", "stop", "poll")}
+    assert {h.split(".")[0] for h in hosts} <= services
+    (broker,) = [d["metadata"]["name"] for d in documents if d["kind"] == "Broker"]
+    assert env_map["data"]["OUTPOST_EVENTS_SINK"].endswith(f"/outpost/{broker}")
+    (source,) = [d for d in documents if d["kind"] == "ApiServerSource"]
+    watcher = one_object(chart, "RoleBinding", "jh-outpost-pod-watcher")
+    assert watcher["subjects"][0]["name"] == source["spec"]["serviceAccountName"] == "jh-outpost-pod-watcher"
 
 
 def _rendered(result: subprocess.CompletedProcess[str], name: str) -> str:
@@ -172,3 +260,10 @@ def _rendered(result: subprocess.CompletedProcess[str], name: str) -> str:
             if word.endswith(f"/{name}"):
                 return word
     raise AssertionError(f"{name} not in output")
+
+
+def test_help_is_the_header_comment(run_script) -> None:  # type: ignore[no-untyped-def]
+    result, calls, _ = run_script("--help")
+    assert result.returncode == 0 and calls == []
+    assert "--release NAME" in result.stdout and "KN, KUBECTL" in result.stdout
+    assert "set -euo" not in result.stdout and "#" not in result.stdout.splitlines()[0]

@@ -52,6 +52,9 @@ def test_functions_image_runs_functions_framework() -> None:
     assert ("COPY", "functions/ /app/functions/") in steps
     assert ("CMD", '["functions-framework"]') in steps
     assert "8080" in [args for op, args in steps if op == "EXPOSE"]
+    # No X-Forwarded-For is believed by the server itself (tests/security/test_login_limits.py).
+    runtime_env = [args for op, args in steps if op == "ENV"][-1]  # the last stage's: the image's
+    assert 'FORWARDED_ALLOW_IPS=""' in runtime_env.split()
 
 
 def test_sshd_image_runs_the_daemon() -> None:

@@ -94,6 +94,8 @@ def test_function_target_account_and_environment(manifests: dict[str, list[dict[
     assert container["volumeMounts"] == [{"name": "config", "mountPath": "/etc/outpost", "readOnly": True}]
     assert spec["volumes"] == [{"name": "config", "configMap": {"name": "outpost-config"}}]
     assert container["securityContext"]["runAsNonRoot"] is True
+    # gunicorn's UvicornWorker trusts no X-Forwarded-For; OUTPOST_TRUSTED_PROXIES alone decides.
+    assert env["FORWARDED_ALLOW_IPS"] == {"name": "FORWARDED_ALLOW_IPS", "value": ""}
     probe = container.get("readinessProbe")
     # The API functions answer GET /ping; the event receivers take CloudEvents only.
     assert (probe == {"httpGet": {"path": "/ping"}}) == (name in PUBLIC)
@@ -106,6 +108,10 @@ def test_scaling_policy(manifests: dict[str, list[dict[str, Any]]]) -> None:
     }
     assert scale.pop("outpost-poll") >= 1  # hubs poll constantly: warm
     assert set(scale.values()) == {0}  # everything else scales to zero
+    # The API's warm requests never pass the activator: the hop count of trustedProxies holds.
+    for name in PUBLIC:
+        annotations = services(manifests)[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["autoscaling.knative.dev/target-burst-capacity"] == "0", name
 
 
 def test_services_are_cluster_local_and_labelled(manifests: dict[str, list[dict[str, Any]]]) -> None:

@@ -111,3 +111,43 @@ async def test_check_reports_each_problem(redis_url: str, tmp_path: Path) -> Non
         result = await asyncio.to_thread(run_cli, "check", *extra, env=env)
         assert result.returncode == 1 and words in result.stdout, result.stdout
         assert "not-a-key" not in result.stdout and HUBS["hubA"] not in result.stdout
+
+
+async def test_check_warns_about_hub_options_that_run_code() -> None:
+    settings = Settings(
+        crypt_key=Fernet.generate_key().decode(),
+        hub_options={
+            "trusted": {"allowedOverrides": "all"},
+            "listed": {"allowedOverrides": ["port", "cmd", "env"], "allowedEnv": ["PYTHON*", "TEAM_*"]},
+            "careful": {"allowedOverrides": ["port", "ip"], "allowedEnv": ["TEAM_*", "JUPYTER_CONFIG_PATH"]},
+            "default": {},
+        },
+    )
+    assert admin.policy_warnings(settings) == [
+        "hub listed: allowedOverrides includes cmd, env: it may run any command as the servers' user",
+        "hub listed: allowedEnv lets it set PYTHONPATH, PYTHONSTARTUP, PYTHONWARNINGS, PYTHONHOME, which run code "
+        "it chooses",
+        "hub trusted: allowedOverrides is 'all': it may set cmd, env and every other backend option, i.e. run any "
+        "command as the servers' user; list what it may override instead",
+    ]
+
+
+async def test_check_says_per_hub_whether_callback_urls_limit_the_calls(redis_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("hubOptions:\n  hubA:\n    callbackUrls: ['https://hub-a.example.org/hub/api/']\n")
+    env = {
+        "OUTPOST_CRYPT_KEY": Fernet.generate_key().decode(),
+        "OUTPOST_HUB_USERNAMES": ";".join(HUBS),
+        "OUTPOST_HUB_PASSWORDS": ";".join(HUBS.values()),
+        "OUTPOST_REDIS_URL": redis_url,
+    }
+    result = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "ok   hub hubA: callbackUrls set, the outpost calls back only https://hub-a.example.org/hub/api/" in lines
+    assert any(
+        line.startswith("WARN hub hubB: no callbackUrls") and "hubOptions.hubB.callbackUrls" in line for line in lines
+    )
+    config.write_text("hubOptions:\n  hubA:\n    callbackUrls: ['https://hub-a.example.org.evil.com?x']\n")
+    refused = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
+    assert refused.returncode == 1 and "FAIL settings" in refused.stdout and "callbackUrls" in refused.stdout

@@ -447,14 +447,14 @@ REFUSALS = [
     pytest.param(
         "gpux",
         Usage(),
-        Refusal.UNKNOWN_FLAVOR,
-        "Flavor 'gpux' does not exist. Choose one of: cpu, gpu, big.",
+        Refusal.FLAVOR_NOT_ALLOWED,  # as for a flavor that exists but is not this hub's
+        "You may not use flavor 'gpux'. Choose one of: cpu, gpu, big.",
         id="unknown",
     ),
     pytest.param(
         None,
         Usage(),
-        Refusal.UNKNOWN_FLAVOR,
+        Refusal.NO_FLAVOR,
         "No flavor was chosen. Choose one of: cpu, gpu, big.",
         id="missing",
     ),
@@ -521,7 +521,7 @@ def test_message_uses_display_name_and_singular() -> None:
     p = FlavorPolicy.from_values({"flavors": {"cpu": {"max": 1, "display_name": "2 GB, 1 CPU"}}})
     assert admission(p, "hubA", None, "cpu", Usage(1, 0, 0)).message.startswith("Flavor '2 GB, 1 CPU' is full")
     with pytest.raises(ValueError, match="not a quota refusal"):
-        refusal_message(Refusal.UNKNOWN_FLAVOR, "x", limits, 0)
+        refusal_message(Refusal.NO_FLAVOR, "x", limits, 0)
 
 
 def test_refusal_values_match_the_store_script() -> None:

@@ -30,9 +30,9 @@ from outpost.backends.local import (
     _running_from_psutil,
 )
 from outpost.backends.sockets import _proc_listeners
-from outpost.errors import AddressTaken, BackendError, InvalidBody
+from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.models import ServiceId
-from tests.conftest import TINY_SERVER
+from tests.conftest import OWN_USER, TINY_SERVER
 from tests.sshd.helpers import until
 from tests.support.recorder import Recorder
 
@@ -44,6 +44,7 @@ def make_backend(tmp_path: Path, **options: Any) -> LocalBackend:
     config.LocalProcessBackend.cmd = [sys.executable, str(TINY_SERVER)]
     config.LocalProcessBackend.start_timeout = 20.0
     config.LocalProcessBackend.stop_timeout = 1.0
+    config.LocalProcessBackend.run_as = OWN_USER
     for key, value in options.items():
         setattr(config.LocalProcessBackend, key, value)
     return LocalBackend(config, tmp_path)
@@ -245,7 +246,7 @@ async def test_a_listener_that_comes_while_the_server_starts_is_refused(tmp_path
     ("allowed", "misc", "bound"),
     [
         (None, {"ip": "0.0.0.0"}, "127.0.0.1"),  # what the OutpostSpawner sends: ignored, not refused
-        (None, {"ip": "10.11.12.13", "allowed_ips": ["10.11.12.13"]}, "127.0.0.1"),  # a hub's allowed_ips is no one's
+        (None, {"ip": "10.11.12.13"}, "127.0.0.1"),
         (["127.0.0.1", "0.0.0.0"], {"ip": "0.0.0.0"}, "0.0.0.0"),
         (["127.0.0.1", "0.0.0.0"], {}, "127.0.0.1"),
     ],
@@ -284,3 +285,11 @@ async def test_a_free_port_taken_before_the_server_binds_it_is_replaced(
         assert [state["port"] for state in recorder.states] == picked
         assert gone(recorder.states[0]["pid"])  # the first attempt's server is stopped
         await make_backend(tmp_path).stop(started.state)
+
+
+async def test_a_hub_cannot_widen_the_addresses_its_misc_ip_may_choose(tmp_path: Path) -> None:
+    with pytest.raises(OverrideNotAllowed, match="does not allow overriding: allowed_ips"):
+        await make_backend(tmp_path).start(
+            spec({"ip": "0.0.0.0", "allowed_ips": ["0.0.0.0"]}), Recorder().save, Recorder().report
+        )
+    assert await make_backend(tmp_path).running() == []

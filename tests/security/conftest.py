@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.security.stack import Stack, launch, shut_down
+from tests.security.stack import Evidence, Stack, evidence, launch, shut_down
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +19,23 @@ def stack_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
 
 
 @pytest.fixture(scope="module")
-def stack(stack_dir: Path) -> Iterator[Stack]:
+def stack_values() -> dict[str, Any] | None:
+    """YAML values over the stack's defaults; a module overrides this to configure its hubs."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def stack(stack_dir: Path, stack_values: dict[str, Any] | None) -> Iterator[Stack]:
     """`outpost dev` with hubA (the README's recommended overrides) and hubB (the default policy)."""
-    running = launch(stack_dir, f"security-{secrets.token_hex(4)}")
+    running = launch(stack_dir, f"security-{secrets.token_hex(4)}", values=stack_values)
     yield running
     shut_down(running)
+
+
+@pytest.fixture
+def proof() -> Iterator[Evidence]:
+    """Where an attack would write: in /tmp, which a server running as an unprivileged user can write too."""
+    yield from evidence(Path(tempfile.gettempdir()), f"outpost-attack-{secrets.token_hex(6)}")
 
 
 @pytest.fixture

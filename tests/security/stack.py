@@ -24,6 +24,7 @@ import redis
 import yaml
 from cryptography.fernet import Fernet
 
+from outpost.backends.local import default_home_root
 from tests.conftest import TINY_SERVER
 from tests.e2e.processes import VENV_BIN, Proc, base_env, free_port, wait_until
 from tests.sshd.helpers import OpenSSH
@@ -158,6 +159,11 @@ class Stack:
         workdir.mkdir(parents=True, exist_ok=True)
         return OpenSSH(self.ssh_port, self.tenants[hub].key, workdir)
 
+    def nothing_created(self) -> bool:
+        """No record, no address, and no server the local backend started (it marks each before it may answer)."""
+        markers = list((self.data_dir / "servers").glob("*/server.json"))
+        return self.record_keys() == set() and self.address_index() == {} and markers == []
+
     def stop_all(self) -> None:
         """Stop every service of every hub, so a test leaves nothing behind for the next."""
         for hub in self.tenants:
@@ -263,6 +269,7 @@ def shut_down(stack: Stack) -> None:
     """SIGINT, as Ctrl-C: every server stopped, nothing left running, no traceback."""
     stack.recorder.close()
     code = stack.proc.stop(signal.SIGINT)
+    shutil.rmtree(default_home_root(stack.data_dir), ignore_errors=True)  # homes of servers run as nobody
     assert code in (0, 130, -signal.SIGINT), stack.proc.tail()
     assert "Traceback" not in stack.proc.text(), stack.proc.tail()
 

@@ -1,7 +1,8 @@
 """A stand-in for jupyterhub-singleuser that starts at once: binds where JUPYTERHUB_SERVICE_URL says.
 
 TINY_EXIT_CODE=n exits at once with n; TINY_IGNORE_SIGTERM=1 makes the outpost escalate to SIGKILL;
-TINY_DELAY=s waits s seconds before it listens (a slow start).
+TINY_DELAY=s waits s seconds before it listens (a slow start). `GET /...?echo=NAME` also answers the
+value of its variable NAME (null when unset): what of the hub's env reached the server.
 """
 
 import json
@@ -10,14 +11,17 @@ import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         limits = {k: v for k, v in os.environ.items() if k.startswith(("MEM_", "CPU_"))}
-        body = json.dumps({"path": self.path, "user": os.environ.get("JUPYTERHUB_USER", ""), "limits": limits})
-        body = body.encode()
+        reply = {"path": self.path, "user": os.environ.get("JUPYTERHUB_USER", ""), "limits": limits}
+        echoed = parse_qs(urlparse(self.path).query).get("echo", [])
+        if echoed:
+            reply["echo"] = {name: os.environ.get(name) for name in echoed}
+        body = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -55,12 +55,12 @@ helm.sh/chart: {{ include "outpost.chart" .root }}
 {{- end }}
 
 {{- define "outpost.eventsSink" -}}
-{{- .Values.functions.eventsSink | default (printf "http://broker-ingress.knative-eventing.svc.%s/%s/%s" .Values.clusterDomain .Release.Namespace "outpost") }}
+{{- .Values.functions.eventsSink | default (printf "http://broker-ingress.knative-eventing.svc.%s/%s/%s" .Values.clusterDomain .Release.Namespace (include "outpost.fullname" .)) }}
 {{- end }}
 
-{{- /* Cluster-local host of a function's Knative Service: (dict "root" $ "fn" "start"). */}}
+{{- /* Cluster-local host of a function's Knative Service, as knative/deploy.sh names it: (dict "root" $ "fn" "start"). */}}
 {{- define "outpost.ksvcHost" -}}
-{{- printf "outpost-%s.%s.svc.%s" .fn .root.Release.Namespace .root.Values.clusterDomain }}
+{{- printf "%s-%s.%s.svc.%s" (include "outpost.fullname" .root) .fn .root.Release.Namespace .root.Values.clusterDomain }}
 {{- end }}
 
 {{- define "outpost.sshd.hostKeySecret" -}}

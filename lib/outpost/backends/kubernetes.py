@@ -126,6 +126,10 @@ class PodBackend:
     async def default_namespace(self) -> str:
         if self._namespace:
             return self._namespace
+        return await self.own_namespace()
+
+    async def own_namespace(self) -> str:
+        """The namespace the outpost runs in (or its kubeconfig context's): where short names resolve."""
         await self._core()
         assert self._connection is not None
         return self._connection.namespace
@@ -172,7 +176,8 @@ class PodBackend:
         scheme, port = ("https" if ssl else "http"), options.port or 8888
         try:
             namespace = options.namespace or await self.default_namespace()
-            target = manifests.server_names(options, spec.sid, user, user_id, namespace)
+            home = await self.own_namespace()
+            target = manifests.server_names(options, spec.sid, user, user_id, namespace, home_namespace=home)
             labels = manifests.labels_for(spec.sid, user, options.extra_labels)
             annotations = manifests.annotations_for(spec.sid, user, options.extra_annotations)
             env, secret_env = manifests.environment(spec.env, options, scheme, port)

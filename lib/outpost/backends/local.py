@@ -2,6 +2,10 @@
 
 The server runs under `sh`, which records its exit code in a file, so any process (not only the
 one that started it) can poll it; pid plus process creation time guard against pid reuse.
+
+When the outpost runs as root, servers run as `run_as` (`privileges`). What the outpost relies on
+(server.json, the output log, the exit code) stays in its own 0700 directory, out of the server's
+reach; what the server needs (its home, certificate files) lives under `home_root`.
 """
 
 from __future__ import annotations
@@ -28,13 +32,19 @@ from traitlets.config import Config, Configurable
 
 from outpost.backends import sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
-from outpost.errors import AddressTaken, BackendError, InvalidBody
+from outpost.backends.privileges import ServerUser, server_user
+from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
+from outpost.files import private_dir
 from outpost.models import ServiceId
 
 LOG_TAIL_LINES = 200
 FREE_PORT_ATTEMPTS = 3
-# Runs the command, then writes its exit status where poll can read it.
-_RECORD_EXIT = 'code_file="$1"; shift; "$@"; code=$?; echo $code > "$code_file"; exit $code'
+# Runs the command, then writes its exit status where poll can read it. The wrapper's stdin is the
+# exit-code file, opened for writing by the outpost in its own directory; the command gets /dev/null
+# instead, so the server can neither reach the file by path nor inherit a way to write it.
+_RECORD_EXIT = '"$@" </dev/null; code=$?; echo $code >&0; exit $code'
+# Where homes live when servers run as another user: the data directory is 0700, so not there.
+HOME_ROOTS = Path("/var/lib/outpost/homes")
 # Variables a notebook server needs from the outpost's own environment; the rest comes from the hub.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -61,6 +71,22 @@ class LocalProcessBackend(Configurable):
     env = Dict(value_trait=Unicode(), help="Extra environment variables for the server").tag(config=True)
     start_timeout = Float(120.0, help="Seconds to wait for the server to accept connections").tag(config=True)
     stop_timeout = Float(5.0, help="Seconds between SIGTERM and SIGKILL").tag(config=True)
+    run_as = Unicode(
+        "",
+        help="User (name or uid) servers run as; required when the outpost runs as root ('root' is allowed, "
+        "and then Jupyter servers need --allow-root in args). Empty: the outpost's own user.",
+    ).tag(config=True)
+    home_root = Unicode(
+        "",
+        help="Directory of the servers' homes (one per hub and user) and certificate files. Default: "
+        "<data_dir>/servers/home, or /var/lib/outpost/homes/<key of the data directory> when servers run as "
+        "another user.",
+    ).tag(config=True)
+
+
+# Chosen by the administrator alone: a hub choosing them would choose who its server runs as, or where
+# it may listen.
+_ADMIN_ONLY = frozenset({"run_as", "home_root", "allowed_ips"})
 
 
 _OPTION_NAMES = frozenset(LocalProcessBackend.class_trait_names(config=True))
@@ -70,6 +96,28 @@ def _segment(value: str) -> str:
     """A directory name for a hub or user name: never empty, '.', '..' or a path, never shared."""
     readable = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48]
     return f"{readable}-{hashlib.sha256(value.encode()).hexdigest()[:8]}"
+
+
+def default_home_root(data_dir: Path) -> Path:
+    """The home root when servers run as another user: outside the data directory (0700, so out of
+    their reach), one per data directory, so two outposts never share homes."""
+    return HOME_ROOTS / hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def _passable_dir(path: Path) -> Path:
+    """A directory a server may pass through but not list (0711), with any parents it lacked."""
+    for directory in reversed([p for p in (path, *path.parents) if not p.exists()]):
+        directory.mkdir(mode=0o711, exist_ok=True)
+        directory.chmod(0o711)  # the umask may have narrowed it
+    return path
+
+
+def _user_dir(path: Path, user: ServerUser) -> Path:
+    """A directory of the server's user, 0700; made so again if it already exists."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    user.owns(path)
+    path.chmod(0o700)
+    return path
 
 
 def _free_port(ip: str) -> int:
@@ -98,7 +146,7 @@ def _boot_time() -> float:
 
 def _proc_stat(pid: int | str) -> list[bytes]:
     """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...) in one read:
-    psutil reads it twice, and /proc/stat, per process (40 µs against 7 on the poll's hot path)."""
+    psutil reads it twice, and /proc/stat, per process, on the poll's hot path (docs/performance.md)."""
     fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     try:
         return os.read(fd, 1024).rpartition(b")")[2].split()
@@ -135,6 +183,7 @@ def _running_from_psutil(pid: int, create_time: float) -> bool:
 
     try:
         proc = psutil.Process(pid)
+        # bool(): psutil is untyped here (pyproject.toml), so the comparison is Any to mypy.
         return bool(abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
@@ -184,9 +233,9 @@ def _live_in_group_from_psutil(pgid: int) -> bool:
 
 def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
     """Collect the exit status when the process ends, without a thread per server. The server is
-    started with subprocess.Popen, which uses vfork (0.6 ms in a function worker), rather than
-    asyncio's create_subprocess_exec, which on uvloop forks the whole worker (4-5 ms, with the
-    event loop blocked), so the reaping asyncio would do is ours."""
+    started with subprocess.Popen, which uses vfork, rather than asyncio's create_subprocess_exec,
+    which on uvloop forks the whole worker with the event loop blocked (docs/performance.md), so
+    the reaping asyncio would do is ours."""
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # no pidfd (macOS, kernels before 5.3): a thread waits
@@ -205,13 +254,48 @@ def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
 class LocalBackend:
     def __init__(self, config: Config, data_dir: Path) -> None:
         self._config = config
+        self._data_dir = data_dir
         self._servers = data_dir / "servers"
 
     @functools.cached_property
     def _defaults(self) -> LocalProcessBackend:
         return LocalProcessBackend(config=self._config)
 
+    @functools.cached_property
+    def _user(self) -> ServerUser:
+        return server_user(self._defaults.run_as)
+
+    @functools.cached_property
+    def _home_root(self) -> Path:
+        configured = self._defaults.home_root
+        if configured:
+            return _passable_dir(Path(configured))
+        if self._user.is_outpost:
+            return _passable_dir(self._private_servers() / "home")
+        return _passable_dir(default_home_root(self._data_dir))
+
+    def _private_servers(self) -> Path:
+        """`<data_dir>/servers`, and the data directory above it, the outpost's alone (0700)."""
+        private_dir(self._data_dir)
+        return private_dir(self._servers)
+
+    def _server_dir(self, sid: ServiceId) -> Path:
+        """The server's directory: server.json, its output and its exit code, out of its reach."""
+        workdir = self._private_servers() / hashlib.sha256(str(sid).encode()).hexdigest()[:16]
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(mode=0o700)
+        return workdir
+
+    def _home(self, spec: StartSpec) -> Path:
+        """One home per hub and user, the user's alone: no hub plants configuration another loads."""
+        hub_homes = _passable_dir(self._home_root / _segment(spec.sid.hub))
+        return _user_dir(hub_homes / _segment(spec.env.get("JUPYTERHUB_USER", "user")), self._user)
+
     def _options(self, misc: dict[str, Any]) -> LocalProcessBackend:
+        if not _ADMIN_ONLY.isdisjoint(misc):
+            raise OverrideNotAllowed(
+                f"This outpost does not allow overriding: {', '.join(sorted(_ADMIN_ONLY & set(misc)))}."
+            )
         if _OPTION_NAMES.isdisjoint(misc):  # most starts override nothing: the shared, unchanged defaults
             return self._defaults
         options = LocalProcessBackend(config=self._config)
@@ -223,8 +307,7 @@ class LocalBackend:
 
     def _bind_ip(self, options: LocalProcessBackend, misc: dict[str, Any]) -> None:
         """The address a server binds to is the administrator's: a hub's misc.ip counts only if allowed_ips
-        lists it (the OutpostSpawner sends 0.0.0.0 by default, so anything else is ignored, not refused),
-        and a hub's misc.allowed_ips never counts."""
+        lists it (the OutpostSpawner sends 0.0.0.0 by default, so anything else is ignored, not refused)."""
         requested = misc.get("ip")
         chosen = requested if requested in self._defaults.allowed_ips else self._defaults.ip
         if options.ip != chosen:  # then misc named ip, and `options` is this start's own copy
@@ -244,36 +327,23 @@ class LocalBackend:
     async def _start_once(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec.misc)
         self._bind_ip(options, spec.misc)
-        workdir = self._servers / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True, mode=0o700)
+        home = self._home(spec)  # first: as root without run_as, this refuses before anything exists
+        workdir = self._server_dir(spec.sid)
+        files = self._home_root / ".servers" / workdir.name  # for the server's user: certificate files
+        cwd = Path(options.notebook_dir) if options.notebook_dir else home
+        cwd.mkdir(parents=True, exist_ok=True)
         port = options.port or _free_port(options.ip)
-        scheme, env = self._environment(spec, options, workdir, port)
-        home = (
-            Path(options.notebook_dir)
-            if options.notebook_dir
-            else self._servers / "home" / _segment(spec.sid.hub) / _segment(spec.env.get("JUPYTERHUB_USER", "user"))
-        )
-        home.mkdir(parents=True, exist_ok=True)
-        log_file = (workdir / "output.log").open("wb")
+        scheme, env = self._environment(spec, options, files, home, port)
         try:
-            proc = subprocess.Popen(
-                ["sh", "-c", _RECORD_EXIT, "sh", str(workdir / "exit_code"), *options.cmd, *options.args],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                env=env, cwd=home, start_new_session=True,
-            )  # fmt: skip
-        except OSError as exc:
+            proc = self._spawn([*options.cmd, *options.args], workdir, env, cwd)
+        except (OSError, ValueError):
             shutil.rmtree(workdir, ignore_errors=True)
-            raise BackendError(f"cannot start {options.cmd[0]!r}: {exc.strerror}") from None
-        except ValueError as exc:  # an environment the OS refuses: a NUL, '=' in a name
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise InvalidBody(f"the server's environment is invalid: {exc}") from None
-        finally:
-            log_file.close()
+            shutil.rmtree(files, ignore_errors=True)
+            raise
         create_time = _create_time(proc.pid)  # not reaped yet: even an exited one is there
         _reap_on_exit(proc)
         state = {
-            "pid": proc.pid, "create_time": create_time, "dir": str(workdir),
+            "pid": proc.pid, "create_time": create_time, "dir": str(workdir), "files": str(files),
             "host": _connect_host(options.ip), "port": port, "stop_timeout": options.stop_timeout,
         }  # fmt: skip
         # Lets the reconciler find this server even if the record never learns of it.
@@ -287,11 +357,44 @@ class LocalBackend:
             raise
         return Started(address=f"{scheme}://{state['host']}:{port}", state=state)
 
+    def _spawn(self, cmd: list[str], workdir: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+        """The server's process group, as the server's user. Its output and exit status go to files the
+        outpost opens in `workdir`, which that user cannot reach."""
+        with (workdir / "output.log").open("wb") as output, (workdir / "exit_code").open("wb") as exit_code:
+            try:
+                return subprocess.Popen(
+                    ["/bin/sh", "-c", _RECORD_EXIT, "sh", *cmd],
+                    stdin=exit_code, stdout=output, stderr=subprocess.STDOUT,
+                    env=env, cwd=cwd, start_new_session=True, **self._user.popen_args(),
+                )  # fmt: skip
+            except OSError as exc:
+                raise BackendError(f"cannot start {cmd[0]!r}: {exc.strerror}") from None
+            except ValueError as exc:  # an environment the OS refuses: a NUL, '=' in a name
+                raise InvalidBody(f"the server's environment is invalid: {exc}") from None
+
+    def _install_certs(self, certs: dict[str, str], files: Path) -> dict[str, str]:
+        """The server's certificate files, readable by its user only; their variables for its env."""
+        _passable_dir(files.parent)
+        shutil.rmtree(files, ignore_errors=True)
+        files.mkdir(mode=0o700)
+        for name in ("keyfile", "certfile", "cafile"):
+            path = files / name
+            path.write_text(certs.get(name, ""))
+            path.chmod(0o600)
+            self._user.owns(path)
+        self._user.owns(files)
+        return {
+            "JUPYTERHUB_SSL_KEYFILE": str(files / "keyfile"),
+            "JUPYTERHUB_SSL_CERTFILE": str(files / "certfile"),
+            "JUPYTERHUB_SSL_CLIENT_CA": str(files / "cafile"),
+        }
+
     def _environment(
-        self, spec: StartSpec, options: LocalProcessBackend, workdir: Path, port: int
+        self, spec: StartSpec, options: LocalProcessBackend, files: Path, home: Path, port: int
     ) -> tuple[str, dict[str, str]]:
         env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
         env.update(spec.env)
+        env["HOME"] = str(home)
         env.update(options.env)
         # JupyterHub's convention: limits are announced to the server (e.g. jupyter-resource-usage).
         for key in ("mem_limit", "cpu_limit", "mem_guarantee", "cpu_guarantee"):
@@ -300,15 +403,7 @@ class LocalBackend:
         scheme = "http"
         if spec.certs.get("keyfile") and spec.certs.get("certfile"):
             scheme = "https"
-            for name in ("keyfile", "certfile", "cafile"):
-                path = workdir / name
-                path.write_text(spec.certs.get(name, ""))
-                path.chmod(0o600)
-            env.update(
-                JUPYTERHUB_SSL_KEYFILE=str(workdir / "keyfile"),
-                JUPYTERHUB_SSL_CERTFILE=str(workdir / "certfile"),
-                JUPYTERHUB_SSL_CLIENT_CA=str(workdir / "cafile"),
-            )
+            env.update(self._install_certs(spec.certs, files))
         prefix = spec.env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://{options.ip}:{port}{prefix}"
         return scheme, env
@@ -332,8 +427,9 @@ class LocalBackend:
     async def stop(self, state: dict[str, Any]) -> None:
         if _running(state):
             await self._terminate(int(state["pid"]), float(state.get("stop_timeout", 5.0)), state)
-        if state.get("dir"):
-            shutil.rmtree(state["dir"], ignore_errors=True)
+        for directory in ("dir", "files"):
+            if state.get(directory):
+                shutil.rmtree(state[directory], ignore_errors=True)
 
     async def _terminate(self, pgid: int, grace: float, state: dict[str, Any]) -> None:
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):

@@ -16,6 +16,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, Union
 from traitlets.config import Configurable
 
 from outpost import names
+from outpost.errors import HostNotAllowed, shown
 from outpost.models import ServiceId
 
 CONTAINER = "notebook"
@@ -124,12 +125,22 @@ class ServerNames:
         return self.pod
 
 
-def server_names(options: KubernetesBackend, sid: ServiceId, user: str, user_id: str, namespace: str) -> ServerNames:
+def server_names(
+    options: KubernetesBackend, sid: ServiceId, user: str, user_id: str, namespace: str, *, home_namespace: str
+) -> ServerNames:
+    """The objects' names and the host published for the server. `dns_name_template` may shape the host, but
+    it must name the Service created for this pod: anything else would let a hub publish (and have the SSH
+    daemon forward to) any name in the cluster. `home_namespace` is where short names resolve."""
     fields = names.template_fields(user, user_id, sid.name)
     fields.update(hub=names.safe_slug(sid.hub, 48), namespace=namespace, cluster_domain=options.cluster_domain)
     pod = names.object_name(names.expand(options.pod_name_template, fields))
     secret = names.object_name(names.expand(options.secret_name_template, {**fields, "pod_name": pod}))
     host = names.expand(options.dns_name_template, {**fields, "name": pod})
+    if not names.is_service_host(host, pod, namespace, options.cluster_domain, short=namespace == home_namespace):
+        raise HostNotAllowed(
+            f"dns_name_template gives {shown([host])}, not a name of the server's Service {pod} in namespace "
+            f"{namespace}: use {{name}}.{{namespace}}.svc.{{cluster_domain}} or a shorter form of it"
+        )
     return ServerNames(namespace, pod, secret, host)
 
 

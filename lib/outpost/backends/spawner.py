@@ -29,9 +29,11 @@ from traitlets import Dict, TraitError
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
+from outpost import names
 from outpost.backends import sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec
-from outpost.errors import BackendError, ConfigurationError, InvalidBody
+from outpost.errors import BackendError, ConfigurationError, HostNotAllowed, InvalidBody, shown
+from outpost.files import private_dir
 from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
@@ -196,6 +198,8 @@ class SpawnerBackend:
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         overrides = self._overrides(spec)
         spawner = self._build(self._class, spec.env, spec.sid.name, overrides)
+        if "dns_name_template" in overrides:
+            self._check_service_name(spawner)
         state: dict[str, Any] = {
             "class": f"{self._class.__module__}.{self._class.__qualname__}",
             "service": [spec.sid.hub, spec.sid.name, spec.sid.start_id],
@@ -220,10 +224,31 @@ class SpawnerBackend:
         log.info("%s started %s", self._class.__name__, spec.sid)
         return Started(address=address, state=state)
 
+    def _check_service_name(self, spawner: Spawner) -> None:
+        """A KubeSpawner-like spawner publishes `dns_name`, rendered from a template the hub overrode: it must
+        still name the Service of the spawner's own pod (or be what the administrator's template gives)."""
+        pod, namespace, host = (getattr(spawner, key, None) for key in ("pod_name", "namespace", "dns_name"))
+        if not (isinstance(pod, str) and isinstance(namespace, str) and isinstance(host, str)):
+            return  # not a spawner that names its pods: nothing to check against
+        template = _configured(self._class, self._config, "dns_name_template")
+        try:  # the administrator's template, filled in as KubeSpawner does
+            administrators = template.format(name=pod, namespace=namespace) if isinstance(template, str) else ""
+        except (KeyError, IndexError, ValueError, AttributeError):
+            administrators = ""
+        if names.is_service_host(host, pod, namespace, "cluster.local", short=False) or (
+            names.dns_key(host) == names.dns_key(administrators)
+        ):
+            return
+        raise HostNotAllowed(
+            f"dns_name_template gives {shown([host])}, not a name of the server's Service {pod} in namespace "
+            f"{namespace}: use {{name}}.{{namespace}}.svc.cluster.local or a shorter form of it"
+        )
+
     async def _install_certs(self, spawner: Spawner, spec: StartSpec) -> Path:
         """Certificates as files, as JupyterHub hands them to a spawner (then its move_certs)."""
-        directory = self._certs / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self._certs.parent)  # the data directory, when this backend is the first to create it
+        directory = private_dir(self._certs) / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
+        directory.mkdir(exist_ok=True, mode=0o700)
         paths: dict[str, str] = {}
         for name, text in [*spec.certs.items(), *((f"trust-{k}", v) for k, v in spec.trust_bundles.items())]:
             path = directory / name
@@ -291,6 +316,15 @@ class SpawnerBackend:
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
         return []  # nor a listing: orphans of a spawner backend are the spawner's business
+
+
+def _configured(cls: type[Spawner], config: Config, trait: str) -> Any:
+    """A trait's value as the administrator configured it for `cls` (a hub's overrides left out)."""
+    for klass in cls.mro():
+        if klass.__name__ in config and trait in config[klass.__name__]:
+            return config[klass.__name__][trait]
+    traits = cls.class_traits()
+    return traits[trait].default_value if trait in traits else None
 
 
 def _key(state: dict[str, Any]) -> str:
