@@ -52,7 +52,7 @@ def dev_settings(options: DevOptions, redis_url: str) -> Settings:
     }
     if not os.environ.get("OUTPOST_CRYPT_KEY"):
         overrides["crypt_key"] = _persisted_secret(data / "crypt_key", Fernet.generate_key().decode())
-    if not os.environ.get("OUTPOST_HUB_USERNAMES"):
+    if not (os.environ.get("OUTPOST_HUB_USERNAMES") or os.environ.get("usernames")):  # upstream's name too
         overrides["hub_usernames"] = "jupyterhub"
         overrides["hub_passwords"] = _persisted_secret(data / "hub_password", secrets.token_urlsafe(24))
     return load_settings(options.config_file, **overrides)
@@ -124,7 +124,7 @@ async def run_dev(options: DevOptions) -> None:
         await (await get_runtime()).store.redis.ping()
         server = uvicorn.Server(
             uvicorn.Config(
-                build_router(),
+                build_router(base_path=settings.base_path),
                 host=options.api_host,
                 port=options.api_port,
                 lifespan="off",
@@ -138,7 +138,7 @@ async def run_dev(options: DevOptions) -> None:
         print(spawner_snippet(settings, options), flush=True)
         background = [
             asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
-            asyncio.create_task(sshd.recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels)),
+            asyncio.create_task(sshd.recreate_configured(runtime)),
         ]
         try:
             await server.serve()

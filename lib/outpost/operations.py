@@ -7,9 +7,10 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from outpost import errors, metrics, pod_status, quota
+from outpost import errors, metrics, pod_status, quota, upstream_config
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
+from outpost.credits import hub_credits, user_credits
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
@@ -47,6 +48,8 @@ async def start_service(call: Call) -> Reply:
     )
     if refused:
         raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {', '.join(refused)}.")
+    if not await upstream_config.allows_override(runtime.upstream, call.hub, request.misc):
+        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {', '.join(sorted(request.misc))}.")
     decision = await quota.admit(runtime, call.hub, request)
     certs = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
     created = await runtime.store.create(
@@ -95,8 +98,11 @@ async def _start(
     env: dict[str, str] = body.get("env", {})
     about = str(sid)
 
+    events = await upstream_config.sends_events(runtime.upstream, sid.hub)
+
     async def progress(percent: int, message: str) -> None:
-        await runtime.hub.progress(env, about, percent, message)
+        if events:
+            await runtime.hub.progress(env, about, percent, message)
 
     async def save_state(state: dict[str, Any]) -> None:
         await runtime.store.save_backend_state(sid, state)
@@ -124,6 +130,7 @@ async def _start(
         raise failure from None
     metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
     address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
+    address = await upstream_config.start_answer(runtime.upstream, sid, env, started, address)
     if await runtime.store.mark_running(sid, _host_port(address), address) not in (
         Phase.PENDING,
         Phase.STARTING,
@@ -134,7 +141,7 @@ async def _start(
         raise errors.BackendError("the server was stopped while it was starting")
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
-    if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
+    if announce_tunnel and address and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
         await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
     log.info("started %s", sid)
     return address
@@ -220,3 +227,15 @@ async def list_flavors(call: Call) -> Reply:
 async def user_flavors(call: Call) -> Reply:
     """The menu narrowed to one user; the body is that user's authentication dict."""
     return Reply(await quota.menu(call.runtime, call.hub, call.json_object()))
+
+
+async def list_credits(call: Call) -> Reply:
+    """`GET /credits/` (upstream 2.1, for the JupyterHub Credit Service): this hub's credits."""
+    return Reply(hub_credits(call.runtime.credit_policy, call.hub))
+
+
+async def credits_of_user(call: Call) -> Reply:
+    """`POST /usercredits`: one user's credits; the body is that user's authentication dict."""
+    runtime = call.runtime
+    auth = await upstream_config.user_authentication(runtime.upstream, call.json_object())
+    return Reply(user_credits(runtime.credit_policy, call.hub, auth, runtime.hooks.normalise_authentication))

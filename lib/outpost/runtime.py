@@ -14,6 +14,7 @@ from traitlets.config import Config
 
 from outpost import logs
 from outpost.backends.base import load_backend_config
+from outpost.credits import CreditPolicy
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
@@ -21,6 +22,13 @@ from outpost.hooks import Outpost, load_hooks
 from outpost.ratelimit import Limits, LoginGuard
 from outpost.settings import Settings, load_settings
 from outpost.store import Store
+from outpost.upstream_config import (
+    JupyterHubOutpost,
+    chooses_spawner,
+    hub_client_options,
+    load_upstream,
+    with_global_max,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -44,7 +52,7 @@ class Runtime:
     def http(self) -> httpx.AsyncClient:
         import httpx
 
-        return httpx.AsyncClient(timeout=self.settings.hub_timeout_seconds)
+        return httpx.AsyncClient(**hub_client_options(self.upstream, self.settings.hub_timeout_seconds))
 
     @cached_property
     def sink_http(self) -> httpx.AsyncClient:
@@ -82,27 +90,46 @@ class Runtime:
         return load_hooks(self.config)
 
     @cached_property
+    def upstream(self) -> JupyterHubOutpost:
+        """The same file's `c.JupyterHubOutpost.*`: upstream's names, mapped by `outpost.upstream_config`."""
+        return load_upstream(self.config)
+
+    @cached_property
     def flavor_policy(self) -> FlavorPolicy:
-        return self.settings.flavor_policy(self.hooks.normalise_authentication)
+        return with_global_max(self.settings.flavor_policy(self.hooks.normalise_authentication), self.upstream)
+
+    @cached_property
+    def credit_policy(self) -> CreditPolicy:
+        return self.settings.credit_policy()
+
+    @property
+    def backend_name(self) -> str:
+        if chooses_spawner(self.upstream, "backend" in self.settings.model_fields_set):
+            return "spawner"
+        return self.settings.backend
 
     @cached_property
     def backend(self) -> Backend:
         # Imported here so a poll function does not pay for backends it never uses.
-        if self.settings.backend == "local":
+        name = self.backend_name
+        if name == "local":
             from outpost.backends.local import LocalBackend
 
             return LocalBackend(self.config, self.settings.data_dir)
-        if self.settings.backend == "kubernetes":
+        if name == "kubernetes":
             from outpost.backends.kubernetes import PodBackend
 
             return PodBackend(self.config, self.settings.namespace)
-        if self.settings.backend == "spawner":
+        if name == "spawner":
             from outpost.backends.spawner import SpawnerBackend
 
-            if self.hooks.spawner_class is None:
-                raise ConfigurationError("the spawner backend needs c.Outpost.spawner_class in outpost_config.py")
-            return SpawnerBackend(self.config, self.hooks.spawner_class, self.settings.data_dir)
-        raise ConfigurationError(f"backend {self.settings.backend!r} is not available in this build")
+            spawner_class = self.hooks.spawner_class or self.upstream.spawner_class
+            if spawner_class is None:
+                raise ConfigurationError(
+                    "the spawner backend needs c.Outpost.spawner_class (or c.JupyterHubOutpost.spawner_class)"
+                )
+            return SpawnerBackend(self.config, spawner_class, self.settings.data_dir)
+        raise ConfigurationError(f"backend {name!r} is not available in this build")
 
     @cached_property
     def background(self) -> Background:

@@ -17,11 +17,10 @@ import inspect
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner  # type: ignore[import-untyped]
 from traitlets import Dict, TraitError
@@ -29,6 +28,7 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from outpost.backends.base import Progress, SaveState, Started, StartSpec
+from outpost.backends.standins import HubStandIn, OrmSpawnerStandIn, user_of
 from outpost.errors import BackendError, ConfigurationError, InvalidBody
 from outpost.models import ServiceId
 
@@ -106,52 +106,6 @@ def resolve(spawner_class: type | str) -> type[Spawner]:
     return found
 
 
-@dataclass
-class UserStandIn:
-    """What spawners read of JupyterHub's User."""
-
-    name: str
-    id: int
-    groups: tuple[str, ...] = ()
-    server: None = None  # the hub's view of the server; the spawner does not need it here
-
-    @property
-    def escaped_name(self) -> str:
-        return quote(self.name, safe="@~")
-
-    @property
-    def url(self) -> str:
-        return f"/user/{self.escaped_name}/"
-
-
-@dataclass
-class OrmSpawnerStandIn:
-    """Where a Spawner reads its server name (JupyterHub's database row of the spawner)."""
-
-    name: str
-    server: None = None
-
-    @property
-    def display_name(self) -> str:
-        return self.name
-
-
-@dataclass
-class HubStandIn:
-    """What spawners read of JupyterHub's Hub object."""
-
-    api_url: str
-
-    @property
-    def base_url(self) -> str:
-        path = urlparse(self.api_url).path.rstrip("/")
-        return (path.removesuffix("/api") or "/hub") + "/"
-
-    @property
-    def public_host(self) -> str:
-        return ""
-
-
 def _address(result: Any, ssl: bool) -> str:
     """A spawner's start() answer, (ip, port) or a URL, as "scheme://host:port"."""
     if isinstance(result, tuple | list):
@@ -176,7 +130,7 @@ class SpawnerBackend:
         adapted_class = adapted(cls)
         config = copy.deepcopy(self._config)
         config[adapted_class.__name__] = Config(overrides)
-        user = UserStandIn(env.get("JUPYTERHUB_USER", ""), int(env.get("JUPYTERHUB_USER_ID") or 0))
+        user = user_of(env)
         try:
             spawner: Spawner = adapted_class(
                 config=config, user=user, hub=HubStandIn(env.get("JUPYTERHUB_API_URL", "")),
@@ -215,7 +169,7 @@ class SpawnerBackend:
         self._live[_key(state)] = spawner
         address = _address(result, ssl)
         log.info("%s started %s", self._class.__name__, spec.sid)
-        return Started(address=address, state=state)
+        return Started(address=address, state=state, spawner=spawner, response=result)
 
     async def _install_certs(self, spawner: Spawner, spec: StartSpec) -> Path:
         """Certificates as files, as JupyterHub hands them to a spawner (then its move_certs)."""
