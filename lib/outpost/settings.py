@@ -109,6 +109,19 @@ class Settings(BaseSettings):
     flavors_path: Path | None = None
     credits_path: Path | None = None
 
+    # Upstream's database, read by `outpost import-upstream` (its SQL_* variables, as its pods had them).
+    sql_type: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_TYPE", "SQL_TYPE"))
+    sql_database_url: str = Field(
+        default="", validation_alias=AliasChoices("OUTPOST_SQL_DATABASE_URL", "SQL_DATABASE_URL")
+    )
+    sql_user: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_USER", "SQL_USER"))
+    sql_password: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("OUTPOST_SQL_PASSWORD", "SQL_PASSWORD")
+    )
+    sql_host: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_HOST", "SQL_HOST"))
+    sql_port: int = Field(default=5432, validation_alias=AliasChoices("OUTPOST_SQL_PORT", "SQL_PORT"))
+    sql_database: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_DATABASE", "SQL_DATABASE"))
+
     ssh_listen_host: str = "0.0.0.0"
     ssh_port: int = Field(default=2222, ge=0, le=65535)
     ssh_username: str = "jhuboutpost"

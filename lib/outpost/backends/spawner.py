@@ -140,6 +140,26 @@ class SpawnerBackend:
             raise InvalidBody(f"invalid backend option: {exc}") from None
         return spawner
 
+    def _state(
+        self, sid: ServiceId, env: dict[str, str], overrides: dict[str, Any], spawner_state: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "class": f"{self._class.__module__}.{self._class.__qualname__}",
+            "service": [sid.hub, sid.name, sid.start_id],
+            "env": {key: env[key] for key in _FROM_HUB if key in env},
+            "overrides": overrides,
+            "spawner": spawner_state,
+            "certs_dir": "",
+        }
+
+    def adopted_state(
+        self, sid: ServiceId, env: dict[str, str], misc: dict[str, Any], spawner_state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The state of a server another outpost started with this spawner class (its `get_state()`),
+        so this backend can poll and stop it: the start's `misc` traits are applied as ours would be."""
+        traits = self._class.class_traits(config=True)
+        return self._state(sid, env, {key: value for key, value in misc.items() if key in traits}, spawner_state)
+
     def _overrides(self, spec: StartSpec) -> dict[str, Any]:
         """misc first, the flavor's resources over it: a hub cannot raise its own limits."""
         traits = self._class.class_traits(config=True)
@@ -148,14 +168,7 @@ class SpawnerBackend:
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         overrides = self._overrides(spec)
         spawner = self._build(self._class, spec.env, spec.sid.name, overrides)
-        state: dict[str, Any] = {
-            "class": f"{self._class.__module__}.{self._class.__qualname__}",
-            "service": [spec.sid.hub, spec.sid.name, spec.sid.start_id],
-            "env": {key: spec.env[key] for key in _FROM_HUB if key in spec.env},
-            "overrides": overrides,
-            "spawner": {},
-            "certs_dir": "",
-        }
+        state = self._state(spec.sid, spec.env, overrides, {})
         ssl = bool(spec.certs.get("keyfile") and spec.certs.get("certfile"))
         if ssl:
             state["certs_dir"] = str(await self._install_certs(spawner, spec))
