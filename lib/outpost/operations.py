@@ -9,7 +9,7 @@ from typing import Any
 
 from outpost import errors, metrics, pod_status, quota, upstream_config
 from outpost.api import Call, Reply
-from outpost.backends.base import StartSpec
+from outpost.backends.base import Started, StartSpec
 from outpost.credits import hub_credits, user_credits
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
@@ -120,6 +120,7 @@ async def _start(
     clock = time.perf_counter()
     try:
         started = await runtime.backend.start(spec, save_state, progress)
+        address = await _answer(runtime, sid, env, started)
     except Exception as exc:
         metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
@@ -129,8 +130,6 @@ async def _start(
         await quota.send_flavor_update(runtime, sid, env)
         raise failure from None
     metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
-    address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
-    address = await upstream_config.start_answer(runtime.upstream, sid, env, started, address)
     if await runtime.store.mark_running(sid, _host_port(address), address) not in (
         Phase.PENDING,
         Phase.STARTING,
@@ -145,6 +144,16 @@ async def _start(
         await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
     log.info("started %s", sid)
     return address
+
+
+async def _answer(runtime: Runtime, sid: ServiceId, env: dict[str, str], started: Started) -> str:
+    """The address the hub gets, through the administrator's hooks; if one fails, the server stops."""
+    try:
+        address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
+        return await upstream_config.start_answer(runtime.upstream, sid, env, started, address)
+    except Exception:
+        await runtime.backend.stop(started.state)
+        raise
 
 
 def _host_port(address: str) -> str:

@@ -12,7 +12,9 @@ import copy
 import inspect
 import logging
 import ssl
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traitlets import Any as AnyTrait
@@ -20,6 +22,7 @@ from traitlets import Bool, Instance, Integer, List, Type, Unicode, Union
 from traitlets.config import Config, Configurable
 
 from outpost.backends.standins import SpawnerView
+from outpost.errors import ConfigurationError, InvalidBody
 
 if TYPE_CHECKING:
     import httpx
@@ -78,6 +81,14 @@ async def _call(hook: Callable[..., Any], *args: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
+def _failed(trait: str, exc: BaseException, about: str) -> None:
+    """Log a failing hook by its exception's type and place: its message may quote what it was given
+    (an authentication dict, misc values), which can hold secrets."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    log.error("c.JupyterHubOutpost.%s raised %s%s (%s)", trait, type(exc).__name__, where, about)
+
+
 def _configure_logging(upstream: JupyterHubOutpost) -> None:
     """`log_level` for the outpost's loggers; `extra_log_handlers` on the root logger, those without a
     formatter get `log_format`/`log_datefmt` (upstream's colour fields print as nothing)."""
@@ -114,8 +125,8 @@ async def allows_override(upstream: JupyterHubOutpost, hub: str, misc: Mapping[s
         return not misc or bool(hook)
     try:
         return bool(await _call(hook, hub, copy.deepcopy(dict(misc))))
-    except Exception:
-        log.exception("c.JupyterHubOutpost.allow_override failed for hub %s; refusing the override", hub)
+    except Exception as exc:
+        _failed("allow_override", exc, f"hub {hub}; the start is refused")
         return False
 
 
@@ -125,9 +136,15 @@ async def user_authentication(upstream: JupyterHubOutpost, authentication: Mappi
     hook = upstream.update_user_authentication
     if hook is None or not auth:
         return auth
-    result = await _call(hook, auth)
+    try:
+        result = await _call(hook, auth)
+    except Exception as exc:  # the hub's body made the administrator's hook fail: the body is refused
+        _failed("update_user_authentication", exc, "the request is refused")
+        raise InvalidBody(
+            f"the outpost's update_user_authentication refused this authentication ({type(exc).__name__})"
+        ) from None
     if not isinstance(result, dict):
-        raise TypeError("c.JupyterHubOutpost.update_user_authentication must return a dict")
+        raise ConfigurationError("c.JupyterHubOutpost.update_user_authentication must return a dict")
     return result
 
 
@@ -156,8 +173,8 @@ async def sends_events(upstream: JupyterHubOutpost, hub: str) -> bool:
         return bool(setting)
     try:
         return bool(await _call(setting, hub))
-    except Exception:
-        log.exception("c.JupyterHubOutpost.send_events failed for hub %s", hub)
+    except Exception as exc:
+        _failed("send_events", exc, f"hub {hub}; events are sent")
         return True
 
 
@@ -166,8 +183,8 @@ async def flavors_update_token(upstream: JupyterHubOutpost, hub: str) -> str:
     setting = upstream.flavors_update_token
     try:
         token = await _call(setting, hub) if callable(setting) else setting
-    except Exception:
-        log.exception("c.JupyterHubOutpost.flavors_update_token failed for hub %s", hub)
+    except Exception as exc:
+        _failed("flavors_update_token", exc, f"hub {hub}; no flavor update is sent")
         return ""
     return str(token) if token else ""
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from traitlets.config import Config
 
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
-from tests.conftest import HubReceiver, basic, start_body
+from tests.conftest import HubReceiver, basic, function_process, start_body
 from tests.lib.test_credits import CONFIG, GPU, STANDARD
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -148,3 +149,76 @@ async def test_spawner_class_selects_the_spawner_backend(
     assert (await get_runtime()).backend_name == "spawner"
     make_settings(backend="local")  # a backend chosen explicitly stays chosen
     assert (await get_runtime()).backend_name == "local"
+
+
+async def test_functions_serve_under_the_base_path(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each function, as deployed (its own process), routes `/outpost/...` and `/...` alike."""
+    monkeypatch.setenv("OUTPOST_BASE_PATH", "/outpost")
+    async with (
+        function_process("poll", "poll_service", settings) as (_, poll),
+        function_process("start", "start_service", settings) as (_, start),
+    ):
+        for prefix in ("/outpost", ""):
+            assert (await poll.get(f"{prefix}/ping")).json() == {"ping": "pong!"}
+            assert (await poll.get(f"{prefix}/services/", headers=A)).json() == []
+            assert (await poll.get(f"{prefix}/credits/", headers=A)).json() == {}
+            refused = await start.post(f"{prefix}/services", json={"name": 5}, headers=A)
+            assert refused.status_code == 400 and refused.json()["error"] == "InvalidBody"
+        assert (await poll.get("/outposts/services", headers=A)).status_code == 404
+
+
+async def test_tunnel_recreation_asks_upstreams_hooks(
+    make_settings: Callable[..., Settings], backend_config: Path
+) -> None:
+    from outpost.upstream_config import tunnel_recreation
+
+    backend_config.write_text(
+        "async def per_hub(wrapper, jupyterhub_name):\n"
+        "    assert wrapper.__class__.__name__ == 'JupyterHubOutpost'\n"
+        "    return jupyterhub_name == 'hubA'\n"
+        "c.JupyterHubOutpost.ssh_recreate_at_start = per_hub\n"
+    )
+    make_settings(hub_options={"hubC": {"recreateTunnels": False}})
+    wanted = await tunnel_recreation(await get_runtime())
+    assert [await wanted(hub) for hub in ("hubA", "hubB", "hubC")] == [True, False, False]
+
+    backend_config.write_text("c.JupyterHubOutpost.ssh_recreate_at_start_global = lambda wrapper, hubs: True\n")
+    make_settings()
+    wanted = await tunnel_recreation(await get_runtime())
+    assert [await wanted(hub) for hub in ("hubA", "hubB")] == [False, False]  # the global hook did it all
+
+    backend_config.write_text("")
+    make_settings(hub_options={"hubB": {"recreateTunnels": False}})
+    wanted = await tunnel_recreation(await get_runtime())
+    assert [await wanted(hub) for hub in ("hubA", "hubB")] == [True, False]  # ours: recreate unless told not to
+
+
+async def test_failing_hooks_fail_closed_without_leaks(
+    api: httpx.AsyncClient, make_settings: Callable[..., Settings], backend_config: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A hook the hub's input makes fail refuses that input (never a 500, never its values in the log);
+    a failing sanitize_start_response stops the server it was about."""
+    from outpost.backends.local import LocalBackend
+
+    backend_config.write_text(
+        backend_config.read_text()
+        + "def picky(authentication):\n    raise ValueError(f'cannot use {authentication}')\n"
+        + "c.JupyterHubOutpost.update_user_authentication = picky\n"
+        + "c.JupyterHubOutpost.allow_override = lambda name, misc: misc['nope'] if 'image' in misc else True\n"
+        + "c.JupyterHubOutpost.sanitize_start_response = lambda spawner, response: 1 / 0\n"
+    )
+    settings = make_settings()
+    with caplog.at_level(logging.INFO):
+        refused = await api.post("/usercredits", json={"name": "alice", "token": "s3cret-token"}, headers=A)
+        assert refused.status_code == 400 and "update_user_authentication" in refused.json()["message"]
+        assert (await api.post("/userflavors", json={"token": "s3cret-token"}, headers=A)).status_code == 400
+        body = start_body()
+        body["misc"]["image"] = "s3cret-image"
+        assert (await api.post("/services", json=body, headers=A)).status_code == 419  # allow_override raised
+        failed = await api.post("/services", json=start_body(), headers=A)
+    assert failed.status_code == 419 and failed.json()["class"] == "BackendError", failed.text
+    assert "s3cret" not in caplog.text
+    assert "update_user_authentication raised ValueError at outpost_config.py:" in caplog.text
+    assert (await api.get("/services", headers=A)).json() == []
+    assert await LocalBackend(Config(), settings.data_dir).running() == []
