@@ -22,9 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--ssh-port", type=int, default=2222, help="SSH daemon port (default 2222)")
     dev.add_argument("--data-dir", type=Path, default=Path(".outpost"), help="state directory (default .outpost)")
     backends = ["local", "kubernetes", "spawner"]
-    dev.add_argument(
-        "--backend", default=None, choices=backends, help="where servers run (default: OUTPOST_BACKEND, else local)"
-    )
+    dev.add_argument("--backend", default="local", choices=backends, help="where servers run (default local)")
     commands.add_parser("check", parents=[common], help="validate configuration, secrets, Redis and the backend")
     commands.add_parser("rotate-key", parents=[common], help="re-encrypt every record under the first key")
     migrate = commands.add_parser(

@@ -28,7 +28,7 @@ class DevOptions:
     ssh_port: int
     data_dir: Path
     config_file: Path | None
-    backend: str | None  # None: the configuration's (upstream's spawner_class selects the spawner backend)
+    backend: str
 
 
 def _persisted_secret(path: Path, make: str) -> str:
@@ -45,12 +45,11 @@ def dev_settings(options: DevOptions, redis_url: str) -> Settings:
     overrides: dict[str, object] = {
         "redis_url": redis_url,
         "data_dir": data,
+        "backend": options.backend,
         "ssh_port": options.ssh_port,
         "ssh_listen_host": options.api_host,
         "ssh_host_key": data / "ssh_host_key",
     }
-    if options.backend:
-        overrides["backend"] = options.backend
     if not os.environ.get("OUTPOST_CRYPT_KEY"):
         overrides["crypt_key"] = _persisted_secret(data / "crypt_key", Fernet.generate_key().decode())
     if not (os.environ.get("OUTPOST_HUB_USERNAMES") or os.environ.get("usernames")):  # upstream's name too

@@ -102,11 +102,9 @@ class Runtime:
     def credit_policy(self) -> CreditPolicy:
         return self.settings.credit_policy()
 
-    @property
+    @cached_property
     def backend_name(self) -> str:
-        if chooses_spawner(self.upstream, "backend" in self.settings.model_fields_set):
-            return "spawner"
-        return self.settings.backend
+        return "spawner" if chooses_spawner(self.upstream, self.settings.backend) else self.settings.backend
 
     @cached_property
     def backend(self) -> Backend:

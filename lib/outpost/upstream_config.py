@@ -64,8 +64,11 @@ class JupyterHubOutpost(Configurable):
 
 def load_upstream(config: Config) -> JupyterHubOutpost:
     """Build the configurable, warn once about traits without meaning here, attach the log handlers."""
-    section = config.get("JupyterHubOutpost", Config())
-    upstream = JupyterHubOutpost(config=config)
+    section = Config(config.get("JupyterHubOutpost", {}))
+    # traitlets deep-copies configured values, and a handler in use cannot be copied (its lock).
+    handlers = section.pop("extra_log_handlers", [])
+    upstream = JupyterHubOutpost(config=Config({**config, "JupyterHubOutpost": section}))
+    upstream.extra_log_handlers = handlers
     for name, instead in NO_MEANING.items():
         if name in section:
             log.warning("c.JupyterHubOutpost.%s has no effect on this outpost: %s", name, instead)
@@ -105,9 +108,14 @@ def _configure_logging(upstream: JupyterHubOutpost) -> None:
         _handlers_added.add(id(handler))
 
 
-def chooses_spawner(upstream: JupyterHubOutpost, backend_set_explicitly: bool) -> bool:
-    """Upstream's spawner_class selects the spawner backend unless a backend was chosen explicitly."""
-    return upstream.spawner_class is not None and not backend_set_explicitly
+def chooses_spawner(upstream: JupyterHubOutpost, backend: str) -> bool:
+    """Upstream's spawner_class selects the spawner backend: the file that names a Spawner class means
+    it (and the chart always sets OUTPOST_BACKEND, so its default cannot be told from a choice)."""
+    if upstream.spawner_class is None:
+        return False
+    if backend != "spawner":
+        log.warning("c.JupyterHubOutpost.spawner_class is set: the spawner backend runs, not %r", backend)
+    return True
 
 
 def with_global_max(policy: FlavorPolicy, upstream: JupyterHubOutpost) -> FlavorPolicy:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,13 @@ pytestmark = pytest.mark.e2e
 BASE_PATH = "/outpost"
 OUTPOST_CONFIG = """\
 # outpost_config.py as an upstream installation has it (chart value outpostConfig)
+import logging
+
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+c.JupyterHubOutpost.extra_log_handlers = [logging.FileHandler({log!r})]
+c.JupyterHubOutpost.log_format = "%(color)s[%(levelname)1.1s %(asctime)s %(name)s]%(end_color)s %(message)s"
+c.JupyterHubOutpost.log_datafmt = "%Y-%m-%d"  # the upstream docs' spelling
 
 c.JupyterHubOutpost.spawner_class = SimpleLocalProcessSpawner
 c.SimpleLocalProcessSpawner.home_dir_template = {home!r}
@@ -48,7 +55,11 @@ CREDITS = {
 @pytest.fixture(scope="module")
 def outpost_env(e2e_dir: Path) -> dict[str, str]:
     config = e2e_dir / "outpost_config.py"
-    config.write_text(OUTPOST_CONFIG.format(home=str(server_home(e2e_dir)), seen=str(e2e_dir / "sanitized.txt")))
+    config.write_text(
+        OUTPOST_CONFIG.format(
+            home=str(server_home(e2e_dir)), seen=str(e2e_dir / "sanitized.txt"), log=str(e2e_dir / "extra.log")
+        )
+    )
     credits = e2e_dir / "credits.yaml"
     credits.write_text(yaml.safe_dump(CREDITS))
     return {
@@ -87,6 +98,10 @@ def test_a_server_starts_polls_and_stops_with_upstreams_config(hub: Hub, outpost
     with outpost.client() as api:
         assert api.get(f"/services/lab/{listed['start_id']}").json() == {"status": None}
     hub.stop(user, "lab")
+    # extra_log_handlers got the outpost's log lines, in log_format with log_datafmt's dates.
+    lines = (e2e_dir / "extra.log").read_text().splitlines()
+    pattern = re.compile(r"\[I \d{4}-\d\d-\d\d outpost.operations\] started e2ehub/lab/\S+")
+    assert any(pattern.fullmatch(line) for line in lines), lines
     assert [s for s in outpost.services() if s["name"] == "lab"] == []
     wait_until("the server's port to close", lambda: _closed(int(seen[3])), timeout=20)
 

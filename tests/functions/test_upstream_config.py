@@ -142,12 +142,15 @@ async def test_traits_without_meaning_warn_once(
 
 
 async def test_spawner_class_selects_the_spawner_backend(
-    make_settings: Callable[..., Settings], backend_config: Path
+    make_settings: Callable[..., Settings], backend_config: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend_config.write_text('c.JupyterHubOutpost.spawner_class = "localprocess"\n')
+    make_settings(backend="kubernetes")  # the chart's default, always set
+    with caplog.at_level(logging.WARNING, logger="outpost.upstream_config"):
+        assert (await get_runtime()).backend_name == "spawner"
+    assert "the spawner backend runs, not 'kubernetes'" in caplog.text
+    backend_config.write_text("")
     make_settings()
-    assert (await get_runtime()).backend_name == "spawner"
-    make_settings(backend="local")  # a backend chosen explicitly stays chosen
     assert (await get_runtime()).backend_name == "local"
 
 
