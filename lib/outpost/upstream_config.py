@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import ssl
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -25,6 +24,8 @@ from outpost.backends.standins import SpawnerView
 from outpost.errors import ConfigurationError, InvalidBody
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
     from outpost.backends.base import Started
@@ -201,6 +202,8 @@ def hub_client_options(upstream: JupyterHubOutpost, default_timeout: float) -> d
     """httpx client options from `request_kwargs` (ca_certs, validate_cert, request_timeout,
     connect_timeout). Certificates are checked unless validate_cert is False (upstream's default is
     not to check: we keep checking)."""
+    import ssl
+
     import httpx
 
     setting = upstream.request_kwargs

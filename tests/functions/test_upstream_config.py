@@ -225,3 +225,26 @@ async def test_failing_hooks_fail_closed_without_leaks(
     assert "update_user_authentication raised ValueError at outpost_config.py:" in caplog.text
     assert (await api.get("/services", headers=A)).json() == []
     assert await LocalBackend(Config(), settings.data_dir).running() == []
+
+
+async def test_request_kwargs_become_the_hub_clients_options() -> None:
+    import ssl
+
+    import certifi
+    from traitlets.config import Config as TraitletsConfig
+
+    from outpost.upstream_config import hub_client_options, load_upstream
+
+    def options(**kwargs: Any) -> dict[str, Any]:
+        config = TraitletsConfig()
+        config.JupyterHubOutpost.request_kwargs = kwargs
+        return hub_client_options(load_upstream(config), 10.0)
+
+    assert options()["verify"] is True and options()["timeout"].read == 10.0  # we check certificates by default
+    assert options(validate_cert=False)["verify"] is False
+    trusted = options(ca_certs=certifi.where(), request_timeout=4, connect_timeout=1)
+    assert isinstance(trusted["verify"], ssl.SSLContext) and trusted["verify"].verify_mode == ssl.CERT_REQUIRED
+    assert (trusted["timeout"].read, trusted["timeout"].connect) == (4.0, 1.0)
+    config = TraitletsConfig()
+    config.JupyterHubOutpost.request_kwargs = lambda wrapper: {"request_timeout": 2}
+    assert hub_client_options(load_upstream(config), 10.0)["timeout"].read == 2.0
