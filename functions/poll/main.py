@@ -15,6 +15,8 @@ ROUTES = [
     api.Route("GET", "/services/{name:segment}/{start_id:segment}", operations.poll_service),
     api.Route("GET", "/flavors", operations.list_flavors),
     api.Route("POST", "/userflavors", operations.user_flavors),
+    api.Route("GET", "/credits", operations.list_credits),
+    api.Route("POST", "/usercredits", operations.credits_of_user),
 ]
 
 

@@ -135,6 +135,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def route_path(path: str, base_path: str) -> str:
+    """The path routes match: without OUTPOST_BASE_PATH (served with and without it, as upstream
+    is) and without a trailing slash."""
+    if base_path and (path == base_path or path.startswith(base_path + "/")):
+        path = path[len(base_path) :]
+    return path.rstrip("/") or "/"
+
+
 def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[str, str]]:
     path_matched = False
     for route in routes:
@@ -169,9 +177,9 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     rid = new_request_id(request.headers.get("x-request-id"))
     route_label = "unmatched"
     try:
-        route, params = _find(routes, request.method, request.scope["path"].rstrip("/") or "/")
-        route_label = route.path
         runtime = await get_runtime()
+        route, params = _find(routes, request.method, route_path(request.scope["path"], runtime.settings.base_path))
+        route_label = route.path
         hub = "" if route.public else await _authenticate(request, runtime)
         body = await _read_body(request, runtime.settings.max_body_bytes)
         call = Call(runtime, hub, params, request.query_params, request.headers, body)

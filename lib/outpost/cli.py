@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--backend", default="local", choices=backends, help="where servers run (default local)")
     commands.add_parser("check", parents=[common], help="validate configuration, secrets, Redis and the backend")
     commands.add_parser("rotate-key", parents=[common], help="re-encrypt every record under the first key")
+    migrate = commands.add_parser(
+        "import-upstream", parents=[common], help="take over the running servers of an upstream Outpost"
+    )
+    migrate.add_argument("--database", default=None, help="its database URL (default: its SQL_* variables)")
+    migrate.add_argument("--dry-run", action="store_true", help="show what would be imported, write nothing")
     services = commands.add_parser("services", help="list, show or stop services").add_subparsers(
         dest="action", required=True
     )
@@ -50,6 +55,14 @@ async def _admin(args: argparse.Namespace) -> int:
     try:
         if args.command == "rotate-key":
             await admin.rotate_keys(runtime, print)
+        elif args.command == "import-upstream":
+            from outpost.upstream_import import database_url, import_upstream
+
+            url = database_url(runtime.settings, args.database)
+            summary = await import_upstream(
+                runtime, url, dry_run=args.dry_run, out=lambda line: print(line, flush=True)
+            )
+            return 1 if summary.unreadable or summary.conflicts else 0
         elif args.action == "list":
             print(await admin.list_services(runtime, args.hub))
         else:

@@ -57,7 +57,7 @@ def dev_settings(options: DevOptions, redis_url: str) -> Settings:
     }
     if not os.environ.get("OUTPOST_CRYPT_KEY"):
         overrides["crypt_key"] = _persisted_secret(data / "crypt_key", Fernet.generate_key().decode())
-    if not os.environ.get("OUTPOST_HUB_USERNAMES"):
+    if not (os.environ.get("OUTPOST_HUB_USERNAMES") or os.environ.get("usernames")):  # upstream's name too
         overrides["hub_usernames"] = "jupyterhub"
         overrides["hub_passwords"] = _persisted_secret(data / "hub_password", secrets.token_urlsafe(24))
     return load_settings(options.config_file, **overrides)
@@ -72,7 +72,7 @@ def spawner_snippet(settings: Settings, options: DevOptions) -> str:
 # --- jupyterhub_config.py: use this outpost (hub credential {hub!r}) ---
 import outpostspawner  # registers the hub APIs the outpost calls back (events, setup-tunnel, flavors)
 c.JupyterHub.spawner_class = "outpostspawner.OutpostSpawner"
-c.OutpostSpawner.request_url = "http://{host}:{options.api_port}/services"
+c.OutpostSpawner.request_url = "http://{host}:{options.api_port}{settings.base_path}/services"
 c.OutpostSpawner.request_headers = {{"Authorization": "Basic {token}"}}
 c.OutpostSpawner.svc_create = False          # no Kubernetes Service for local servers
 c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned address directly
@@ -131,7 +131,7 @@ async def run_dev(options: DevOptions) -> None:
             print(choose_server_user((await get_runtime()).config), flush=True)
         server = uvicorn.Server(
             uvicorn.Config(
-                build_router(),
+                build_router(base_path=settings.base_path),
                 host=options.api_host,
                 port=options.api_port,
                 lifespan="off",
@@ -148,7 +148,7 @@ async def run_dev(options: DevOptions) -> None:
         print(spawner_snippet(settings, options), flush=True)
         background = [
             asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
-            asyncio.create_task(sshd.recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels)),
+            asyncio.create_task(sshd.recreate_configured(runtime)),
         ]
         try:
             await server.serve()

@@ -68,10 +68,11 @@ class Outpost:
     crypt_key: str
     password: str
     env: dict[str, str] = field(repr=False, default_factory=dict)
+    base_path: str = ""  # OUTPOST_BASE_PATH: the hub and the tests use the API under it
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://127.0.0.1:{self.api_port}{self.base_path}"
 
     @property
     def request_url(self) -> str:
@@ -105,15 +106,24 @@ def outpost_home(tmp: Path) -> Path:
     return home
 
 
-def start_outpost(tmp: Path, marker: str, *, config: Path | None = None, ssh_port: int | None = None) -> Outpost:
-    """`outpost dev` (the installed console script) on free loopback ports, waited for on /ping."""
+def start_outpost(
+    tmp: Path, marker: str, *, config: Path | None = None, ssh_port: int | None = None, upstream_env: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Outpost:  # fmt: skip
+    """`outpost dev` (the installed console script) on free loopback ports, waited for on /ping.
+    `upstream_env`: the hub credentials as upstream's pods get them (`usernames`, `passwords`)."""
     from cryptography.fernet import Fernet
 
     data_dir = tmp / "outpost-data"
     api_port, ssh_port = free_port(), ssh_port or free_port()
     crypt_key, password = Fernet.generate_key().decode(), secrets.token_urlsafe(16)
     env = base_env(marker)
-    env.update(OUTPOST_CRYPT_KEY=crypt_key, OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
+    env["OUTPOST_CRYPT_KEY"] = crypt_key
+    if upstream_env:
+        env.update(usernames=HUB_CREDENTIAL, passwords=password)
+    else:
+        env.update(OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
+    env.update(extra_env or {})
     env["HOME"] = str(outpost_home(tmp))
     cmd = [
         str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
@@ -123,6 +133,7 @@ def start_outpost(tmp: Path, marker: str, *, config: Path | None = None, ssh_por
         cmd += ["--config", str(config)]
     proc = Proc.spawn("outpost dev", cmd, env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
     outpost = Outpost(proc, api_port, ssh_port, data_dir, config, crypt_key, password, env)
+    outpost.base_path = env.get("OUTPOST_BASE_PATH", "").rstrip("/")
 
     def pong() -> bool:
         proc.check_alive()
