@@ -133,16 +133,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[str, str]]:
-    path_matched = False
-    for route in routes:
-        params = route.match(path)
-        if params is None:
-            continue
-        if route.method == method:
-            return route, params
-        path_matched = True
-    if path_matched:
-        raise errors.MethodNotAllowed(f"{method} is not allowed on {path}")
+    """The path as sent first: an empty segment is a value (`/services//` asks for name '' and
+    start_id '', which no service has). Only a path no route takes is tried without one trailing
+    slash, so `/ping/` still answers."""
+    for candidate in dict.fromkeys((path, path.removesuffix("/") or "/")):
+        path_matched = False
+        for route in routes:
+            params = route.match(candidate)
+            if params is None:
+                continue
+            if route.method == method:
+                return route, params
+            path_matched = True
+        if path_matched:
+            raise errors.MethodNotAllowed(f"{method} is not allowed on {candidate}")
     raise errors.UnknownRoute(f"no route for {method} {path}")
 
 
@@ -166,7 +170,7 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     rid = new_request_id(request.headers.get("x-request-id"))
     route_label = "unmatched"
     try:
-        route, params = _find(routes, request.method, request.scope["path"].rstrip("/") or "/")
+        route, params = _find(routes, request.method, request.scope["path"])
         route_label = route.path
         runtime = await get_runtime()
         hub = "" if route.public else await _authenticate(request, runtime)
