@@ -64,6 +64,26 @@ async def rotate_keys(runtime: Runtime, say: Say) -> int:
     return fields
 
 
+AFTER_ROTATION = (
+    "Every process that reads these records needs the new key first in OUTPOST_CRYPT_KEY (new,old) before "
+    "this runs, or its reads answer 409; drop the old key once this reports 0 fields. "
+    "For `outpost dev`, `outpost dev --rotate-key` does all of it."
+)
+
+
+def refuse_rotation_under_dev(settings: Settings) -> None:
+    """A running `outpost dev` reads with the keys it started with: rotating under it makes its polls 409."""
+    from outpost import devlock
+
+    pid = devlock.holder(Path(settings.data_dir))
+    if pid is not None:
+        raise ConfigurationError(
+            f"an `outpost dev` (PID {pid}) serves {settings.data_dir} with the keys it started with, so "
+            "re-encrypting now would make its polls answer 409; stop it (Ctrl-C, or --keep-servers to keep "
+            "its servers) and start it again with `outpost dev --rotate-key`, which rotates its key in one step"
+        )
+
+
 async def check(config_file: Path | None, say: Say) -> bool:
     """Validate configuration, secrets, Redis and the backend; one line per check."""
     try:
