@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from outpost.errors import ConfigurationError, OutpostError
+from outpost.flavor_rules import FlavorPolicy, HubRule, UserRule
 from outpost.models import ServiceId, ServiceMeta
 from outpost.runtime import Runtime, build_runtime
 from outpost.settings import Settings, load_settings
@@ -92,6 +93,8 @@ async def check(config_file: Path | None, say: Say) -> bool:
         say(f"FAIL settings: {exc.message}")
         return False
     say("ok   settings and flavor configuration")
+    for line in loaded_rules(settings.flavor_policy()):
+        say(f"ok   {line}")
     checks: list[tuple[str, Callable[[Settings, Runtime], object]]] = [
         ("hub credentials", lambda s, r: _require_hubs(s)),
         ("backend configuration", lambda s, r: r.backend),
@@ -120,6 +123,35 @@ async def check(config_file: Path | None, say: Say) -> bool:
     finally:
         await runtime.aclose()
     return healthy
+
+
+def loaded_rules(policy: FlavorPolicy) -> list[str]:
+    """One line per flavor, user rule and hub rule, so a rule the file lost (mis-indented) shows by its absence."""
+
+    def limit(value: int | None) -> str:
+        return "unlimited" if value in (None, -1) else str(value)
+
+    def chosen(rule: UserRule | HubRule) -> str:
+        names = "all flavors" if rule.flavors is None else "flavors " + (", ".join(rule.flavors) or "none")
+        return f"{names}, weight {rule.weight}" + (
+            f", overrides {', '.join(rule.flavors_override)}" if rule.flavors_override else ""
+        )
+
+    lines = [
+        f"flavor {name}: max {limit(f.max)}, per user {limit(f.max_per_user)}, "
+        f"runtime {f'{f.runtime.seconds // 60} min' if f.runtime else 'unlimited'}, weight {f.weight}"
+        for name, f in policy.flavors.items()
+    ]
+    for name, user in policy.users.items():
+        match = ", ".join(user.authentication) or "nothing"
+        how = "forbidden" if user.forbidden else chosen(user)
+        lines.append(f"user rule {name}: {'not ' if user.negate_authentication else ''}matching {match}: {how}")
+    for name, hub in policy.hubs.items():
+        hubs = hub.jupyterhub_name if isinstance(hub.jupyterhub_name, str) else ", ".join(hub.jupyterhub_name)
+        lines.append(f"hub rule {name}: hubs {hubs}: {chosen(hub)}")
+    if not policy.flavors:
+        lines.append("no flavors: every start is allowed, /flavors is empty")
+    return lines
 
 
 def _require_hubs(settings: Settings) -> None:
