@@ -8,7 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 from outpost import errors, metrics, pod_status, quota
-from outpost.api import Call, Reply
+from outpost.api import Call, Reply, loggable
 from outpost.backends.base import StartSpec
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
@@ -117,6 +117,7 @@ async def _start(
     except Exception as exc:
         metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
+        log.warning("start of %s failed: %s", sid, loggable(failure.message, 1000))
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
             await runtime.hub.progress(env, about, 100, f"Start failed: {failure.message}", failed=True)

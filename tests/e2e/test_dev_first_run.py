@@ -210,3 +210,16 @@ def test_rotate_key_with_a_key_from_the_environment_explains(tmp_path: Path) -> 
     cmd = harness.outpost_command(tmp_path / "outpost-data", free_port(), free_port())
     done = subprocess.run([*cmd, "--rotate-key"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert_one_line(done, "OUTPOST_CRYPT_KEY", "outpost rotate-key")
+
+
+def test_empty_start_id_is_a_json_404_and_one_console_line(running: Outpost) -> None:
+    """What the hub asks after a stop (`/services//`, `/services/<name>/`): a JSON 404, never the listing."""
+    start_tiny_servers(running, ("",))
+    with running.client() as api:
+        for method, path in (("GET", "/services//"), ("GET", "/services/x/"), ("DELETE", "/services//")):
+            response = api.request(method, path, headers={"X-Request-Id": f"empty-{method}"})
+            assert response.status_code == 404 and response.json()["error"] == "UnknownService", response.text
+        assert api.get("/services//1").json() == {"status": None}  # the server is untouched
+    wait_until("the console line of the failed poll", lambda: "request_id=empty-GET" in running.proc.text(), 10)
+    line = next(line for line in running.proc.text().splitlines() if "request_id=empty-DELETE" in line)
+    assert "request failed: 404 DELETE /services/{name:segment}/{start_id:segment} hub=e2ehub" in line
