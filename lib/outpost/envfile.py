@@ -15,7 +15,7 @@ from outpost.settings import Settings
 
 
 def admin_environment(settings: Settings) -> dict[str, str]:
-    """The OUTPOST_* variables that give an administrator's command the settings of this outpost."""
+    """The OUTPOST_* variables that give another process (an admin command, a function) these settings."""
     values = {
         "OUTPOST_CRYPT_KEY": settings.crypt_key.get_secret_value(),
         "OUTPOST_HUB_USERNAMES": settings.hub_usernames,
