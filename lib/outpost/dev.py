@@ -137,8 +137,11 @@ async def stop_all_servers() -> int:
 
     runtime = await get_runtime()
     known = [meta.id async for meta in runtime.store.all_hubs_services()]
-    await asyncio.gather(*(stop_if_known(runtime, sid) for sid in known))
-    return len(known)
+    outcomes = await asyncio.gather(*(stop_if_known(runtime, sid) for sid in known), return_exceptions=True)
+    for sid, outcome in zip(known, outcomes, strict=True):
+        if isinstance(outcome, Exception):  # e.g. a record no key decrypts: the others still stop
+            log.error("could not stop %s: %s", sid, type(outcome).__name__)
+    return sum(not isinstance(outcome, Exception) for outcome in outcomes)
 
 
 class _ApiServer(uvicorn.Server):
@@ -171,11 +174,12 @@ async def serve_ssh(settings: Settings, runtime: Runtime) -> sshd.Listener:
 
 async def run_dev(options: DevOptions) -> int:
     """Serve until SIGINT, SIGTERM or SIGHUP; return the exit code (0, or 128 + n when forced)."""
-    options.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with devlock.claim(options.data_dir):
         redis_url, embedded = redis_url_for(options)
         key_file = options.data_dir / "crypt_key"
         rotating = options.rotate_key and keys.begin_rotation(key_file)
+        if options.rotate_key and not rotating:
+            say(f"--rotate-key: no key in {options.data_dir} yet; this first start makes one")
         settings = dev_settings(options, redis_url)  # a bad configuration stops here, before anything runs
         logs.configure(json_format=settings.log_format == "json")
         api_socket = listening_socket(options.api_host, options.api_port, "--api-port")
@@ -196,16 +200,13 @@ async def run_dev(options: DevOptions) -> int:
                 uvicorn.Config(build_router(), lifespan="off", log_level="warning", log_config=None,
                                timeout_graceful_shutdown=GRACE_SECONDS)
             )  # fmt: skip
-            api = asyncio.create_task(server.serve(sockets=[api_socket]))
-            try:
-                listener = await serve_ssh(settings, runtime)
-            except BaseException:
-                server.should_exit = True
-                await api
-                raise
+            listener = await serve_ssh(settings, runtime)
             env_file = options.data_dir / "env"
             envfile.write(env_file, envfile.admin_environment(settings), options.config_file)
+            # Printed before the API serves: a client that sees /ping answer has the whole announcement
+            # (the bound socket queues any connection made meanwhile).
             announce(settings, options, listener.port, env_file)
+            api = asyncio.create_task(server.serve(sockets=[api_socket]))
             background = [
                 asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
                 asyncio.create_task(sshd.recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels)),
@@ -213,6 +214,8 @@ async def run_dev(options: DevOptions) -> int:
             requested = asyncio.create_task(signals.requested.wait())
             await asyncio.wait([api, requested], return_when="FIRST_COMPLETED")
             requested.cancel()
+            if not signals.requested.is_set():
+                log.error("the API stopped on its own; stopping everything")
             stopping = asyncio.create_task(
                 shut_down(server, api, listener, background, keep_servers=options.keep_servers, why=signals.first)
             )
@@ -228,7 +231,7 @@ async def run_dev(options: DevOptions) -> int:
             await close_runtime()
         signals.remove()
         say("bye")
-        return signals.exit_code()
+        return signals.exit_code() if signals.requested.is_set() else 1
 
 
 async def shut_down(
@@ -240,7 +243,7 @@ async def shut_down(
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     server.should_exit = True
-    await api
+    await asyncio.gather(api, return_exceptions=True)  # a crashed API must not keep the servers running
     say(f"{why}: API stopped")
     listener.close()
     try:

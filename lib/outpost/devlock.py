@@ -21,8 +21,12 @@ def _describe(pid: int | None) -> str:
 
 
 def claim(data_dir: Path) -> IO[str]:
-    """Lock `data_dir` for this process; keep the returned file open for as long as the lock should last."""
-    handle = (data_dir / LOCK_NAME).open("a+")
+    """Create and lock `data_dir` for this process; keep the returned file open as long as the lock should last."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = (data_dir / LOCK_NAME).open("a+")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot use {data_dir} ({exc.strerror}); pass another --data-dir") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -223,3 +223,8 @@ def test_empty_start_id_is_a_json_404_and_one_console_line(running: Outpost) -> 
     wait_until("the console line of the failed poll", lambda: "request_id=empty-GET" in running.proc.text(), 10)
     line = next(line for line in running.proc.text().splitlines() if "request_id=empty-DELETE" in line)
     assert "request failed: 404 DELETE /services/{name:segment}/{start_id:segment} hub=e2ehub" in line
+
+
+def test_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "outpost-data").write_text("a file where the data directory should be\n")
+    assert_one_line(refused_start(tmp_path, f"data-dir-{tmp_path.name}"), "outpost-data", "--data-dir")
