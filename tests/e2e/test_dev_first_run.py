@@ -32,9 +32,10 @@ def outpost_cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60)
 
 
 def refused_start(tmp: Path, marker: str, *extra: str, api_port: int | None = None, ssh_port: int | None = None,
-                  config: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+                  config: Path | None = None, env_extra: dict[str, str] | None = None,
+                  ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """An `outpost dev` expected to refuse to start: it must exit on its own, and leave nothing running."""
-    env = base_env(marker)
+    env = {**base_env(marker), **(env_extra or {})}
     env["HOME"] = str(harness.server_home(tmp))
     data_dir = tmp / "outpost-data"
     cmd = harness.outpost_command(data_dir, api_port or free_port(), ssh_port or free_port(), config)
@@ -228,3 +229,9 @@ def test_empty_start_id_is_a_json_404_and_one_console_line(running: Outpost) -> 
 def test_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "outpost-data").write_text("a file where the data directory should be\n")
     assert_one_line(refused_start(tmp_path, f"data-dir-{tmp_path.name}"), "outpost-data", "--data-dir")
+
+
+def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    missing = f"unix://{tmp_path}/no-redis.sock"
+    done = refused_start(tmp_path, f"redis-{tmp_path.name}", env_extra={"OUTPOST_REDIS_URL": missing})
+    assert_one_line(done, f"cannot reach Redis at {missing}", "OUTPOST_REDIS_URL")
