@@ -115,6 +115,12 @@ class Route:
         return {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
 
 
+def loggable(text: str, limit: int = 200) -> str:
+    """A caller-chosen string for a log line: shortened, with control and non-ASCII characters escaped,
+    so it cannot forge or break lines. (Local: outpost.logs has no escaping helper yet.)"""
+    return ascii(text[:limit])[1:-1]
+
+
 def _describe(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors())
 
@@ -144,16 +150,20 @@ def route_path(path: str, base_path: str) -> str:
 
 
 def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[str, str]]:
-    path_matched = False
-    for route in routes:
-        params = route.match(path)
-        if params is None:
-            continue
-        if route.method == method:
-            return route, params
-        path_matched = True
-    if path_matched:
-        raise errors.MethodNotAllowed(f"{method} is not allowed on {path}")
+    """The path as sent first: an empty segment is a value (`/services//` asks for name '' and
+    start_id '', which no service has). Only a path no route takes is tried without one trailing
+    slash, so `/ping/` still answers."""
+    for candidate in dict.fromkeys((path, path.removesuffix("/") or "/")):
+        path_matched = False
+        for route in routes:
+            params = route.match(candidate)
+            if params is None:
+                continue
+            if route.method == method:
+                return route, params
+            path_matched = True
+        if path_matched:
+            raise errors.MethodNotAllowed(f"{method} is not allowed on {candidate}")
     raise errors.UnknownRoute(f"no route for {method} {path}")
 
 
@@ -176,7 +186,13 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     started = time.perf_counter()
     rid = new_request_id(request.headers.get("x-request-id"))
     route_label = "unmatched"
+    hub = ""
     try:
+<<<<<<< HEAD
+=======
+        route, params = _find(routes, request.method, request.scope["path"])
+        route_label = route.path
+>>>>>>> dev-first
         runtime = await get_runtime()
         route, params = _find(routes, request.method, route_path(request.scope["path"], runtime.settings.base_path))
         route_label = route.path
@@ -187,6 +203,12 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     except Exception as exc:  # every failure gets a JSON answer; see error_response
         response = error_response(exc)
     response.headers["X-Request-Id"] = rid
+    if response.status_code >= HTTPStatus.BAD_REQUEST:
+        where = route_label if route_label != "unmatched" else loggable(request.scope["path"])
+        log.warning(
+            "request failed: %d %s %s hub=%s request_id=%s",
+            response.status_code, request.method, where, hub or "-", rid,
+        )  # fmt: skip
     requests, seconds = request_metrics(route_label, request.method, response.status_code)
     requests.inc()
     seconds.observe(time.perf_counter() - started)

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from outpost.suggest import unknown_key
+
 __all__ = [
     "Flavor",
     "FlavorConfigError",
@@ -162,11 +164,28 @@ class FlavorPolicy(RuleModel):
             # The Helm values group all four under `flavors:` (`flavors.flavors.<name>`);
             # the upstream flavors file keeps them side by side. Both read the same.
             values = {**values, **grouped}
+            # A key beside them (a rule indented one level too little, a typo) would be dropped unseen.
+            strays = [
+                f"flavors.{key}: {unknown_key(cls, [], str(key))} (beside flavors: only users, hubs, maxPerUserTotal)"
+                for key in grouped
+                if key not in keys
+            ]
+            if strays:
+                raise FlavorConfigError("; ".join(strays))
         data: dict[str, Any] = {key: values[key] for key in keys if values.get(key) is not None}
         try:
             policy = cls.model_validate({**data, "normaliser": normaliser})
         except ValidationError as exc:
+<<<<<<< HEAD
             raise FlavorConfigError("; ".join(describe_error(error) for error in exc.errors())) from None
+=======
+            problems = [_describe(error) for error in exc.errors()]
+            flavors = data.get("flavors")
+            for key in ("users", "hubs"):  # `users:` indented under `flavors:` reads as a flavor named users
+                if isinstance(flavors, Mapping) and key in flavors:
+                    problems.append(f"flavors.{key}: is `{key}:` indented under `flavors:` by mistake?")
+            raise FlavorConfigError("; ".join(problems)) from None
+>>>>>>> dev-first
         problems = list(_reference_problems(policy))
         if problems:
             raise FlavorConfigError("; ".join(problems))
@@ -180,7 +199,6 @@ _PHRASES = {
     "dict_type": "must be a mapping",
     "model_type": "must be a mapping",
     "list_type": "must be a list",
-    "extra_forbidden": "unknown key",
     "missing": "is required",
 }
 
@@ -188,7 +206,9 @@ _PHRASES = {
 def describe_error(error: Mapping[str, Any]) -> str:
     path = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
-    if kind == "greater_than_equal":
+    if kind == "extra_forbidden":
+        phrase = unknown_key(FlavorPolicy, error["loc"][:-1], str(error["loc"][-1]))
+    elif kind == "greater_than_equal":
         phrase = f"must be {error['ctx']['ge']} or more"
     elif kind == "value_error":
         phrase = str(error["ctx"]["error"])

@@ -22,13 +22,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.callbacks import parse_prefix
 from outpost.credits import CreditConfigError, CreditPolicy
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
+<<<<<<< HEAD
 from outpost.proxies import TrustedProxies
+=======
+from outpost.suggest import unknown_key
+>>>>>>> dev-first
 
 MIB = 1024 * 1024
 # What the OutpostSpawner sends in `misc` unless `custom_misc_disable_default` is set: none of it runs code.
@@ -285,7 +290,8 @@ def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-def _read_values(config_file: Path) -> dict[str, Any]:
+def _read_values(config_file: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's settings by field name, and each field name's key as the file writes it."""
     import yaml  # only with a configuration file: functions configured by variables start without it
 
     try:
@@ -298,20 +304,29 @@ def _read_values(config_file: Path) -> dict[str, Any]:
     private = sorted(key for key in values if key.startswith("_"))
     if private:
         raise ConfigurationError(f"{config_file}: unknown settings {', '.join(private)}")
-    return values
+    return values, {_snake(str(key)): str(key) for key in loaded}
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once: environment, then the YAML file, then explicit overrides."""
     path = config_file or (Path(os.environ["OUTPOST_CONFIG"]) if os.environ.get("OUTPOST_CONFIG") else None)
-    values = _read_values(path) if path else {}
+    values, written = _read_values(path) if path else ({}, {})
     if "redis_url" not in values and "redis_url" not in overrides and os.environ.get("REDIS_URL"):
         values["redis_url"] = os.environ["REDIS_URL"]
     values.update(overrides)
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err, written) for err in exc.errors())
         raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+def _problem(error: ErrorDetails, written: dict[str, str]) -> str:
+    """One validation error, with the key as the YAML file writes it (`sshPublicKeys`, not `ssh_public_keys`)."""
+    loc = [str(part) for part in error["loc"]]
+    if not loc:  # a check of the whole settings (the flavor rules): its message names its keys itself
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    path = ".".join([written.get(loc[0], loc[0]), *loc[1:]])
+    if error["type"] == "extra_forbidden":
+        return f"{path}: {unknown_key(Settings, loc[:-1], loc[-1] if len(loc) > 1 else path)}"
+    return f"{path}: {error['msg']}"
