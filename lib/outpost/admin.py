@@ -95,15 +95,12 @@ async def check(config_file: Path | None, say: Say) -> bool:
         say(f"FAIL settings: {exc.message}")
         return False
     say("ok   settings and flavor configuration")
-<<<<<<< HEAD
     for warning in policy_warnings(settings):
         say(f"WARN {warning}")
     for line in callback_findings(settings):
         say(line)
-=======
     for line in loaded_rules(settings.flavor_policy()):
         say(f"ok   {line}")
->>>>>>> dev-first
     checks: list[tuple[str, Callable[[Settings, Runtime], object]]] = [
         ("hub credentials", lambda s, r: _require_hubs(s)),
         ("backend configuration", lambda s, r: r.backend),
@@ -134,7 +131,6 @@ async def check(config_file: Path | None, say: Say) -> bool:
     return healthy
 
 
-<<<<<<< HEAD
 def callback_findings(settings: Settings) -> list[str]:
     """Per hub, whether `callbackUrls` limits the URLs the outpost calls back (recommended)."""
     try:
@@ -153,7 +149,9 @@ def callback_findings(settings: Settings) -> list[str]:
                 f"WARN hub {hub}: no callbackUrls, so the outpost calls back any URL this hub sends (except "
                 f"link-local and metadata addresses and its own ports); set hubOptions.{hub}.callbackUrls"
             )
-=======
+    return lines
+
+
 def loaded_rules(policy: FlavorPolicy) -> list[str]:
     """One line per flavor, user rule and hub rule, so a rule the file lost (mis-indented) shows by its absence."""
 
@@ -180,7 +178,6 @@ def loaded_rules(policy: FlavorPolicy) -> list[str]:
         lines.append(f"hub rule {name}: hubs {hubs}: {chosen(hub)}")
     if not policy.flavors:
         lines.append("no flavors: every start is allowed, /flavors is empty")
->>>>>>> dev-first
     return lines
 
 

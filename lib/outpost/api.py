@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 
-from outpost import errors
+from outpost import errors, logs
 from outpost.auth import authenticate
 from outpost.logs import new_request_id
 from outpost.metrics import request_metrics
@@ -115,12 +115,6 @@ class Route:
         return {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
 
 
-def loggable(text: str, limit: int = 200) -> str:
-    """A caller-chosen string for a log line: shortened, with control and non-ASCII characters escaped,
-    so it cannot forge or break lines. (Local: outpost.logs has no escaping helper yet.)"""
-    return ascii(text[:limit])[1:-1]
-
-
 def _describe(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors())
 
@@ -143,10 +137,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def route_path(path: str, base_path: str) -> str:
     """The path routes match: without OUTPOST_BASE_PATH (served with and without it, as upstream
-    is) and without a trailing slash."""
+    is); `_find` decides about trailing slashes."""
     if base_path and (path == base_path or path.startswith(base_path + "/")):
         path = path[len(base_path) :]
-    return path.rstrip("/") or "/"
+    return path or "/"
 
 
 def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[str, str]]:
@@ -188,11 +182,6 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     route_label = "unmatched"
     hub = ""
     try:
-<<<<<<< HEAD
-=======
-        route, params = _find(routes, request.method, request.scope["path"])
-        route_label = route.path
->>>>>>> dev-first
         runtime = await get_runtime()
         route, params = _find(routes, request.method, route_path(request.scope["path"], runtime.settings.base_path))
         route_label = route.path
@@ -204,7 +193,7 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
         response = error_response(exc)
     response.headers["X-Request-Id"] = rid
     if response.status_code >= HTTPStatus.BAD_REQUEST:
-        where = route_label if route_label != "unmatched" else loggable(request.scope["path"])
+        where = route_label if route_label != "unmatched" else logs.escape(request.scope["path"])
         log.warning(
             "request failed: %d %s %s hub=%s request_id=%s",
             response.status_code, request.method, where, hub or "-", rid,

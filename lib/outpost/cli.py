@@ -70,7 +70,7 @@ async def _admin(args: argparse.Namespace) -> int:
     try:
         if args.command == "rotate-key":
             await admin.rotate_keys(runtime, print)
-<<<<<<< HEAD
+            print(admin.AFTER_ROTATION)
         elif args.command == "import-upstream":
             from outpost.upstream_import import database_url, import_upstream
 
@@ -79,9 +79,6 @@ async def _admin(args: argparse.Namespace) -> int:
                 runtime, url, dry_run=args.dry_run, out=lambda line: print(line, flush=True)
             )
             return 1 if summary.unreadable or summary.conflicts else 0
-=======
-            print(admin.AFTER_ROTATION)
->>>>>>> dev-first
         elif args.action == "list":
             print(await admin.list_services(runtime, args.hub))
         else:

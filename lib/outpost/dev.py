@@ -17,11 +17,8 @@ from typing import Any
 import asyncssh
 import uvicorn
 from cryptography.fernet import Fernet
-<<<<<<< HEAD
-from traitlets.config import Config
-=======
 from redis.exceptions import RedisError
->>>>>>> dev-first
+from traitlets.config import Config
 
 import sshd
 from outpost import devkeys as keys
@@ -29,12 +26,8 @@ from outpost import devlock, envfile, logs
 from outpost.devserver import build_router
 from outpost.embedded_redis import EmbeddedRedis
 from outpost.errors import ConfigurationError
-<<<<<<< HEAD
 from outpost.files import private_dir, write_private
-from outpost.runtime import close_runtime, get_runtime, use_settings
-=======
 from outpost.runtime import Runtime, close_runtime, get_runtime, use_settings
->>>>>>> dev-first
 from outpost.settings import Settings, load_settings
 from outpost.shutdown import Signals, say
 from outpost.timer import run_timer
@@ -162,45 +155,6 @@ class _ApiServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
-<<<<<<< HEAD
-    private_dir(options.data_dir)
-    async with redis_for(options) as redis_url:
-        settings = dev_settings(options, redis_url)
-        use_settings(settings)
-        await (await get_runtime()).store.redis.ping()
-        if settings.backend == "local" and os.geteuid() == 0:
-            print(choose_server_user((await get_runtime()).config), flush=True)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                build_router(base_path=settings.base_path),
-                host=options.api_host,
-                port=options.api_port,
-                lifespan="off",
-                log_level="warning",
-                # uvicorn would take the caller from X-Forwarded-For of any loopback peer; who calls
-                # is decided by OUTPOST_TRUSTED_PROXIES alone (outpost.proxies).
-                proxy_headers=False,
-            )
-        )
-        print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")
-        runtime = await get_runtime()
-        listener = await sshd.serve(settings, runtime.store)
-        print(f"SSH daemon on {options.api_host}:{listener.port} (user {settings.ssh_username})")
-        print(spawner_snippet(settings, options), flush=True)
-        background = [
-            asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
-            asyncio.create_task(sshd.recreate_configured(runtime)),
-        ]
-        try:
-            await server.serve()
-        finally:
-            for task in background:
-                task.cancel()
-            listener.close()
-            await listener.wait_closed()
-            stopped = await stop_all_servers()
-            print(f"stopped {stopped} server(s); bye", flush=True)
-=======
 
 async def _reach(url: str) -> None:
     try:
@@ -224,6 +178,7 @@ async def serve_ssh(settings: Settings, runtime: Runtime) -> sshd.Listener:
 
 async def run_dev(options: DevOptions) -> int:
     """Serve until SIGINT, SIGTERM or SIGHUP; return the exit code (0, or 128 + n when forced)."""
+    private_dir(options.data_dir)
     with devlock.claim(options.data_dir):
         redis_url, embedded = redis_url_for(options)
         key_file = options.data_dir / "crypt_key"
@@ -245,10 +200,14 @@ async def run_dev(options: DevOptions) -> int:
                 settings = dev_settings(options, redis_url)
                 use_settings(settings)
             runtime = await get_runtime()
+            if settings.backend == "local" and os.geteuid() == 0:
+                print(choose_server_user(runtime.config), flush=True)
             asyncssh.set_log_level(logging.WARNING)  # as `python -m sshd`: one line per forward is ours
             server = _ApiServer(
-                uvicorn.Config(build_router(), lifespan="off", log_level="warning", log_config=None,
-                               timeout_graceful_shutdown=GRACE_SECONDS)
+                # proxy_headers=False: uvicorn would take the caller from X-Forwarded-For of any loopback
+                # peer; who calls is decided by OUTPOST_TRUSTED_PROXIES alone (outpost.proxies).
+                uvicorn.Config(build_router(base_path=settings.base_path), lifespan="off", log_level="warning",
+                               log_config=None, timeout_graceful_shutdown=GRACE_SECONDS, proxy_headers=False)
             )  # fmt: skip
             listener = await serve_ssh(settings, runtime)
             env_file = options.data_dir / "env"
@@ -259,7 +218,7 @@ async def run_dev(options: DevOptions) -> int:
             api = asyncio.create_task(server.serve(sockets=[api_socket]))
             background = [
                 asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
-                asyncio.create_task(sshd.recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels)),
+                asyncio.create_task(sshd.recreate_configured(runtime)),
             ]
             requested = asyncio.create_task(signals.requested.wait())
             await asyncio.wait([api, requested], return_when="FIRST_COMPLETED")
@@ -278,7 +237,6 @@ async def run_dev(options: DevOptions) -> int:
             failure = (await asyncio.gather(stopping, return_exceptions=True))[0]
             if isinstance(failure, Exception):
                 say(f"shutdown incomplete ({type(failure).__name__}); the next `outpost dev` here adopts what runs")
->>>>>>> dev-first
             await close_runtime()
         signals.remove()
         say("bye")

@@ -176,16 +176,12 @@ class FlavorPolicy(RuleModel):
         try:
             policy = cls.model_validate({**data, "normaliser": normaliser})
         except ValidationError as exc:
-<<<<<<< HEAD
-            raise FlavorConfigError("; ".join(describe_error(error) for error in exc.errors())) from None
-=======
-            problems = [_describe(error) for error in exc.errors()]
+            problems = [describe_error(error) for error in exc.errors()]
             flavors = data.get("flavors")
             for key in ("users", "hubs"):  # `users:` indented under `flavors:` reads as a flavor named users
                 if isinstance(flavors, Mapping) and key in flavors:
                     problems.append(f"flavors.{key}: is `{key}:` indented under `flavors:` by mistake?")
             raise FlavorConfigError("; ".join(problems)) from None
->>>>>>> dev-first
         problems = list(_reference_problems(policy))
         if problems:
             raise FlavorConfigError("; ".join(problems))

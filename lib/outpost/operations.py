@@ -7,17 +7,11 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-<<<<<<< HEAD
-from outpost import errors, metrics, pod_status, quota, upstream_config
+from outpost import errors, logs, metrics, pod_status, quota, upstream_config
 from outpost.api import Call, Reply
 from outpost.backends.base import Started, StartSpec
 from outpost.credits import hub_credits, user_credits
 from outpost.env_policy import screen_env
-=======
-from outpost import errors, metrics, pod_status, quota
-from outpost.api import Call, Reply, loggable
-from outpost.backends.base import StartSpec
->>>>>>> dev-first
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
@@ -145,7 +139,7 @@ async def _start(
     except Exception as exc:
         metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
-        log.warning("start of %s failed: %s", sid, loggable(failure.message, 1000))
+        log.warning("start of %s failed: %s", sid, logs.escape(failure.message))
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
             await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)

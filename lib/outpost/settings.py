@@ -29,11 +29,8 @@ from outpost.callbacks import parse_prefix
 from outpost.credits import CreditConfigError, CreditPolicy
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
-<<<<<<< HEAD
 from outpost.proxies import TrustedProxies
-=======
 from outpost.suggest import unknown_key
->>>>>>> dev-first
 
 MIB = 1024 * 1024
 # What the OutpostSpawner sends in `misc` unless `custom_misc_disable_default` is set: none of it runs code.

@@ -4,11 +4,7 @@ and JupyterHub with the unmodified OutpostSpawner behind configurable-http-proxy
 from __future__ import annotations
 
 import base64
-<<<<<<< HEAD
-=======
 import dataclasses
-import os
->>>>>>> dev-first
 import secrets
 import shutil
 import signal
@@ -33,10 +29,10 @@ HUB_CREDENTIAL = "e2ehub"
 OVERRIDES_WITH_CMD = [*DEFAULT_OVERRIDES, "cmd"]
 
 
-def outpost_values(tmp: Path, **values: object) -> Path:
-    """A YAML file for `outpost dev --config`: the hub may also override cmd, and the given values."""
+def outpost_values(tmp: Path, overrides: Sequence[str] = OVERRIDES_WITH_CMD, **values: object) -> Path:
+    """A YAML file for `outpost dev --config`: the hub may also override cmd (or `overrides`), and the given values."""
     path = tmp / "outpost-values.yaml"
-    options = {"hubOptions": {HUB_CREDENTIAL: {"allowedOverrides": OVERRIDES_WITH_CMD}}}
+    options = {"hubOptions": {HUB_CREDENTIAL: {"allowedOverrides": list(overrides)}}}
     path.write_text(yaml.safe_dump({**options, **values}))
     return path
 
@@ -112,14 +108,6 @@ def outpost_home(tmp: Path) -> Path:
     return home
 
 
-<<<<<<< HEAD
-def start_outpost(
-    tmp: Path, marker: str, *, config: Path | None = None, ssh_port: int | None = None, upstream_env: bool = False,
-    extra_env: dict[str, str] | None = None,
-) -> Outpost:  # fmt: skip
-    """`outpost dev` (the installed console script) on free loopback ports, waited for on /ping.
-    `upstream_env`: the hub credentials as upstream's pods get them (`usernames`, `passwords`)."""
-=======
 def outpost_command(data_dir: Path, api_port: int, ssh_port: int, config: Path | None = None) -> list[str]:
     """`outpost dev` (the installed console script) on loopback."""
     cmd = [
@@ -131,42 +119,31 @@ def outpost_command(data_dir: Path, api_port: int, ssh_port: int, config: Path |
 
 def start_outpost(
     tmp: Path, marker: str, *, config: Path | None = None, ssh_port: int | None = None,
-    extra_args: Sequence[str] = (), generated_key: bool = False,
+    extra_args: Sequence[str] = (), generated_key: bool = False, upstream_env: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Outpost:  # fmt: skip
     """`outpost dev` on free loopback ports, waited for on /ping. With `generated_key`, the crypt key is
-    the one `outpost dev` makes and keeps in its data directory (as for a user who sets nothing)."""
->>>>>>> dev-first
+    the one `outpost dev` makes and keeps in its data directory (as for a user who sets nothing).
+    `upstream_env`: the hub credentials as upstream's pods get them (`usernames`, `passwords`)."""
     from cryptography.fernet import Fernet
 
     data_dir = tmp / "outpost-data"
     api_port, ssh_port = free_port(), ssh_port or free_port()
     crypt_key, password = Fernet.generate_key().decode(), secrets.token_urlsafe(16)
     env = base_env(marker)
-<<<<<<< HEAD
-    env["OUTPOST_CRYPT_KEY"] = crypt_key
     if upstream_env:
         env.update(usernames=HUB_CREDENTIAL, passwords=password)
     else:
         env.update(OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
     env.update(extra_env or {})
-    env["HOME"] = str(outpost_home(tmp))
-    cmd = [
-        str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
-        "--ssh-port", str(ssh_port), "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    if config is not None:
-        cmd += ["--config", str(config)]
-    proc = Proc.spawn("outpost dev", cmd, env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
-    outpost = Outpost(proc, api_port, ssh_port, data_dir, config, crypt_key, password, env)
-    outpost.base_path = env.get("OUTPOST_BASE_PATH", "").rstrip("/")
-=======
-    env.update(OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
     if not generated_key:
         env["OUTPOST_CRYPT_KEY"] = crypt_key
-    env["HOME"] = str(server_home(tmp))
+    env["HOME"] = str(outpost_home(tmp))
     cmd = [*outpost_command(data_dir, api_port, ssh_port, config), *extra_args]
     proc = _spawn_outpost(tmp, cmd, env, api_port, data_dir)
-    return Outpost(proc, api_port, ssh_port, data_dir, config, crypt_key, password, env)
+    outpost = Outpost(proc, api_port, ssh_port, data_dir, config, crypt_key, password, env)
+    outpost.base_path = env.get("OUTPOST_BASE_PATH", "").rstrip("/")
+    return outpost
 
 
 def restart_outpost(tmp: Path, previous: Outpost, extra_args: Sequence[str] = ()) -> Outpost:
@@ -180,7 +157,6 @@ def restart_outpost(tmp: Path, previous: Outpost, extra_args: Sequence[str] = ()
 def _spawn_outpost(tmp: Path, cmd: list[str], env: dict[str, str], api_port: int, data_dir: Path) -> Proc:
     proc = Proc.spawn("outpost dev", cmd, env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
     url = f"http://127.0.0.1:{api_port}"
->>>>>>> dev-first
 
     def pong() -> bool:
         proc.check_alive()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-import yaml
 
 from tests.e2e import harness
 from tests.e2e.harness import HUB_CREDENTIAL, Outpost
@@ -73,8 +72,7 @@ def test_stop_with_an_ssh_connection_open(tmp_path: Path, hub_key: tuple[Path, s
     """A real OpenSSH client holds a connection; the signal (Ctrl-C to the group for SIGINT) still stops
     everything, closes the client's connection, says bye and exits 0."""
     key, public = hub_key
-    config = tmp_path / "values.yaml"
-    config.write_text(yaml.safe_dump({"sshPublicKeys": [{"hub": HUB_CREDENTIAL, "key": public}]}))
+    config = harness.outpost_values(tmp_path, sshPublicKeys=[{"hub": HUB_CREDENTIAL, "key": public}])
     outpost = harness.start_outpost(tmp_path, f"ssh-open-{tmp_path.name}", config=config)
     client_log = tmp_path / "ssh-client.log"
     with client_log.open("wb") as out:
@@ -106,7 +104,7 @@ def test_stop_with_an_ssh_connection_open(tmp_path: Path, hub_key: tuple[Path, s
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Outpost]:
-    outpost = harness.start_outpost(tmp_path, f"first-run-{tmp_path.name}")
+    outpost = harness.start_outpost(tmp_path, f"first-run-{tmp_path.name}", config=harness.outpost_values(tmp_path))
     yield outpost
     harness.stop_outpost(outpost)
 
@@ -148,7 +146,9 @@ def test_misindented_user_rule_is_an_error(tmp_path: Path) -> None:
 
 def test_admin_commands_read_the_env_file(tmp_path: Path) -> None:
     """The printed `outpost --env-file ... check` works as printed; list/show/stop take `<default>`."""
-    outpost = harness.start_outpost(tmp_path, f"admin-{tmp_path.name}", generated_key=True)
+    outpost = harness.start_outpost(
+        tmp_path, f"admin-{tmp_path.name}", config=harness.outpost_values(tmp_path), generated_key=True
+    )
     try:
         start_tiny_servers(outpost, ("",))
         env_file = outpost.data_dir / "env"
@@ -179,7 +179,11 @@ def test_dev_rotate_key_never_answers_409(tmp_path: Path) -> None:
     """A server kept across a restart with --rotate-key: its record is re-encrypted under a new key before
     the API serves, so its polls answer 200 throughout, and only the new key stays on disk."""
     first = harness.start_outpost(
-        tmp_path, f"rotate-{tmp_path.name}", generated_key=True, extra_args=["--keep-servers"]
+        tmp_path,
+        f"rotate-{tmp_path.name}",
+        config=harness.outpost_values(tmp_path),
+        generated_key=True,
+        extra_args=["--keep-servers"],
     )
     try:
         start_tiny_servers(first, ("",))

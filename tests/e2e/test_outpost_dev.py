@@ -42,16 +42,9 @@ def start_tiny_servers(outpost: harness.Outpost, names: tuple[str, ...]) -> list
         pytest.param(signal.SIGHUP, False, id="sighup"),  # the terminal went away
     ],
 )
-<<<<<<< HEAD
-def test_interrupt_stops_every_server(tmp_path: Path, group: bool) -> None:
-    """Two running servers (one default, one named), then SIGINT: all gone, clean exit."""
-    outpost = harness.start_outpost(tmp_path, f"ctrl-c-{tmp_path.name}", config=harness.outpost_values(tmp_path))
-    addresses = []
-=======
 def test_signal_stops_every_server(tmp_path: Path, sig: signal.Signals, group: bool) -> None:
     """Two running servers (one default, one named), then the signal: all gone, 'bye', exit 0."""
-    outpost = harness.start_outpost(tmp_path, f"signal-{tmp_path.name}")
->>>>>>> dev-first
+    outpost = harness.start_outpost(tmp_path, f"signal-{tmp_path.name}", config=harness.outpost_values(tmp_path))
     try:
         start_tiny_servers(outpost, ("", "second"))
     except BaseException:
@@ -67,7 +60,9 @@ def test_signal_stops_every_server(tmp_path: Path, sig: signal.Signals, group: b
 
 def test_keep_servers_leaves_them_for_the_next_start(tmp_path: Path) -> None:
     """--keep-servers: SIGTERM keeps the server running; the next start adopts it (poll, then stop)."""
-    first = harness.start_outpost(tmp_path, f"keep-{tmp_path.name}", extra_args=["--keep-servers"])
+    first = harness.start_outpost(
+        tmp_path, f"keep-{tmp_path.name}", config=harness.outpost_values(tmp_path), extra_args=["--keep-servers"]
+    )
     try:
         (address,) = start_tiny_servers(first, ("",))
         code = first.proc.popen.send_signal(signal.SIGTERM) or first.proc.popen.wait(timeout=30)
@@ -86,7 +81,11 @@ def test_keep_servers_leaves_them_for_the_next_start(tmp_path: Path) -> None:
 def test_second_signal_forces_and_the_next_start_adopts_what_was_left(tmp_path: Path) -> None:
     """A server that ignores SIGTERM holds up the stop; a second SIGTERM ends outpost dev at once (143),
     saying so, and leaves that server running; the next start still knows its record and stops it."""
-    first = harness.start_outpost(tmp_path, f"force-{tmp_path.name}")
+    first = harness.start_outpost(
+        tmp_path,
+        f"force-{tmp_path.name}",
+        config=harness.outpost_values(tmp_path, [*harness.OVERRIDES_WITH_CMD, "stop_timeout"]),
+    )
     try:
         with first.client() as api:
             body = start_body(name="stubborn", start_id="1", user="erin")

@@ -113,7 +113,6 @@ async def test_check_reports_each_problem(redis_url: str, tmp_path: Path) -> Non
         assert "not-a-key" not in result.stdout and HUBS["hubA"] not in result.stdout
 
 
-<<<<<<< HEAD
 async def test_check_warns_about_hub_options_that_run_code() -> None:
     settings = Settings(
         crypt_key=Fernet.generate_key().decode(),
@@ -152,7 +151,8 @@ async def test_check_says_per_hub_whether_callback_urls_limit_the_calls(redis_ur
     config.write_text("hubOptions:\n  hubA:\n    callbackUrls: ['https://hub-a.example.org.evil.com?x']\n")
     refused = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
     assert refused.returncode == 1 and "FAIL settings" in refused.stdout and "callbackUrls" in refused.stdout
-=======
+
+
 async def test_check_reports_each_rule_it_loaded(redis_url: str, tmp_path: Path) -> None:
     """One line per flavor, user rule and hub rule: a rule the file lost shows by its absence."""
     config = tmp_path / "config.yaml"
@@ -178,4 +178,3 @@ async def test_check_reports_each_rule_it_loaded(redis_url: str, tmp_path: Path)
         "ok   user rule guests: matching name: forbidden",
         "ok   hub rule main: hubs hubA, hubB: flavors big, weight 0",
     ]
->>>>>>> dev-first
