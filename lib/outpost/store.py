@@ -89,6 +89,23 @@ class Created:
 
 
 @dataclass(frozen=True)
+class ImportedRecord:
+    """A running server started by another outpost (`outpost import-upstream`), in our record's terms."""
+
+    sid: ServiceId
+    user: str
+    user_id: str
+    flavor: str
+    start_date: dt.datetime
+    end_date: dt.datetime | None  # the end of its runtime limit
+    last_update: dt.datetime
+    address: str  # "host:port" the hub's forwards go to, "" for none
+    body: dict[str, Any]
+    state: dict[str, Any]
+    answer: str
+
+
+@dataclass(frozen=True)
 class PollView:
     phase: Phase
     exit_code: int | None
@@ -138,6 +155,21 @@ redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 5))
 redis.call('SADD', KEYS[2], KEYS[1])
 if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
+"""
+
+# Writes a server another outpost started as a RUNNING record, whole or not at all: never over an
+# existing record, never over another record's address (that address's forwards belong to it).
+# KEYS: record, index, flavor slots, user-flavor slots, user slots, expiry, addresses
+# ARGV: end timestamp (0: none), address ("" for none), then field/value pairs
+_IMPORT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[2]) == 1 then return 'address_taken' end
+for i = 3, 5 do redis.call('INCR', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], KEYS[1])
+if tonumber(ARGV[1]) > 0 then redis.call('ZADD', KEYS[6], ARGV[1], KEYS[1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[7], ARGV[2], KEYS[1]) end
+return 'ok'
 """
 
 # Withdraws a record's address from the index, unless another record holds it by now.
@@ -193,7 +225,8 @@ return phase
 # unless the address maps to another record that still holds it: the first owner keeps it. A holder whose
 # server the caller saw gone (ports are reused) loses it, while its record stays; so does an earlier start
 # of the same server (same hub, name and user), whose pod the Kubernetes backend replaces under the same name.
-# KEYS: record, address index. ARGV: address, phases to start from and holding phases joined by ",",
+# KEYS: record, address index. ARGV: address ("": none, the server posts it to the hub itself), phases to
+# start from and holding phases joined by ",",
 # the key of a holder seen gone ("": none), then field/value pairs.
 # Answers the phase found, plus the holder's hub, name and start_id when refused.
 _CLAIM = (
@@ -202,7 +235,7 @@ _CLAIM = (
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
 if not listed(phase, ARGV[2]) then return {phase} end
-local holder = redis.call('HGET', KEYS[2], ARGV[1])
+local holder = ARGV[1] ~= '' and redis.call('HGET', KEYS[2], ARGV[1])
 if holder and holder ~= KEYS[1] and holder ~= ARGV[4] then
   local found = redis.call('HMGET', holder, 'phase', 'hub', 'name', 'start_id', 'user')
   local mine = redis.call('HMGET', KEYS[1], 'hub', 'name', 'user')
@@ -210,7 +243,7 @@ if holder and holder ~= KEYS[1] and holder ~= ARGV[4] then
   if found[1] and listed(found[1], ARGV[3]) and not earlier then return {phase, found[2], found[3], found[4]} end
 end
 redis.call('HSET', KEYS[1], 'phase', 'running', 'address', ARGV[1], unpack(ARGV, 5))
-redis.call('HSET', KEYS[2], ARGV[1], KEYS[1])
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], KEYS[1]) end
 return {phase}
 """
 )
@@ -341,6 +374,7 @@ class Store:
         self._transition = client.register_script(_TRANSITION)
         self._claim = client.register_script(_CLAIM)
         self._end = client.register_script(_END)
+        self._import = client.register_script(_IMPORT)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -378,6 +412,23 @@ class Store:
         if certs:
             await self.redis.set(key_certs(sid), self.crypt.encrypt_json(certs), ex=CERTS_TTL_SECONDS)
         return Created(ok=True)
+
+    async def import_running(self, record: ImportedRecord) -> str:
+        """Store a server started elsewhere as RUNNING, holding its slots; answers "ok", "exists" or
+        "address_taken" (and then writes nothing)."""
+        sid = record.sid
+        fields: dict[str, str | bytes] = {
+            "hub": sid.hub, "name": sid.name, "start_id": sid.start_id, "user": record.user,
+            "user_id": record.user_id, "flavor": record.flavor, "phase": Phase.RUNNING.value,
+            "start_date": _iso(record.start_date), "end_date": _iso(record.end_date) if record.end_date else "",
+            "last_update": _iso(record.last_update), "exit_code": "", "address": record.address,
+            "state_stored": "1", "body": self.crypt.encrypt_json(record.body),
+            "state": self.crypt.encrypt_json(record.state), "answer": self.crypt.encrypt_json(record.answer),
+        }  # fmt: skip
+        keys = [key_record(sid), key_index(sid.hub), *self._slot_keys(sid.hub, record.user, record.flavor), EXPIRY]
+        end = record.end_date.timestamp() if record.end_date else 0
+        verdict = await self._import(keys=[*keys, ADDRESSES], args=[end, record.address, *_flatten(fields)])
+        return _text(verdict)
 
     async def transition(
         self, sid: ServiceId, to: Phase, allowed_from: Sequence[Phase], **fields: str | bytes

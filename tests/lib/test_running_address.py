@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from outpost.crypto import Crypt
 from outpost.flavors import Limits
 from outpost.models import Phase, ServiceId
-from outpost.store import AddressOwner, Claim, Store, key_record
+from outpost.store import ADDRESSES, AddressOwner, Claim, Store, key_record
 
 pytestmark = pytest.mark.asyncio
 
@@ -149,3 +149,11 @@ async def test_an_earlier_start_of_the_same_server_yields_its_address_and_no_one
         Phase.PENDING
     )
     assert await store.address_owner("jupyter-lab.ns.svc", 8888) == AddressOwner("hubA", "lab", "2", Phase.RUNNING)
+
+
+async def test_a_start_without_an_address_is_running_and_indexes_nothing(store: Store) -> None:
+    """An administrator's sanitize_start_response may answer "": the server posts its address itself."""
+    sid = await created(store, "self-announcing")
+    assert await store.mark_running(sid, "", "") == Claim(Phase.PENDING)
+    assert await phase_of(store, sid) == Phase.RUNNING
+    assert await store.redis.hgetall(ADDRESSES) == {}
