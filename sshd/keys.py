@@ -225,9 +225,10 @@ def _expiry(values: object) -> datetime.datetime | None:
         if match is None:
             raise ValueError(f"expiry-time={value!r}: not YYYYMMDD[HHMM[SS]][Z]")
         digits = (match.group(1) + (match.group(2) or "")).ljust(14, "0")
-        year, rest = int(digits[:4]), [int(digits[i : i + 2]) for i in range(4, 14, 2)]
         try:
-            moment = datetime.datetime(year, *rest)
+            moment = datetime.datetime.fromisoformat(
+                f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}T{digits[8:10]}:{digits[10:12]}:{digits[12:14]}"
+            )
         except ValueError as exc:
             raise ValueError(f"expiry-time={value!r}: {exc}") from None
         moments.append(moment.replace(tzinfo=datetime.UTC) if match.group(4) else moment.astimezone())
