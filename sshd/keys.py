@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import ipaddress
 import logging
 import os
 import re
@@ -182,8 +183,15 @@ class AuthorizedKeys:
 def _from_matches(line: AuthorizedKeyLine, client_addr: str) -> bool:
     if "from" not in line.options:
         return True
+    try:
+        address = ipaddress.ip_address(client_addr)
+    except ValueError:
+        return False
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; OpenSSH matches them as a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     # As OpenSSH with `UseDNS no`: host patterns see the address; a reverse lookup is the client's to forge.
-    return bool(client_addr) and line.match_options(client_addr, client_addr, None)
+    return bool(line.match_options(str(address), str(address), None))
 
 
 def _parse(index: int, text: str, hub: str | None) -> tuple[asyncssh.SSHKey, _Entry]:

@@ -117,6 +117,9 @@ def test_forwarding_flags_in_order(options: str, forwards: bool) -> None:
         ("*,!127.0.0.1", CLIENT, False),
         ("2001:db8::/32", "2001:db8::7", True),
         ("hub.example.org", CLIENT, False),  # no reverse lookup: names never match an address
+        ("10.0.0.0/8", "::ffff:10.1.2.3", True),  # an IPv4 client of a dual-stack listener
+        ("10.0.0.0/8,!10.1.2.3", "::ffff:10.1.2.3", False),
+        ("10.0.0.0/8", "", False),  # no peer address known: a pinned key is refused
     ],
 )
 def test_from_patterns(pattern: str, client: str, allowed: bool) -> None:
