@@ -22,6 +22,7 @@ from outpost.flavor_rules import (
     describe_error,
     matches,
     normalised,
+    unknown_references,
     user_rule_matches,
 )
 
@@ -73,15 +74,9 @@ class CreditPolicy(RuleModel):
 def _reference_problems(policy: CreditPolicy) -> Iterable[str]:
     rules: list[tuple[str, _CreditRule]] = [(f"credits.users.{k}", r) for k, r in policy.users.items()]
     rules += [(f"credits.hubs.{k}", r) for k, r in policy.hubs.items()]
-    for path, rule in rules:
-        for name in rule.credits or ():
-            if name not in policy.credits:
-                yield f"{path}.credits: unknown credit '{name}'"
-        for name in rule.credits_override:
-            if name not in policy.credits:
-                yield f"{path}.creditsOverride.{name}: unknown credit"
-            elif rule.credits is not None and name not in rule.credits:
-                yield f"{path}.creditsOverride.{name}: not listed in {path}.credits"
+    yield from unknown_references(
+        ((path, rule.credits, rule.credits_override) for path, rule in rules), policy.credits, "credit"
+    )
 
 
 def _select(credits: Credits, rule: _CreditRule | None, overrides: Iterable[_CreditRule | None]) -> Credits:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Annotated, Any, TypeVar
 
@@ -43,6 +43,7 @@ __all__ = [
     "matches",
     "normalised",
     "select_flavors",
+    "unknown_references",
     "user_rule_matches",
 ]
 
@@ -218,15 +219,24 @@ def _reference_problems(policy: FlavorPolicy) -> Iterable[str]:
         yield "flavors: is required when users or hubs rules are configured"
     rules: list[tuple[str, _Rule]] = [(f"users.{k}", r) for k, r in policy.users.items()]
     rules += [(f"hubs.{k}", r) for k, r in policy.hubs.items()]
-    for path, rule in rules:
-        for name in rule.flavors or ():
-            if name not in policy.flavors:
-                yield f"{path}.flavors: unknown flavor '{name}'"
-        for name in rule.flavors_override:
-            if name not in policy.flavors:
-                yield f"{path}.flavorsOverride.{name}: unknown flavor"
-            elif rule.flavors is not None and name not in rule.flavors:
-                yield f"{path}.flavorsOverride.{name}: not listed in {path}.flavors"
+    yield from unknown_references(
+        ((path, rule.flavors, rule.flavors_override) for path, rule in rules), policy.flavors, "flavor"
+    )
+
+
+def unknown_references(
+    rules: Iterable[tuple[str, Sequence[str] | None, Iterable[str]]], known: Container[str], noun: str
+) -> Iterator[str]:
+    """What rules name (in their `<noun>s` list and `<noun>sOverride`) that is not configured."""
+    for path, listed, overridden in rules:
+        for name in listed or ():
+            if name not in known:
+                yield f"{path}.{noun}s: unknown {noun} '{name}'"
+        for name in overridden:
+            if name not in known:
+                yield f"{path}.{noun}sOverride.{name}: unknown {noun}"
+            elif listed is not None and name not in listed:
+                yield f"{path}.{noun}sOverride.{name}: not listed in {path}.{noun}s"
 
 
 @lru_cache(maxsize=1024)

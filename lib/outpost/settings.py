@@ -272,14 +272,19 @@ def _upstream_file(path: object, variable: str) -> dict[str, Any]:
     file = Path(str(path))
     if not file.is_file():
         return {}
-    import yaml
+    return _yaml_mapping(file, f"{variable} {file}")
+
+
+def _yaml_mapping(file: Path, name: str) -> dict[str, Any]:
+    """A YAML file holding a mapping; ValueError naming `name` otherwise."""
+    import yaml  # only with a file: functions configured by variables start without it
 
     try:
         loaded = yaml.safe_load(file.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{variable} {file}: cannot read it: {exc}") from None
+        raise ValueError(f"{name}: cannot read it: {exc}") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{variable} {file}: expected a mapping at the top level")
+        raise ValueError(f"{name}: expected a mapping at the top level")
     return loaded
 
 
@@ -289,14 +294,10 @@ def _snake(key: str) -> str:
 
 def _read_values(config_file: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The file's settings by field name, and each field name's key as the file writes it."""
-    import yaml  # only with a configuration file: functions configured by variables start without it
-
     try:
-        loaded = yaml.safe_load(config_file.read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigurationError(f"cannot read configuration file {config_file}: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise ConfigurationError(f"{config_file}: expected a mapping of settings at the top level")
+        loaded = _yaml_mapping(config_file, f"configuration file {config_file}")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     values = {_snake(str(key)): value for key, value in loaded.items()}
     private = sorted(key for key in values if key.startswith("_"))
     if private:
