@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any
 
@@ -102,7 +103,8 @@ async def _start(
     runtime: Runtime, sid: ServiceId, body: dict[str, Any], certs: dict[str, Any], *, announce_tunnel: bool
 ) -> str:
     """Run the backend for a PENDING record; the record is forgotten at once if the start fails."""
-    if await runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,)) != Phase.PENDING:
+    claimed = runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,))
+    if await _unless_unacknowledged(runtime, sid, claimed) != Phase.PENDING:
         raise errors.ServiceExists("the start of this service is already under way")
     env: dict[str, str] = body.get("env", {})
     about = str(sid)
@@ -136,7 +138,8 @@ async def _start(
         raise failure from None
     metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
     address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
-    if await runtime.store.mark_running(sid, _host_port(address), address) not in (
+    marked = runtime.store.mark_running(sid, _host_port(address), address)
+    if await _unless_unacknowledged(runtime, sid, marked, started.state) not in (
         Phase.PENDING,
         Phase.STARTING,
     ):
@@ -150,6 +153,20 @@ async def _start(
         await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, about)
     log.info("started %s", sid)
     return address
+
+
+async def _unless_unacknowledged(
+    runtime: Runtime, sid: ServiceId, write: Awaitable[Phase | None], state: dict[str, Any] | None = None
+) -> Phase | None:
+    """A start's phase change; if the Redis replicas do not acknowledge it, the start is undone (the server
+    stopped, the record forgotten) before the hub hears 503, so no failover can leave half of it."""
+    try:
+        return await write
+    except errors.ReplicasBehind:
+        if state is not None:
+            await runtime.backend.stop(state)
+        await runtime.store.undo_start(sid)
+        raise
 
 
 def _host_port(address: str) -> str:

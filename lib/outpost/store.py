@@ -8,6 +8,10 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
   outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
   outpost:once:{id}                         string idempotency marker of a delivered event
+
+Every write may be sent twice: the client retries a command whose connection failed (a failover), and the
+first attempt may have run. Writes that are not naturally idempotent carry a `write_id`, by which the
+script recognises its own earlier run and answers as that run did.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
-from redis.exceptions import LockError
+from redis.commands.core import AsyncScript
+from redis.exceptions import LockError, NoScriptError
 
 from outpost.crypto import Crypt
-from outpost.errors import UndecryptableRecord
+from outpost.errors import ReplicasBehind, UndecryptableRecord
 from outpost.flavors import Limits
 from outpost.models import Phase, ServiceId, ServiceMeta
 
@@ -78,6 +84,18 @@ def now_iso() -> str:
     return _iso(dt.datetime.now(dt.UTC))
 
 
+def _write_id() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many replicas must acknowledge a write the hub is answered for, and how long to wait for them."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
 @dataclass(frozen=True)
 class Created:
     ok: bool
@@ -112,9 +130,12 @@ class TunnelTarget:
 
 # Checks the limits and takes a slot in one step, so concurrent starts never exceed a limit.
 # KEYS: record, index, flavor slots, user-flavor slots, user slots, expiry
-# ARGV: flavor_max, per_user_max, user_total_max, end timestamp (0: none), then field/value pairs
+# ARGV: flavor_max, per_user_max, user_total_max, end timestamp (0: none), write_id, then field/value pairs
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'write_id') == ARGV[5] then return {'ok', 0} end
+  return {'exists', 0}
+end
 local checks = {{KEYS[4], ARGV[2], 'user_flavor_limit'}, {KEYS[3], ARGV[1], 'flavor_full'},
                 {KEYS[5], ARGV[3], 'user_total_limit'}}
 for _, c in ipairs(checks) do
@@ -122,7 +143,7 @@ for _, c in ipairs(checks) do
   if tonumber(c[2]) >= 0 and n >= tonumber(c[2]) then return {c[3], n} end
 end
 for i = 3, 5 do redis.call('INCR', KEYS[i]) end
-redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], 'slot', '1', 'write_id', ARGV[5], unpack(ARGV, 6))
 redis.call('SADD', KEYS[2], KEYS[1])
 if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
@@ -147,13 +168,14 @@ redis.call('ZREM', KEYS[8], KEYS[1])
 
 # Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
 # KEYS: record, and optionally the address index, which then maps the record's address to it in the
-# same step. ARGV: new phase, allowed phases joined by ",", then field/value pairs
+# same step. ARGV: new phase, allowed phases joined by ",", write_id, then field/value pairs
 _TRANSITION = """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
+if redis.call('HGET', KEYS[1], 'write_id') == ARGV[3] then return redis.call('HGET', KEYS[1], 'prev_phase') end
 for allowed in string.gmatch(ARGV[2], '[^,]+') do
   if allowed == phase then
-    redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3))
+    redis.call('HSET', KEYS[1], 'phase', ARGV[1], 'write_id', ARGV[3], 'prev_phase', phase, unpack(ARGV, 4))
     local address = KEYS[2] and redis.call('HGET', KEYS[1], 'address')
     if address and address ~= '' then redis.call('HSET', KEYS[2], address, KEYS[1]) end
     return phase
@@ -162,6 +184,13 @@ end
 return phase
 """
 
+
+# A marker set once; its writer (the same write_id) hears "first" again when its command is repeated.
+# KEYS: marker. ARGV: write_id, TTL in seconds
+_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0
+"""
 
 # Replaces a field only if it still holds the value we read (a concurrent write wins).
 # KEYS: hash. ARGV: field, expected value, new value
@@ -263,9 +292,11 @@ def _text(value: bytes | str | None) -> str:
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, crypt: Crypt) -> None:
+    def __init__(self, client: aioredis.Redis, crypt: Crypt, replication: Replication = Replication()) -> None:
         self.redis = client
         self.crypt = crypt
+        self.replication = replication
+        self._once = client.register_script(_ONCE)
         self._observe = client.register_script(_OBSERVE)
         self._reads = _ReadBatcher(client, POLL_FIELDS)
         self._owner = client.register_script(_OWNER)
@@ -303,8 +334,12 @@ class Store:
             limits.per_user_max,
             limits.user_total_max,
         ]
-        args += [end.timestamp() if end else 0, *_flatten(fields)]
-        verdict, count = await self._create(keys=keys, args=args)
+        args += [end.timestamp() if end else 0, _write_id(), *_flatten(fields)]
+        try:
+            verdict, count = await self._acknowledged(self._create, keys, args)
+        except ReplicasBehind:
+            await self.undo_start(sid)
+            raise
         if _text(verdict) != "ok":
             return Created(ok=False, refusal=_text(verdict), count=int(count))
         if certs:
@@ -323,9 +358,10 @@ class Store:
         """Atomically set `to` if the phase is one of `allowed_from`; returns the phase found.
         `publish_address`: in the same step, the SSH daemon's index maps the address to the record."""
         fields["last_update"] = now_iso()
-        found = await self._transition(
-            keys=[key_record(sid), ADDRESSES] if publish_address else [key_record(sid)],
-            args=[to.value, ",".join(p.value for p in allowed_from), *_flatten(fields)],
+        found = await self._acknowledged(
+            self._transition,
+            [key_record(sid), ADDRESSES] if publish_address else [key_record(sid)],
+            [to.value, ",".join(p.value for p in allowed_from), _write_id(), *_flatten(fields)],
         )
         return Phase(_text(found)) if found else None
 
@@ -354,15 +390,50 @@ class Store:
             answer=self.crypt.encrypt_json(answer),
         )
 
-    async def forget(self, sid: ServiceId) -> None:
-        """Delete the record, its index entry, address and certs; free its slot exactly once."""
+    async def forget(self, sid: ServiceId, *, acknowledged: bool = True) -> None:
+        """Delete the record, its index entry, address and certs; free its slot exactly once.
+        `acknowledged=False`: do not wait for replicas (undoing a write they did not acknowledge)."""
         meta = await self.meta(sid)
         slot_keys = self._slot_keys(sid.hub, meta.user if meta else "", meta.flavor if meta else "")
-        await self._forget(keys=[key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY])
+        keys = [key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY]
+        if acknowledged:
+            await self._acknowledged(self._forget, keys, [])
+        else:
+            await self._forget(keys=keys)
+
+    async def undo_start(self, sid: ServiceId) -> None:
+        """Forget a start the replicas did not acknowledge; what this fails to undo, the reconciler does."""
+        try:
+            await self.forget(sid, acknowledged=False)
+        except Exception as exc:  # Redis failed again: the reconciler cleans up records stuck starting
+            log.warning("could not undo the unacknowledged start of %s (%s)", sid, type(exc).__name__)
 
     async def once(self, marker: str, ttl_seconds: int = 86400) -> bool:
         """True the first time a marker is seen (CloudEvents are delivered at least once)."""
-        return bool(await self.redis.set(f"outpost:once:{marker}", "1", nx=True, ex=ttl_seconds))
+        return bool(await self._once(keys=[f"outpost:once:{marker}"], args=[_write_id(), ttl_seconds]))
+
+    async def _acknowledged(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a write the hub is answered for. With replicas required, WAIT for them on the same
+        connection (WAIT counts the replication of that connection's writes) and raise ReplicasBehind
+        when too few acknowledge in time; the write itself is done on the primary either way."""
+        wanted = self.replication.replicas
+        if not wanted:
+            return await script(keys=keys, args=args)
+        try:
+            result, acknowledged = await self._with_wait(script, keys, args)
+        except NoScriptError:  # the pipeline was retried on a new primary that never saw the script
+            result, acknowledged = await self._with_wait(script, keys, args)
+        if acknowledged < wanted:
+            log.warning("%s of %s Redis replicas acknowledged a write in time", acknowledged, wanted)
+            raise ReplicasBehind()
+        return result
+
+    async def _with_wait(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.wait(self.replication.replicas, self.replication.timeout_ms)
+            result, acknowledged = await pipe.execute()
+        return result, int(acknowledged)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -402,7 +473,9 @@ class Store:
         )
 
     async def take_certs(self, sid: ServiceId) -> dict[str, Any]:
-        token = await self.redis.getdel(key_certs(sid))
+        """Read and delete the pending certs; two commands, so a repeated command loses nothing."""
+        token = await self.redis.get(key_certs(sid))
+        await self.redis.delete(key_certs(sid))
         return self.crypt.decrypt_json(token) if token else {}
 
     async def list_hub(self, hub: str) -> list[ServiceMeta]:
