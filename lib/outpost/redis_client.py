@@ -10,13 +10,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from outpost.errors import ConfigurationError
 from outpost.settings import Settings
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 COMMAND_TIMEOUT_SECONDS = 5.0
+# A sentinel that does not answer at once is skipped for the next: the client's retry asks again.
+SENTINEL_TIMEOUT_SECONDS = 0.5
 HEALTH_CHECK_SECONDS = 30
 
 
@@ -40,7 +42,8 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     common: dict[str, Any] = {
         "password": password,
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
-        "socket_timeout": COMMAND_TIMEOUT_SECONDS,
+        # longer than a WAIT may block, or a slow acknowledgement would read as a dead connection
+        "socket_timeout": max(COMMAND_TIMEOUT_SECONDS, settings.redis_wait_timeout_ms / 1000 + 1),
         "health_check_interval": HEALTH_CHECK_SECONDS,
         "retry": _retry(settings),
     }
@@ -50,8 +53,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
             settings.sentinel_addresses(),
             sentinel_kwargs={
                 "password": sentinel_password.get_secret_value() if sentinel_password else None,
-                "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "socket_timeout": CONNECT_TIMEOUT_SECONDS,
+                "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+                "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+                "retry": Retry(NoBackoff(), 0),
             },
         )
         client: aioredis.Redis = sentinel.master_for(

@@ -10,8 +10,8 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:once:{id}                         string idempotency marker of a delivered event
 
 Every write may be sent twice: the client retries a command whose connection failed (a failover), and the
-first attempt may have run. Writes that are not naturally idempotent carry a `write_id`, by which the
-script recognises its own earlier run and answers as that run did.
+first attempt may have run. Writes that are not naturally idempotent carry a random write id (a record's
+`created_by`, `moved_by`), by which the script recognises its own earlier run and answers as that run did.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class TunnelTarget:
 # ARGV: flavor_max, per_user_max, user_total_max, end timestamp (0: none), write_id, then field/value pairs
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'write_id') == ARGV[5] then return {'ok', 0} end
+  if redis.call('HGET', KEYS[1], 'created_by') == ARGV[5] then return {'ok', 0} end
   return {'exists', 0}
 end
 local checks = {{KEYS[4], ARGV[2], 'user_flavor_limit'}, {KEYS[3], ARGV[1], 'flavor_full'},
@@ -143,7 +143,7 @@ for _, c in ipairs(checks) do
   if tonumber(c[2]) >= 0 and n >= tonumber(c[2]) then return {c[3], n} end
 end
 for i = 3, 5 do redis.call('INCR', KEYS[i]) end
-redis.call('HSET', KEYS[1], 'slot', '1', 'write_id', ARGV[5], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'slot', '1', 'created_by', ARGV[5], unpack(ARGV, 6))
 redis.call('SADD', KEYS[2], KEYS[1])
 if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
@@ -172,10 +172,10 @@ redis.call('ZREM', KEYS[8], KEYS[1])
 _TRANSITION = """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
-if redis.call('HGET', KEYS[1], 'write_id') == ARGV[3] then return redis.call('HGET', KEYS[1], 'prev_phase') end
+if redis.call('HGET', KEYS[1], 'moved_by') == ARGV[3] then return redis.call('HGET', KEYS[1], 'moved_from') end
 for allowed in string.gmatch(ARGV[2], '[^,]+') do
   if allowed == phase then
-    redis.call('HSET', KEYS[1], 'phase', ARGV[1], 'write_id', ARGV[3], 'prev_phase', phase, unpack(ARGV, 4))
+    redis.call('HSET', KEYS[1], 'phase', ARGV[1], 'moved_by', ARGV[3], 'moved_from', phase, unpack(ARGV, 4))
     local address = KEYS[2] and redis.call('HGET', KEYS[1], 'address')
     if address and address ~= '' then redis.call('HSET', KEYS[2], address, KEYS[1]) end
     return phase
@@ -425,6 +425,9 @@ class Store:
             result, acknowledged = await self._with_wait(script, keys, args)
         if acknowledged < wanted:
             log.warning("%s of %s Redis replicas acknowledged a write in time", acknowledged, wanted)
+            # This may be a primary that a planned failover left writable for a while: the next
+            # connection asks the sentinels again.
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
             raise ReplicasBehind()
         return result
 

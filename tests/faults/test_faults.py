@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,18 +27,11 @@ from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from outpost.store import key_index, key_record
 from tests.conftest import TINY_ENV, HubReceiver, basic, function_process, start_body
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")
 SID = ServiceId("hubA", "srv", "1")
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_redis_restart_during_traffic_answers_503_then_recovers_with_nothing_lost(
