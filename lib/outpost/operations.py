@@ -9,6 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 from outpost import errors, metrics, pod_status, quota
+from outpost.adoption import readopt
 from outpost.api import Call, Reply
 from outpost.backends.base import StartSpec
 from outpost.env_policy import screen_env
@@ -147,6 +148,7 @@ async def _start(
         await runtime.backend.stop(started.state)
         await runtime.store.forget(sid)
         raise errors.BackendError("the server was stopped while it was starting")
+    await _remember(runtime, sid, started.state)
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
@@ -169,6 +171,15 @@ async def _unless_unacknowledged(
         raise
 
 
+async def _remember(runtime: Runtime, sid: ServiceId, state: dict[str, Any]) -> None:
+    """The backend keeps the server's sealed identity, for the reconciler to re-adopt it should its record be
+    lost; without it the server runs as well, and would be stopped as an orphan instead."""
+    try:
+        await runtime.backend.remember(state, await runtime.store.identity(sid))
+    except OSError as exc:
+        log.warning("the backend could not keep the identity of %s: %s", sid, exc)
+
+
 def _host_port(address: str) -> str:
     return address.split("://", 1)[-1]
 
@@ -180,7 +191,10 @@ def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
 
 async def poll_service(call: Call) -> Reply:
     runtime = call.runtime
-    view = await runtime.store.poll_record(_service_id(call))
+    sid = _service_id(call)
+    view = await runtime.store.poll_record(sid)
+    if view is None and await readopt(runtime, sid):
+        view = await runtime.store.poll_record(sid)
     if view is None:
         raise errors.UnknownService()
     meta, state = view, view.state
@@ -199,6 +213,7 @@ async def stop_service(call: Call) -> Reply:
     runtime = call.runtime
     sid = _service_id(call)
     if await runtime.store.meta(sid) is None:
+        await runtime.store.tombstone(sid)  # a server of it found running later is not re-adopted
         raise errors.UnknownService()
     if call.is_async:
         await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))

@@ -2,6 +2,7 @@
 
 Layout (every key is built by `key_*` below; components are percent-encoded, so ":" is safe):
   outpost:hub:{hub}:svc:{name}:{start_id}   hash   plain metadata + Fernet-encrypted `body`, `state`, `answer`
+  outpost:hub:{hub}:svc:{name}:{start_id}:stopped  string  tombstone of a stop (TTL): the server is not re-adopted
   outpost:hub:{hub}:services                set    record keys of that hub (listing never scans others)
   outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup)
   outpost:expiry                            zset   record keys scored by the end of their runtime limit
@@ -46,6 +47,10 @@ ENCRYPTED_FIELDS = ("body", "state", "answer")
 ADDRESSES = "outpost:addresses"
 EXPIRY = "outpost:expiry"
 CERTS_TTL_SECONDS = 900
+# A stop's tombstone outlives many reconciler runs (every minute), so a stopped server is never re-adopted.
+TOMBSTONE_TTL_SECONDS = 3600
+# What a backend keeps with a server (sealed) so that a lost record can be rebuilt from it.
+IDENTITY_FIELDS = ("user", "user_id", "flavor", "start_date", "end_date", "address")
 # What a poll reads: the phase and exit code, the status an event observed, the backend state.
 POLL_FIELDS = ("phase", "exit_code", "observed", "observed_at", "state")
 
@@ -65,6 +70,10 @@ def key_index(hub: str) -> str:
 
 def key_certs(sid: ServiceId) -> str:
     return key_record(sid) + ":certs"
+
+
+def key_tombstone(sid: ServiceId) -> str:
+    return key_record(sid) + ":stopped"
 
 
 def key_flavor_slots(flavor: str) -> str:
@@ -149,9 +158,11 @@ if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
 """
 
-# Deletes a record and everything pointing at it; frees its slot exactly once.
-# KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots, expiry
+# Deletes a record and everything pointing at it; frees its slot exactly once; leaves a tombstone.
+# KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots, expiry, tombstone
+# ARGV: tombstone TTL
 _FORGET = """
+redis.call('SET', KEYS[9], '1', 'EX', ARGV[1])
 if redis.call('HGET', KEYS[1], 'slot') == '1' then
   for i = 5, 7 do
     if tonumber(redis.call('DECR', KEYS[i])) < 0 then redis.call('SET', KEYS[i], 0) end
@@ -164,6 +175,20 @@ end
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('SREM', KEYS[2], KEYS[1])
 redis.call('ZREM', KEYS[8], KEYS[1])
+"""
+
+# Rebuilds a lost record of a running server, unless a record or a tombstone is there: "exists", "stopped", "adopted".
+# KEYS: record, index, addresses, flavor slots, user-flavor slots, user slots, expiry, tombstone
+# ARGV: end timestamp (0: none), address, then field/value pairs
+_ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+if redis.call('EXISTS', KEYS[8]) == 1 then return 'stopped' end
+for i = 4, 6 do redis.call('INCR', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], KEYS[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], KEYS[1]) end
+if tonumber(ARGV[1]) > 0 then redis.call('ZADD', KEYS[7], ARGV[1], KEYS[1]) end
+return 'adopted'
 """
 
 # Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
@@ -303,6 +328,7 @@ class Store:
         self._replace_if = client.register_script(_REPLACE_IF)
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
+        self._adopt = client.register_script(_ADOPT)
         self._transition = client.register_script(_TRANSITION)
 
     # --- writes -------------------------------------------------------------------------------
@@ -395,11 +421,52 @@ class Store:
         `acknowledged=False`: do not wait for replicas (undoing a write they did not acknowledge)."""
         meta = await self.meta(sid)
         slot_keys = self._slot_keys(sid.hub, meta.user if meta else "", meta.flavor if meta else "")
-        keys = [key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY]
+        keys = [key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY, key_tombstone(sid)]
         if acknowledged:
-            await self._acknowledged(self._forget, keys, [])
+            await self._acknowledged(self._forget, keys, [TOMBSTONE_TTL_SECONDS])
         else:
-            await self._forget(keys=keys)
+            await self._forget(keys=keys, args=[TOMBSTONE_TTL_SECONDS])
+
+    async def tombstone(self, sid: ServiceId) -> None:
+        """The hub stopped a service this outpost does not know: never re-adopt a server of it."""
+        await self.redis.set(key_tombstone(sid), "1", ex=TOMBSTONE_TTL_SECONDS)
+
+    async def identity(self, sid: ServiceId) -> str:
+        """What a lost record of this running service is rebuilt from, sealed with the Fernet key."""
+        values = await self.redis.hmget(key_record(sid), [*IDENTITY_FIELDS, "body", "answer"])
+        plain = {name: _text(value) for name, value in zip(IDENTITY_FIELDS, values, strict=False)}
+        body, answer = values[-2:]
+        return self.crypt.encrypt_json(
+            {
+                **plain,
+                "body": self.crypt.decrypt_json(body) if body else {},
+                "answer": self.crypt.decrypt_json(answer) if answer else "",
+            }
+        ).decode()
+
+    async def adopt(self, sid: ServiceId, sealed: str, state: dict[str, Any]) -> str:
+        """Rebuild the RUNNING record of a server whose record is gone, from its sealed identity;
+        answers "adopted", or "exists" / "stopped" (a record, or a stop's tombstone, is there)."""
+        identity = self.crypt.decrypt_json(sealed)
+        plain = {name: str(identity.get(name, "")) for name in IDENTITY_FIELDS}
+        fields: dict[str, str | bytes] = {
+            **plain, "hub": sid.hub, "name": sid.name, "start_id": sid.start_id, "phase": Phase.RUNNING.value,
+            "last_update": now_iso(), "exit_code": "", "state_stored": "1",
+            "body": self.crypt.encrypt_json(identity.get("body", {})),
+            "answer": self.crypt.encrypt_json(identity.get("answer", "")),
+            "state": self.crypt.encrypt_json(state),
+        }  # fmt: skip
+        end = dt.datetime.fromisoformat(plain["end_date"]).timestamp() if plain["end_date"] else 0
+        keys = [
+            key_record(sid),
+            key_index(sid.hub),
+            ADDRESSES,
+            *self._slot_keys(sid.hub, plain["user"], plain["flavor"]),
+        ]
+        verdict = await self._acknowledged(
+            self._adopt, [*keys, EXPIRY, key_tombstone(sid)], [end, plain["address"], *_flatten(fields)]
+        )
+        return _text(verdict)
 
     async def undo_start(self, sid: ServiceId) -> None:
         """Forget a start the replicas did not acknowledge; what this fails to undo, the reconciler does."""

@@ -78,22 +78,23 @@ async def test_function_killed_mid_start_leaves_no_orphan(
     runtime = await get_runtime()
     [(sid, state)] = await runtime.backend.running()
     assert sid == SID and (await runtime.store.meta(SID)).phase == Phase.STARTING  # type: ignore[union-attr]
-    assert await reconcile(runtime) == (0, 0)  # not past the deadline yet: still a start under way
+    assert await reconcile(runtime) == (0, 0, 0)  # not past the deadline yet: still a start under way
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
-    assert await reconcile(runtime, later) == (1, 0)
+    assert await reconcile(runtime, later) == (1, 0, 0)
     assert await runtime.backend.running() == []
     assert not psutil.pid_exists(state["pid"]) or psutil.Process(state["pid"]).status() == psutil.STATUS_ZOMBIE
     assert await redis.exists(key_record(SID)) == 0 and await redis.scard(key_index("hubA")) == 0
 
 
-async def test_server_without_a_record_is_stopped_by_the_reconciler(
+async def test_server_without_a_record_nor_identity_is_stopped_by_the_reconciler(
     api: httpx.AsyncClient, redis: aioredis.Redis
 ) -> None:
     assert (await api.post("/services", json=start_body(), headers=A)).status_code == 200
     await redis.delete(key_record(SID))  # the record is lost, the server still runs
     runtime = await get_runtime()
-    assert len(await runtime.backend.running()) == 1
-    assert await reconcile(runtime) == (0, 1)
+    [(_, state)] = await runtime.backend.running()
+    (Path(state["dir"]) / "identity.sealed").unlink()  # ... and nothing tells whose it is
+    assert await reconcile(runtime) == (0, 1, 0)
     assert await runtime.backend.running() == []
 
 

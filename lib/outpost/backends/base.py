@@ -52,7 +52,14 @@ class Backend(Protocol):
         """The tail of the server's output, for `collect_logs`."""
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
-        """Every server this backend runs, with its state: the reconciler stops those without a record."""
+        """Every server this backend runs, with its state: the reconciler re-adopts those whose record
+        was lost (see `recall`) and stops the others."""
+
+    async def remember(self, state: dict[str, Any], sealed: str) -> None:
+        """Keep a running server's sealed identity with the server (a file, an annotation)."""
+
+    async def recall(self, state: dict[str, Any]) -> str | None:
+        """The sealed identity kept by `remember`, if any."""
 
 
 def load_backend_config(path: Path | None) -> Config:
