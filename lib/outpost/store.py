@@ -2,13 +2,13 @@
 
 Layout (every key is built by `key_*` below; components are percent-encoded, so ":" is safe):
   outpost:hub:{hub}:svc:{name}:{start_id}   hash   plain metadata + Fernet-encrypted `body`, `state`, `answer`
-  outpost:hub:{hub}:svc:{name}:{start_id}:stopped  string  tombstone of a stop (TTL): the server is not re-adopted
   outpost:hub:{hub}:services                set    record keys of that hub (listing never scans others)
   outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup)
   outpost:expiry                            zset   record keys scored by the end of their runtime limit
   outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
   outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
   outpost:once:{id}                         string idempotency marker of a delivered event
+  outpost:stopped:{hub}:{name}:{start_id}   string tombstone of a stop (TTL): its server is never re-adopted
 
 Every write may be sent twice: the client retries a command whose connection failed (a failover), and the
 first attempt may have run. Writes that are not naturally idempotent carry a random write id (a record's
@@ -73,7 +73,7 @@ def key_certs(sid: ServiceId) -> str:
 
 
 def key_tombstone(sid: ServiceId) -> str:
-    return key_record(sid) + ":stopped"
+    return f"outpost:stopped:{_q(sid.hub)}:{_q(sid.name)}:{_q(sid.start_id)}"
 
 
 def key_flavor_slots(flavor: str) -> str:

@@ -8,7 +8,7 @@ replicas from the primary's INFO, read every 10 s, so starting earlier can add 1
 from __future__ import annotations
 
 import os
-import shutil
+import random
 import signal
 import socket
 import subprocess
@@ -24,9 +24,16 @@ DOWN_AFTER_MS = 1000
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the ephemeral range: a killed node is restarted on its port, which an outgoing
+    connection or another test's port 0 could otherwise have taken meanwhile."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -169,5 +176,4 @@ class Cluster:
                 continue
             if node.process is not None:
                 os.kill(node.process.pid, signal.SIGCONT)  # a test may have frozen it
-            node.kill(signal.SIGTERM)
-        shutil.rmtree(self.directory, ignore_errors=True)
+            node.kill(signal.SIGTERM)  # the directory stays with pytest's tmp_path: the logs of a failure

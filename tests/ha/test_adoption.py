@@ -92,3 +92,18 @@ async def test_the_identity_is_sealed_and_one_the_keys_cannot_read_is_not_adopte
     assert (await api.get("/services/kept/1", headers=A)).status_code == 404
     assert await reconcile(runtime) == (0, 1, 0)
     assert await _running(settings) == set()
+
+
+async def test_another_hub_can_neither_tombstone_nor_adopt_a_hubs_lost_server(
+    api: httpx.AsyncClient, redis: aioredis.Redis, settings: Settings
+) -> None:
+    assert (await api.post("/services", json=start_body(name="kept"), headers=A)).status_code == 200
+    await redis.flushall()
+    other = basic("hubB")
+    assert (await api.get("/services/kept/1", headers=other)).status_code == 404  # not hubB's to adopt
+    assert (await api.delete("/services/kept/1", headers=other)).status_code == 404  # hubB's tombstone only
+    assert await reconcile(await get_runtime()) == (0, 0, 1)
+    assert (await api.get("/services", headers=other)).json() == []
+    assert (await api.get("/services/kept/1", headers=A)).json() == {"status": None}
+    assert (await api.delete("/services/kept/1", headers=A)).status_code == 200
+    assert await _running(settings) == set()

@@ -106,7 +106,7 @@ async def test_failover_during_polls_starts_and_stops_loses_no_record(
         switched = time.monotonic() - killed
         # Until the old primary is back as a replica, no write can be acknowledged by one: 503s.
         old.start()
-        await asyncio.to_thread(wait_for, lambda: cluster.linked(old), 60, "the old primary to rejoin as replica")
+        await asyncio.to_thread(wait_for, lambda: cluster.linked(old), 60, f"{old.directory} to rejoin as replica")
         mark = tally.answers[("stop", 200)]
         await wait_until(lambda: _true(tally.answers[("stop", 200)] >= mark + 2), what="writes acknowledged again")
     finally:
