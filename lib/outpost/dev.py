@@ -87,8 +87,8 @@ c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned 
 @contextlib.asynccontextmanager
 async def redis_for(options: DevOptions) -> AsyncIterator[str]:
     url = os.environ.get("OUTPOST_REDIS_URL") or os.environ.get("REDIS_URL")
-    if url:
-        yield url
+    if url or os.environ.get("OUTPOST_REDIS_SENTINELS"):  # the sentinels win over a URL (redis_client.py)
+        yield url or ""
         return
     embedded = EmbeddedRedis(options.data_dir / "redis")
     await asyncio.to_thread(embedded.start)
@@ -131,7 +131,7 @@ async def run_dev(options: DevOptions) -> None:
                 log_level="warning",
             )
         )
-        print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")
+        print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redis_shown(settings)})")
         runtime = await get_runtime()
         listener = await sshd.serve(settings, runtime.store)
         print(f"SSH daemon on {options.api_host}:{listener.port} (user {settings.ssh_username})")
@@ -150,6 +150,12 @@ async def run_dev(options: DevOptions) -> None:
             stopped = await stop_all_servers()
             print(f"stopped {stopped} server(s); bye", flush=True)
             await close_runtime()
+
+
+def _redis_shown(settings: Settings) -> str:
+    if settings.redis_sentinels:
+        return f"primary {settings.redis_sentinel_master!r} of the sentinels {settings.redis_sentinels}"
+    return _redacted(settings.redis_url.get_secret_value() if settings.redis_url else "")
 
 
 def _redacted(url: str) -> str:
