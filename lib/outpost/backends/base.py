@@ -39,6 +39,9 @@ class Started:
 
 
 class Backend(Protocol):
+    # Whether `remember` keeps anything: without it, a server whose record is lost cannot be re-adopted.
+    keeps_identity: bool
+
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         """Start the server and wait until it accepts connections; raise BackendError on failure."""
 

@@ -362,6 +362,8 @@ class PodBackend:
             return []
         return raw.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
 
+    keeps_identity = False
+
     async def remember(self, state: dict[str, Any], sealed: str) -> None:
         # Not kept yet (it needs a Secret of its own per server: the functions may not patch pods), so a
         # pod whose record is lost is stopped as an orphan, as before.

@@ -187,6 +187,8 @@ def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
 
 
 class LocalBackend:
+    keeps_identity = True  # identity.sealed, next to server.json
+
     def __init__(self, config: Config, data_dir: Path) -> None:
         self._config = config
         self._servers = data_dir / "servers"

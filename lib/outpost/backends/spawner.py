@@ -314,6 +314,8 @@ class SpawnerBackend:
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
         return []  # nor a listing: orphans of a spawner backend are the spawner's business
 
+    keeps_identity = False
+
     async def remember(self, state: dict[str, Any], sealed: str) -> None:
         return None  # nothing listed, nothing to re-adopt
 
