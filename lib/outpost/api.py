@@ -222,6 +222,7 @@ _FOREIGN: dict[type[BaseException], type[errors.OutpostError]] = {
     redis.exceptions.ConnectionError: errors.StoreUnavailable,
     redis.exceptions.TimeoutError: errors.StoreUnavailable,
     redis.exceptions.BusyLoadingError: errors.StoreUnavailable,
+    redis.exceptions.ReadOnlyError: errors.StoreUnavailable,  # a demoted primary, until the client follows
 }
 
 

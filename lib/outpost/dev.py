@@ -106,8 +106,8 @@ c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned 
 def redis_url_for(options: DevOptions) -> tuple[str, EmbeddedRedis | None]:
     """An external Redis (`OUTPOST_REDIS_URL` or `REDIS_URL`), else the embedded one in the data directory."""
     url = os.environ.get("OUTPOST_REDIS_URL") or os.environ.get("REDIS_URL")
-    if url:
-        return url, None
+    if url or os.environ.get("OUTPOST_REDIS_SENTINELS"):  # the sentinels win over a URL (redis_client.py)
+        return url or "", None
     embedded = EmbeddedRedis(options.data_dir / "redis")
     return embedded.url, embedded
 
@@ -318,6 +318,12 @@ def choose_server_user(config: Config) -> str:
         "to a user who can run the command (installed outside root's home), or run outpost dev as an "
         "ordinary user."
     )
+
+
+def _redis_shown(settings: Settings) -> str:
+    if settings.redis_sentinels:
+        return f"primary {settings.redis_sentinel_master!r} of the sentinels {settings.redis_sentinels}"
+    return _redacted(settings.redis_url.get_secret_value() if settings.redis_url else "")
 
 
 def _redacted(url: str) -> str:

@@ -263,6 +263,13 @@ class StoreUnavailable(OutpostError):
     default_message = "the outpost's state store is unavailable; try again shortly"
 
 
+class ReplicasBehind(StoreUnavailable):
+    """Too few Redis replicas acknowledged a write in time: it could be lost in a failover, so it was
+    undone (or is left to the reconciler) and the hub hears 503."""
+
+    default_message = "the outpost's state store could not confirm the change on its replicas; try again shortly"
+
+
 class EventsUnavailable(OutpostError):
     """The broker did not take a background start or stop; nothing was started."""
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from outpost import errors, logs, metrics, pod_status, quota, upstream_config
+from outpost.adoption import readopt
 from outpost.api import Call, Reply
 from outpost.backends.base import Started, StartSpec
 from outpost.credits import hub_credits, user_credits
@@ -20,6 +22,7 @@ from outpost.runtime import Runtime
 from outpost.store import Claim
 
 log = logging.getLogger(__name__)
+Written = TypeVar("Written")
 
 
 def _service_id(call: Call) -> ServiceId:
@@ -108,7 +111,8 @@ async def _start(
     runtime: Runtime, sid: ServiceId, body: dict[str, Any], certs: dict[str, Any], *, announce_tunnel: bool
 ) -> str:
     """Run the backend for a PENDING record; the record is forgotten at once if the start fails."""
-    if await runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,)) != Phase.PENDING:
+    claimed = runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,))
+    if await _unless_unacknowledged(runtime, sid, claimed) != Phase.PENDING:
         raise errors.ServiceExists("the start of this service is already under way")
     env: dict[str, str] = body.get("env", {})
 
@@ -150,7 +154,9 @@ async def _start(
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
         await give_up(failure)
         raise failure from None
-    claim = await _claim_address(runtime, sid, _host_port(address), address)
+    claim = await _unless_unacknowledged(
+        runtime, sid, _claim_address(runtime, sid, _host_port(address), address), started.state
+    )
     if claim.holder is not None:  # another live record's address: the first owner keeps it
         await runtime.backend.stop(started.state)
         taken = errors.AddressTaken(_host_port(address))
@@ -162,6 +168,7 @@ async def _start(
         await runtime.backend.stop(started.state)
         await runtime.store.forget(sid)
         raise errors.BackendError("the server was stopped while it was starting")
+    await _remember(runtime, sid, started.state)
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and address and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
@@ -188,6 +195,29 @@ async def _answer(runtime: Runtime, sid: ServiceId, env: dict[str, str], started
     except Exception:
         await runtime.backend.stop(started.state)
         raise
+
+
+async def _unless_unacknowledged(
+    runtime: Runtime, sid: ServiceId, write: Awaitable[Written], state: dict[str, Any] | None = None
+) -> Written:
+    """A start's phase change; if the Redis replicas do not acknowledge it, the start is undone (the server
+    stopped, the record forgotten) before the hub hears 503, so no failover can leave half of it."""
+    try:
+        return await write
+    except errors.ReplicasBehind:
+        if state is not None:
+            await runtime.backend.stop(state)
+        await runtime.store.undo_start(sid)
+        raise
+
+
+async def _remember(runtime: Runtime, sid: ServiceId, state: dict[str, Any]) -> None:
+    """The backend keeps the server's sealed identity, for the reconciler to re-adopt it should its record be
+    lost; without it the server runs as well, and would be stopped as an orphan instead."""
+    try:
+        await runtime.backend.remember(state, await runtime.store.identity(sid))
+    except OSError as exc:
+        log.warning("the backend could not keep the identity of %s: %s", sid, exc)
 
 
 def _host_port(address: str) -> str:
@@ -226,6 +256,8 @@ async def poll_service(call: Call) -> Reply:
     runtime = call.runtime
     sid = _service_id(call)
     view = await runtime.store.poll_record(sid)
+    if view is None and await readopt(runtime, sid):
+        view = await runtime.store.poll_record(sid)
     if view is None:
         raise errors.UnknownService()
     meta, state = view, view.state
@@ -248,6 +280,7 @@ async def stop_service(call: Call) -> Reply:
     runtime = call.runtime
     sid = _service_id(call)
     if await runtime.store.meta(sid) is None:
+        await runtime.store.tombstone(sid)  # a server of it found running later is not re-adopted
         raise errors.UnknownService()
     if call.is_async:
         await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))

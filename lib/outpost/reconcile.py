@@ -1,11 +1,16 @@
-"""Clean up after crashes, on every timer tick: records stuck starting or stopping past a deadline,
-and servers that run without any record (a function died between starting them and storing them)."""
+"""Clean up after crashes, on every timer tick: records stuck starting or stopping past a deadline, and
+servers that run without a record.
+
+A running server without a record is either "record lost" or an orphan: re-adopted (outpost.adoption) when
+its backend kept its identity and no stop of it left a tombstone, stopped otherwise."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import NamedTuple
 
+from outpost.adoption import adopt
 from outpost.models import Phase
 from outpost.operations import abandon
 from outpost.runtime import Runtime
@@ -15,8 +20,13 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 60.0
 
 
-async def reconcile(runtime: Runtime, now: dt.datetime | None = None) -> tuple[int, int]:
-    """Returns (stuck records cleaned, orphan servers stopped)."""
+class Reconciled(NamedTuple):
+    stuck: int  # records stuck starting or stopping, cleaned up
+    orphans: int  # servers without a record, stopped
+    adopted: int  # servers whose record was lost, re-adopted
+
+
+async def reconcile(runtime: Runtime, now: dt.datetime | None = None) -> Reconciled:
     now = now or dt.datetime.now(dt.UTC)
     deadline = now - dt.timedelta(seconds=runtime.settings.start_timeout_seconds + GRACE_SECONDS)
     stuck = 0
@@ -26,10 +36,15 @@ async def reconcile(runtime: Runtime, now: dt.datetime | None = None) -> tuple[i
             await abandon(runtime, meta.id, "The outpost lost track of this server and cleaned it up.")
             log.warning("cleaned up %s, stuck in %s since %s", meta.id, meta.phase.value, meta.last_update)
             stuck += 1
-    orphans = 0
+    orphans = adopted = 0
     for sid, state in await runtime.backend.running():
-        if not await runtime.store.redis.exists(key_record(sid)):
+        if await runtime.store.redis.exists(key_record(sid)):
+            continue
+        verdict = await adopt(runtime, sid, state)
+        if verdict == "adopted":
+            adopted += 1
+        elif verdict != "exists":
             await runtime.backend.stop(state)
-            log.warning("stopped orphan server of %s (no record)", sid)
+            log.warning("stopped orphan server of %s (no record; %s)", sid, verdict)
             orphans += 1
-    return stuck, orphans
+    return Reconciled(stuck, orphans, adopted)

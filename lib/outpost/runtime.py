@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from traitlets.config import Config
 
 from outpost import logs
@@ -22,8 +21,9 @@ from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
 from outpost.proxies import TrustedProxies
 from outpost.ratelimit import Limits, LoginGuard
+from outpost.redis_client import redis_client
 from outpost.settings import Settings, load_settings
-from outpost.store import Store
+from outpost.store import Replication, Store
 from outpost.upstream_config import (
     JupyterHubOutpost,
     chooses_spawner,
@@ -168,18 +168,14 @@ def use_settings(settings: Settings | None) -> None:
     _runtimes.clear()
 
 
+def replication_of(settings: Settings) -> Replication:
+    return Replication(settings.redis_min_replicas, settings.redis_wait_timeout_ms)
+
+
 def build_runtime(settings: Settings) -> Runtime:
     logs.configure(json_format=settings.log_format == "json")
-    if settings.redis_url is None:
-        raise ConfigurationError("no Redis configured: set OUTPOST_REDIS_URL (or run `outpost dev`)")
-    client = aioredis.from_url(
-        settings.redis_url.get_secret_value(),
-        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
-    return Runtime(settings, Store(client, Crypt(settings.crypt_keys())))
+    store = Store(redis_client(settings), Crypt(settings.crypt_keys()), replication_of(settings))
+    return Runtime(settings, store)
 
 
 async def get_runtime() -> Runtime:

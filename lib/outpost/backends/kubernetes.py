@@ -362,6 +362,16 @@ class PodBackend:
             return []
         return raw.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
 
+    keeps_identity = False
+
+    async def remember(self, state: dict[str, Any], sealed: str) -> None:
+        # Not kept yet (it needs a Secret of its own per server: the functions may not patch pods), so a
+        # pod whose record is lost is stopped as an orphan, as before.
+        return None
+
+    async def recall(self, state: dict[str, Any]) -> str | None:
+        return None
+
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
         namespace = await self.default_namespace()
         found = []

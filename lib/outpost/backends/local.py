@@ -252,6 +252,8 @@ def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
 
 
 class LocalBackend:
+    keeps_identity = True  # identity.sealed, next to server.json
+
     def __init__(self, config: Config, data_dir: Path) -> None:
         self._config = config
         self._data_dir = data_dir
@@ -464,12 +466,34 @@ class LocalBackend:
                 found.append((sid, state))
         return found
 
+    async def remember(self, state: dict[str, Any], sealed: str) -> None:
+        path = _identity_file(state)
+        await asyncio.to_thread(_write_private, path, sealed)
+
+    async def recall(self, state: dict[str, Any]) -> str | None:
+        try:
+            return await asyncio.to_thread(_identity_file(state).read_text)
+        except OSError:
+            return None
+
     async def logs(self, state: dict[str, Any]) -> list[str]:
         try:
             text = (Path(state["dir"]) / "output.log").read_text(errors="replace")
         except (OSError, KeyError):
             return []
         return text.splitlines()[-LOG_TAIL_LINES:]
+
+
+def _identity_file(state: dict[str, Any]) -> Path:
+    """Next to server.json: the sealed identity a lost record is rebuilt from."""
+    return Path(state["dir"]) / "identity.sealed"
+
+
+def _write_private(path: Path, text: str) -> None:
+    partial = path.with_suffix(".partial")
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+    partial.replace(path)
 
 
 def _group_exists(pgid: int) -> bool:

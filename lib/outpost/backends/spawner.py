@@ -284,6 +284,14 @@ class SpawnerBackend:
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
         return []  # nor a listing: orphans of a spawner backend are the spawner's business
 
+    keeps_identity = False
+
+    async def remember(self, state: dict[str, Any], sealed: str) -> None:
+        return None  # nothing listed, nothing to re-adopt
+
+    async def recall(self, state: dict[str, Any]) -> str | None:
+        return None
+
 
 def _configured(cls: type[Spawner], config: Config, trait: str) -> Any:
     """A trait's value as the administrator configured it for `cls` (a hub's overrides left out)."""

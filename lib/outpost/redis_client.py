@@ -1,0 +1,69 @@
+"""The one Redis client of a process: from a URL, or the primary that Sentinel names, followed across failovers.
+
+Every command is retried with backoff while the connection fails (a primary killed, a failover under way,
+a demoted primary answering READONLY); the store makes its writes safe to repeat (see store.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+
+from outpost.errors import ConfigurationError
+from outpost.settings import Settings
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+COMMAND_TIMEOUT_SECONDS = 5.0
+# A sentinel that does not answer at once is skipped for the next: the client's retry asks again.
+SENTINEL_TIMEOUT_SECONDS = 0.5
+HEALTH_CHECK_SECONDS = 30
+
+
+class PrimaryFollowingConnection(SentinelManagedConnection):
+    """Asks the sentinels where the primary is on every socket (re)connect. redis-py's own class asks in
+    `connect()` only, while a retried command reconnects below it, to the old primary's address
+    (redis-py issues #3560, #3874), and so fails until its retries run out."""
+
+    async def _connect(self) -> None:
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super()._connect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+
+
+def _retry(settings: Settings) -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=settings.redis_retries)
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    common: dict[str, Any] = {
+        "password": password,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        # longer than a WAIT may block, or a slow acknowledgement would read as a dead connection
+        "socket_timeout": max(COMMAND_TIMEOUT_SECONDS, settings.redis_wait_timeout_ms / 1000 + 1),
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+        "retry": _retry(settings),
+    }
+    if settings.redis_sentinels:
+        sentinel_password = settings.redis_sentinel_password
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            settings.sentinel_addresses(),
+            sentinel_kwargs={
+                "password": sentinel_password.get_secret_value() if sentinel_password else None,
+                "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+                "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
+        client: aioredis.Redis = sentinel.master_for(
+            settings.redis_sentinel_master, connection_class=PrimaryFollowingConnection, **common
+        )
+        return client
+    if settings.redis_url is None:
+        raise ConfigurationError(
+            "no Redis configured: set OUTPOST_REDIS_URL or OUTPOST_REDIS_SENTINELS (or run `outpost dev`)"
+        )
+    return aioredis.from_url(settings.redis_url.get_secret_value(), **common)
