@@ -2,13 +2,15 @@
 
 Every tunnel a hub had through the previous daemon died with it. For each running service whose
 hub wants it, the stored start answer is POSTed again to the service's setup-tunnel URL, which
-makes the hub run `ssh -O forward` anew.
+makes the hub run `ssh -O forward` anew. Several daemons behind one Service share the work: each service's
+tunnel is claimed in Redis (`Store.claim_tunnel_recreation`), so daemons starting together post it once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,9 +27,12 @@ CONCURRENCY = 8
 
 
 class TunnelSource(Protocol):
-    """`outpost.store.Store`: running services with their decrypted setup-tunnel URL and token."""
+    """`outpost.store.Store`: running services with their decrypted setup-tunnel URL and token, and the
+    claims that let one daemon of several recreate each tunnel."""
 
     def running_tunnels(self) -> AsyncIterator[TunnelTarget]: ...
+
+    async def claim_tunnel_recreation(self, sid: ServiceId, claimer: str) -> bool: ...
 
 
 class TunnelPoster(Protocol):
@@ -42,6 +47,7 @@ class RecreateResult:
     posted: int = 0
     failed: int = 0
     skipped: int = 0
+    elsewhere: int = 0  # claimed by another daemon that started with this one
 
 
 async def recreate_tunnels(
@@ -49,20 +55,26 @@ async def recreate_tunnels(
     hub: TunnelPoster,
     wanted: Callable[[str], bool],
     *,
+    claimer: str = "",
     concurrency: int = CONCURRENCY,
 ) -> RecreateResult:
     """POST every running service's answer to its hub, for the hubs where `wanted(hub)` is true.
 
     One failing hub never stops the others; failures are logged with the service's identifiers
-    only (never the URL or the token).
+    only (never the URL or the token). A service another daemon claimed moments ago is left to it;
+    `claimer` names this daemon (default: the host name, a pod's name in Kubernetes).
     """
     gate = asyncio.Semaphore(concurrency)
-    counts = {"posted": 0, "failed": 0, "skipped": 0}
+    counts = {"posted": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
+    claimer = claimer or socket.gethostname()
 
     async def post(target: TunnelTarget) -> None:
         async with gate:
             about = str(target.id)
             try:
+                if not await source.claim_tunnel_recreation(target.id, claimer):
+                    counts["elsewhere"] += 1
+                    return
                 ok = await hub.setup_tunnel(target.setup_tunnel_url, target.api_token, target.answer, target.id)
                 error = "" if ok else "hub refused or unreachable"
             except Exception as exc:  # one hub's trouble must not stop the others
@@ -82,5 +94,11 @@ async def recreate_tunnels(
     result = RecreateResult(**counts)
     for outcome, count in counts.items():
         metrics.TUNNEL_RECREATIONS.labels(outcome).inc(count)
-    logger.info("tunnel recreation done posted=%d failed=%d skipped=%d", result.posted, result.failed, result.skipped)
+    logger.info(
+        "tunnel recreation done posted=%d failed=%d skipped=%d elsewhere=%d",
+        result.posted,
+        result.failed,
+        result.skipped,
+        result.elsewhere,
+    )
     return result
