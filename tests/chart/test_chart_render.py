@@ -23,7 +23,12 @@ PLACEHOLDERS = {
     "<your hostname to reach the API Endpoint>": "outpost.example.org",
 }
 SEEDS = {"seed": VALUES / "seed-values.yaml", "seed-secure": VALUES / "seed-secure-values.yaml"}
-MAXIMAL = {"ci": CHART / "ci" / "ci-values.yaml", "istio": CHART / "ci" / "istio-values.yaml"}
+MAXIMAL = {
+    "ci": CHART / "ci" / "ci-values.yaml",
+    "istio": CHART / "ci" / "istio-values.yaml",
+    "sentinel": CHART / "ci" / "sentinel-values.yaml",
+    "external-sentinel": CHART / "ci" / "external-sentinel-values.yaml",
+}
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +55,17 @@ def value_sets(filled_seeds: dict[str, Path]) -> dict[str, tuple[Path, ...]]:
     }
 
 
-ALL_SETS = ["defaults", "seed", "seed-secure", "seed-filled", "seed-secure-filled", "ci", "istio"]
+ALL_SETS = [
+    "defaults",
+    "seed",
+    "seed-secure",
+    "seed-filled",
+    "seed-secure-filled",
+    "ci",
+    "istio",
+    "sentinel",
+    "external-sentinel",
+]
 # Sets whose host names and addresses are real enough for the CRD patterns.
 CR_SETS = ["defaults", "seed-filled", "seed-secure-filled", "ci", "istio"]
 

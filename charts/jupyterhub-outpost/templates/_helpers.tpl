@@ -6,7 +6,7 @@ take the root scope ".". Declared here:
   outpost.name, outpost.fullname, outpost.chart      names
   outpost.labels, outpost.selectorLabels             label sets (selector = immutable subset)
   outpost.namespace.pods                            where the single-user pods go
-  outpost.redis.url, outpost.eventsSink, outpost.ksvcHost
+  outpost.eventsSink, outpost.ksvcHost (Redis helpers: redis/_redis.tpl)
   outpost.sshd.hostKeySecret, outpost.validate       checks that fail early
 */}}
 
@@ -44,14 +44,6 @@ helm.sh/chart: {{ include "outpost.chart" .root }}
 
 {{- define "outpost.namespace.pods" -}}
 {{- .Values.backend.namespace | default .Release.Namespace }}
-{{- end }}
-
-{{- define "outpost.redis.url" -}}
-{{- if .Values.redis.enabled }}
-{{- printf "redis://%s-redis.%s.svc.%s:6379/0" (include "outpost.fullname" .) .Release.Namespace .Values.clusterDomain }}
-{{- else }}
-{{- required "redis.url is required when redis.enabled is false (the URL of an existing Redis)" .Values.redis.url }}
-{{- end }}
 {{- end }}
 
 {{- define "outpost.eventsSink" -}}
