@@ -23,7 +23,7 @@ from outpost.runtime import Runtime, build_runtime
 from outpost.settings import Settings, load_settings
 from sshd.metrics import serve_metrics
 from sshd.server import serve
-from sshd.tunnels import recreate_tunnels
+from sshd.tunnels import recreate_configured
 
 logger = logging.getLogger("sshd")
 METRICS_PORT = 9090
@@ -53,9 +53,7 @@ async def run(settings: Settings) -> None:
             loop.add_signal_handler(signum, stop.set)
         # This daemon, as the other daemons sharing the Redis see it: the pod's name (host) and port.
         claimer = f"{socket.gethostname()}:{listener.port}"
-        recreation = asyncio.create_task(
-            recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels, claimer=claimer)
-        )
+        recreation = asyncio.create_task(recreate_configured(runtime, claimer=claimer))
         recreation.add_done_callback(_log_failure)
         try:
             await stop.wait()

@@ -9,17 +9,21 @@ tunnel is claimed in Redis (`Store.claim_tunnel_recreation`), so daemons startin
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from outpost.models import ServiceId
 from outpost.store import TunnelTarget
 from sshd import metrics
 
-__all__ = ["RecreateResult", "TunnelPoster", "TunnelSource", "recreate_tunnels"]
+if TYPE_CHECKING:
+    from outpost.runtime import Runtime
+
+__all__ = ["RecreateResult", "TunnelPoster", "TunnelSource", "recreate_configured", "recreate_tunnels"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ class RecreateResult:
 async def recreate_tunnels(
     source: TunnelSource,
     hub: TunnelPoster,
-    wanted: Callable[[str], bool],
+    wanted: Callable[[str], bool | Awaitable[bool]],
     *,
     claimer: str = "",
     concurrency: int = CONCURRENCY,
@@ -87,7 +91,8 @@ async def recreate_tunnels(
 
     async with asyncio.TaskGroup() as group:
         async for target in source.running_tunnels():
-            if not target.setup_tunnel_url or not wanted(target.id.hub):
+            decision = wanted(target.id.hub) if target.setup_tunnel_url else False
+            if not (await decision if inspect.isawaitable(decision) else decision):
                 counts["skipped"] += 1
                 continue
             group.create_task(post(target))
@@ -102,3 +107,11 @@ async def recreate_tunnels(
         result.elsewhere,
     )
     return result
+
+
+async def recreate_configured(runtime: Runtime, claimer: str = "") -> RecreateResult:
+    """At a daemon's start: for the hubs the configuration wants (our hubOptions and upstream's
+    ssh_recreate_at_start traits, see `outpost.upstream_config.tunnel_recreation`)."""
+    from outpost.upstream_config import tunnel_recreation
+
+    return await recreate_tunnels(runtime.store, runtime.hub, await tunnel_recreation(runtime), claimer=claimer)
