@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,7 +51,9 @@ async def run(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        recreation = asyncio.create_task(recreate_configured(runtime))
+        # This daemon, as the other daemons sharing the Redis see it: the pod's name (host) and port.
+        claimer = f"{socket.gethostname()}:{listener.port}"
+        recreation = asyncio.create_task(recreate_configured(runtime, claimer=claimer))
         recreation.add_done_callback(_log_failure)
         try:
             await stop.wait()

@@ -2,7 +2,8 @@
 
 Every tunnel a hub had through the previous daemon died with it. For each running service whose
 hub wants it, the stored start answer is POSTed again to the service's setup-tunnel URL, which
-makes the hub run `ssh -O forward` anew.
+makes the hub run `ssh -O forward` anew. Several daemons behind one Service share the work: each service's
+tunnel is claimed in Redis (`Store.claim_tunnel_recreation`), so daemons starting together post it once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -29,9 +31,12 @@ CONCURRENCY = 8
 
 
 class TunnelSource(Protocol):
-    """`outpost.store.Store`: running services with their decrypted setup-tunnel URL and token."""
+    """`outpost.store.Store`: running services with their decrypted setup-tunnel URL and token, and the
+    claims that let one daemon of several recreate each tunnel."""
 
     def running_tunnels(self) -> AsyncIterator[TunnelTarget]: ...
+
+    async def claim_tunnel_recreation(self, sid: ServiceId, claimer: str) -> bool: ...
 
 
 class TunnelPoster(Protocol):
@@ -46,6 +51,7 @@ class RecreateResult:
     posted: int = 0
     failed: int = 0
     skipped: int = 0
+    elsewhere: int = 0  # claimed by another daemon that started with this one
 
 
 async def recreate_tunnels(
@@ -53,20 +59,26 @@ async def recreate_tunnels(
     hub: TunnelPoster,
     wanted: Callable[[str], bool | Awaitable[bool]],
     *,
+    claimer: str = "",
     concurrency: int = CONCURRENCY,
 ) -> RecreateResult:
     """POST every running service's answer to its hub, for the hubs where `wanted(hub)` is true.
 
     One failing hub never stops the others; failures are logged with the service's identifiers
-    only (never the URL or the token).
+    only (never the URL or the token). A service another daemon claimed moments ago is left to it;
+    `claimer` names this daemon (default: the host name, a pod's name in Kubernetes).
     """
     gate = asyncio.Semaphore(concurrency)
-    counts = {"posted": 0, "failed": 0, "skipped": 0}
+    counts = {"posted": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
+    claimer = claimer or socket.gethostname()
 
     async def post(target: TunnelTarget) -> None:
         async with gate:
             about = str(target.id)
             try:
+                if not await source.claim_tunnel_recreation(target.id, claimer):
+                    counts["elsewhere"] += 1
+                    return
                 ok = await hub.setup_tunnel(target.setup_tunnel_url, target.api_token, target.answer, target.id)
                 error = "" if ok else "hub refused or unreachable"
             except Exception as exc:  # one hub's trouble must not stop the others
@@ -87,13 +99,19 @@ async def recreate_tunnels(
     result = RecreateResult(**counts)
     for outcome, count in counts.items():
         metrics.TUNNEL_RECREATIONS.labels(outcome).inc(count)
-    logger.info("tunnel recreation done posted=%d failed=%d skipped=%d", result.posted, result.failed, result.skipped)
+    logger.info(
+        "tunnel recreation done posted=%d failed=%d skipped=%d elsewhere=%d",
+        result.posted,
+        result.failed,
+        result.skipped,
+        result.elsewhere,
+    )
     return result
 
 
-async def recreate_configured(runtime: Runtime) -> RecreateResult:
+async def recreate_configured(runtime: Runtime, claimer: str = "") -> RecreateResult:
     """At a daemon's start: for the hubs the configuration wants (our hubOptions and upstream's
     ssh_recreate_at_start traits, see `outpost.upstream_config.tunnel_recreation`)."""
     from outpost.upstream_config import tunnel_recreation
 
-    return await recreate_tunnels(runtime.store, runtime.hub, await tunnel_recreation(runtime))
+    return await recreate_tunnels(runtime.store, runtime.hub, await tunnel_recreation(runtime), claimer=claimer)

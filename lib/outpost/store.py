@@ -8,6 +8,7 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:expiry                            zset   record keys scored by the end of their runtime limit
   outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
   outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
+  outpost:hub:{hub}:svc:{name}:{start_id}:tunnel  string the daemon recreating its tunnel (expires)
   outpost:once:{id}                         string idempotency marker of a delivered event
   outpost:stopped:{hub}:{name}:{start_id}   string tombstone of a stop (TTL): its server is never re-adopted
 
@@ -77,6 +78,10 @@ def key_certs(sid: ServiceId) -> str:
 
 def key_tombstone(sid: ServiceId) -> str:
     return f"outpost:stopped:{_q(sid.hub)}:{_q(sid.name)}:{_q(sid.start_id)}"
+
+
+def key_tunnel_claim(sid: ServiceId) -> str:
+    return key_record(sid) + ":tunnel"
 
 
 def key_flavor_slots(flavor: str) -> str:
@@ -424,6 +429,17 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# Who recreates a service's tunnel. KEYS: claim. ARGV: claimer, TTL seconds. 1: this claimer holds it.
+_CLAIM_TUNNEL = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+# Daemons that start within this many seconds of each other share one recreation per service.
+TUNNEL_CLAIM_SECONDS = 60
+
+
 class Store:
     def __init__(self, client: aioredis.Redis, crypt: Crypt, replication: Replication = Replication()) -> None:
         self.redis = client
@@ -752,6 +768,15 @@ class Store:
                 await lock.release()
             except LockError:
                 log.warning("lock %s outlived its %ss", name, ttl_seconds)
+
+    async def claim_tunnel_recreation(
+        self, sid: ServiceId, claimer: str, ttl_seconds: int = TUNNEL_CLAIM_SECONDS
+    ) -> bool:
+        """A short lock per service, taken by the first daemon to recreate its tunnel: daemons starting
+        together post each setup-tunnel once between them. The same daemon (`claimer`: host and port)
+        takes it again at once, since a restarted daemon's tunnels died with it."""
+        claim = self.redis.register_script(_CLAIM_TUNNEL)
+        return bool(await claim(keys=[key_tunnel_claim(sid)], args=[claimer, ttl_seconds]))
 
     async def flavor_counts(self, flavors: Sequence[str]) -> dict[str, int]:
         if not flavors:

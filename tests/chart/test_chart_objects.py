@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jupyterhub-outpost"
 CI_VALUES = CHART / "ci" / "ci-values.yaml"
 ISTIO_VALUES = CHART / "ci" / "istio-values.yaml"
+SENTINEL_VALUES = CHART / "ci" / "sentinel-values.yaml"
+EXTERNAL_SENTINEL_VALUES = CHART / "ci" / "external-sentinel-values.yaml"
 
 WORKLOADS = ("Deployment", "StatefulSet")
 # The environment contract of the application (settings names of lib/outpost/settings.py included).
@@ -48,7 +51,11 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return workload["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("values", [(), (CI_VALUES,), (ISTIO_VALUES,)], ids=["defaults", "ci", "istio"])
+@pytest.mark.parametrize(
+    "values",
+    [(), (CI_VALUES,), (ISTIO_VALUES,), (SENTINEL_VALUES,), (EXTERNAL_SENTINEL_VALUES,)],
+    ids=["defaults", "ci", "istio", "sentinel", "external-sentinel"],
+)
 def test_selectors_labels_and_ports_agree(render: Any, values: tuple[Path, ...]) -> None:
     docs = render(*values)
     workloads = [d for d in docs if d["kind"] in WORKLOADS]
@@ -75,12 +82,13 @@ def test_selectors_labels_and_ports_agree(render: Any, values: tuple[Path, ...])
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
 
 
-def test_workloads_are_hardened(render: Any) -> None:
-    for workload in (d for d in render(CI_VALUES) if d["kind"] in WORKLOADS):
+@pytest.mark.parametrize("values", [CI_VALUES, SENTINEL_VALUES], ids=["ci", "sentinel"])
+def test_workloads_are_hardened(render: Any, values: Path) -> None:
+    for workload in (d for d in render(values) if d["kind"] in WORKLOADS):
         spec = pod_spec(workload)
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["automountServiceAccountToken"] is False
-        for container in spec["containers"]:
+        for container in spec["containers"] + spec.get("initContainers", []):
             context = container["securityContext"]
             assert context["allowPrivilegeEscalation"] is False
             assert context["readOnlyRootFilesystem"] is True
@@ -246,9 +254,21 @@ def test_trusted_proxies_reach_the_functions_as_a_valid_setting(
     TrustedProxies.parse(expected)  # what the functions will parse at start
 
 
+REDIS_COMPONENTS = {"redis", "redis-node"}
+
+
+def redis_objects(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Every object that runs or exposes Redis (the password Secret is the clients' configuration)."""
+    return [
+        (d["kind"], d["metadata"]["name"])
+        for d in docs
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] in REDIS_COMPONENTS and d["kind"] != "Secret"
+    ]
+
+
 def test_external_redis_and_no_events(render: Any) -> None:
     docs = render(ISTIO_VALUES)
-    assert not find_objects(docs, "StatefulSet")
+    assert redis_objects(docs) == []
     shared = one_object(docs, "ConfigMap", "outpost-env")["data"]
     assert shared["OUTPOST_REDIS_URL"] == "rediss://redis.databases.svc.cluster.local:6380/2"
     assert "OUTPOST_EVENTS_SINK" not in shared
@@ -329,7 +349,7 @@ def test_config_change_rolls_the_daemon(render: Any) -> None:
 )
 def test_ssh_service_honours_servicessh(render: Any, sets: tuple[str, ...], expected: dict[str, Any]) -> None:
     spec = one_object(render(sets=sets), "Service", "outpost-sshd")["spec"]
-    assert {k: v for k, v in spec.items() if k != "selector"} == expected
+    assert {k: v for k, v in spec.items() if k != "selector"} == {**expected, "sessionAffinity": "ClientIP"}
 
 
 def test_ssh_service_annotations(render: Any) -> None:
@@ -396,3 +416,136 @@ def test_every_variable_the_deployment_sets_is_a_setting() -> None:
     }
     for name in sorted((DAEMON_ENV | SHARED_ENV | knative) - {"OUTPOST_CONFIG"}):
         assert name.removeprefix("OUTPOST_").lower() in Settings.model_fields, name
+
+
+def sentinel_hosts(count: int) -> str:
+    domain = "outpost-redis-headless.outpost.svc.cluster.local"
+    return ",".join(f"outpost-redis-node-{i}.{domain}:26379" for i in range(count))
+
+
+def test_sentinel_mode_runs_nodes_and_sentinels_with_failover_safeguards(render: Any) -> None:
+    docs = render(SENTINEL_VALUES)
+    assert sorted(redis_objects(docs)) == [
+        ("ConfigMap", "outpost-redis-node-scripts"),
+        ("PodDisruptionBudget", "outpost-redis-node"),
+        ("Service", "outpost-redis-headless"),
+        ("StatefulSet", "outpost-redis-node"),
+    ]
+    node = one_object(docs, "StatefulSet", "outpost-redis-node")
+    selector = node["spec"]["selector"]["matchLabels"]
+    assert node["spec"]["replicas"] == 3 and node["spec"]["serviceName"] == "outpost-redis-headless"
+    spec = pod_spec(node)
+    assert [c["name"] for c in spec["containers"]] == ["redis", "sentinel"]
+    assert [c["command"][-1] for c in spec["containers"]] == ["/data/conf/redis.conf", "--sentinel"]
+    (init,) = spec["initContainers"]
+    assert init["command"] == ["sh", "/scripts/init.sh"]
+    (term,) = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    host = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+    assert term["podAffinityTerm"] == host
+    hard = pod_spec(one_object(render(SENTINEL_VALUES, sets=("redis.sentinel.antiAffinity=hard",)), "StatefulSet"))
+    (required,) = hard["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["labelSelector"]["matchLabels"] == selector
+    budget = one_object(docs, "PodDisruptionBudget", "outpost-redis-node")["spec"]
+    assert budget == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    headless = one_object(docs, "Service", "outpost-redis-headless")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert headless["selector"] == selector
+    # The passwords come from the chart's Secret, as files: never on a command line or in the env of Redis.
+    (secrets_volume,) = [v for v in spec["volumes"] if "secret" in v]
+    assert secrets_volume["secret"]["secretName"] == "outpost-redis"
+    stored = one_object(docs, "Secret", "outpost-redis")["stringData"]
+    assert set(stored) == {"password", "sentinel-password"} and stored["password"] != stored["sentinel-password"]
+    # Persistence: one claim per node holding the AOF and the config files Sentinel rewrites.
+    persistent = one_object(render(SENTINEL_VALUES, sets=("redis.persistence.enabled=true",)), "StatefulSet")
+    (claim,) = persistent["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    init_sh = one_object(docs, "ConfigMap", "outpost-redis-node-scripts")["data"]["init.sh"]
+    for line in (
+        "appendonly yes",
+        "replica-announce-ip ${SELF}",
+        "sentinel resolve-hostnames yes",
+        "sentinel announce-hostnames yes",
+        "sentinel announce-ip ${SELF}",
+        "min-replicas-to-write ${MIN_REPLICAS}",
+        "SENTINEL get-master-addr-by-name",
+    ):
+        assert line in init_sh, line
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    assert env["DOMAIN"] == "outpost-redis-headless.outpost.svc.cluster.local" and env["MIN_REPLICAS"] == "1"
+
+
+def test_init_script_is_valid_shell(render: Any, tmp_path: Path) -> None:
+    data = one_object(render(SENTINEL_VALUES), "ConfigMap", "outpost-redis-node-scripts")["data"]
+    for name in ("init.sh", "ping.sh"):
+        script = tmp_path / name
+        script.write_text(data[name])
+        result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, timeout=10)
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            SENTINEL_VALUES,
+            {
+                "OUTPOST_REDIS_SENTINELS": sentinel_hosts(3),
+                "OUTPOST_REDIS_SENTINEL_MASTER": "outpost",
+                "OUTPOST_REDIS_MIN_REPLICAS": "1",
+            },
+        ),
+        (
+            EXTERNAL_SENTINEL_VALUES,
+            {
+                "OUTPOST_REDIS_SENTINELS": (
+                    "sentinel-0.redis.databases.svc.cluster.local:26379,10.0.0.7:26379,[fd00::7]:26379"
+                ),
+                "OUTPOST_REDIS_SENTINEL_MASTER": "mymaster",
+                "OUTPOST_REDIS_MIN_REPLICAS": "1",
+            },
+        ),
+        (ISTIO_VALUES, {"OUTPOST_REDIS_URL": "rediss://redis.databases.svc.cluster.local:6380/2"}),
+        ((), {"OUTPOST_REDIS_URL": "redis://outpost-redis.outpost.svc.cluster.local:6379/0"}),
+    ],
+    ids=["sentinel", "external-sentinel", "external-url", "standalone"],
+)
+def test_functions_and_daemon_reach_redis_as_the_mode_says(
+    render: Any, values: Path | tuple[()], expected: dict[str, str]
+) -> None:
+    docs = render(*([values] if isinstance(values, Path) else []))
+    shared = one_object(docs, "ConfigMap", "outpost-env")["data"]
+    assert {k: v for k, v in shared.items() if k.startswith("OUTPOST_REDIS")} == expected
+    (container,) = pod_spec(one_object(docs, "Deployment", "outpost-sshd"))["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["OUTPOST_REDIS_PASSWORD"]["name"] == "outpost-redis"
+    if "OUTPOST_REDIS_SENTINELS" in expected:
+        assert refs["OUTPOST_REDIS_SENTINEL_PASSWORD"] == {
+            "name": "outpost-redis",
+            "key": "sentinel-password",
+            "optional": True,
+        }
+        secret = one_object(docs, "Secret", "outpost-redis")["stringData"]
+        assert secret["sentinel-password"]
+        if values == EXTERNAL_SENTINEL_VALUES:
+            assert redis_objects(docs) == []
+            assert secret == {"password": "external-password", "sentinel-password": "external-sentinel-password"}
+    else:  # standalone renders exactly what it did before the modes existed
+        assert ("OUTPOST_REDIS_SENTINEL_PASSWORD" in refs) == (values != ())
+    # What the functions will parse at start: the names and values are Settings fields.
+    settings = Settings.model_validate(
+        {k.removeprefix("OUTPOST_").lower(): v for k, v in expected.items()}
+        | {"crypt_key": "x" * 44, "hub_usernames": "a", "hub_passwords": "b"}
+    )
+    assert settings.redis_min_replicas == int(expected.get("OUTPOST_REDIS_MIN_REPLICAS", 0))
+
+
+@pytest.mark.parametrize(("replicas", "budget"), [(1, False), (3, True)])
+def test_ssh_daemon_replicas_get_a_budget_and_one_pod_per_hub(render: Any, replicas: int, budget: bool) -> None:
+    docs = render(sets=(f"sshd.replicas={replicas}",))
+    assert one_object(docs, "Deployment", "outpost-sshd")["spec"]["replicas"] == replicas
+    service = one_object(docs, "Service", "outpost-sshd")["spec"]
+    assert service["sessionAffinity"] == "ClientIP"
+    budgets = find_objects(docs, "PodDisruptionBudget")
+    assert [b["metadata"]["name"] for b in budgets] == (["outpost-sshd"] if budget else [])
+    if budget:
+        assert budgets[0]["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": service["selector"]}}

@@ -23,10 +23,11 @@ PLACEHOLDERS = {
     "<your hostname to reach the API Endpoint>": "outpost.example.org",
 }
 SEEDS = {"seed": VALUES / "seed-values.yaml", "seed-secure": VALUES / "seed-secure-values.yaml"}
-MAXIMAL = {"ci": CHART / "ci" / "ci-values.yaml", "istio": CHART / "ci" / "istio-values.yaml"}
-REDIS_MODES = {
-    "redis-sentinel": Path(__file__).parent / "redis_modes" / "sentinel-values.yaml",
-    "redis-external-sentinels": Path(__file__).parent / "redis_modes" / "external-sentinels-values.yaml",
+MAXIMAL = {
+    "ci": CHART / "ci" / "ci-values.yaml",
+    "istio": CHART / "ci" / "istio-values.yaml",
+    "sentinel": CHART / "ci" / "sentinel-values.yaml",
+    "external-sentinel": CHART / "ci" / "external-sentinel-values.yaml",
 }
 
 
@@ -51,11 +52,20 @@ def value_sets(filled_seeds: dict[str, Path]) -> dict[str, tuple[Path, ...]]:
         **{name: (path,) for name, path in SEEDS.items()},
         **{f"{name}-filled": (path,) for name, path in filled_seeds.items()},
         **{name: (path,) for name, path in MAXIMAL.items()},
-        **{name: (path,) for name, path in REDIS_MODES.items()},
     }
 
 
-ALL_SETS = ["defaults", "seed", "seed-secure", "seed-filled", "seed-secure-filled", "ci", "istio", *REDIS_MODES]
+ALL_SETS = [
+    "defaults",
+    "seed",
+    "seed-secure",
+    "seed-filled",
+    "seed-secure-filled",
+    "ci",
+    "istio",
+    "sentinel",
+    "external-sentinel",
+]
 # Sets whose host names and addresses are real enough for the CRD patterns.
 CR_SETS = ["defaults", "seed-filled", "seed-secure-filled", "ci", "istio"]
 
@@ -71,11 +81,7 @@ def test_seed_fixtures_are_the_seed_documents_values() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "values",
-    [None, *SEEDS.values(), *MAXIMAL.values(), *REDIS_MODES.values()],
-    ids=["defaults", *SEEDS, *MAXIMAL, *REDIS_MODES],
-)
+@pytest.mark.parametrize("values", [None, *SEEDS.values(), *MAXIMAL.values()], ids=["defaults", *SEEDS, *MAXIMAL])
 def test_helm_lint_strict(run_helm: Any, values: Path | None) -> None:
     args = ["lint", "--strict", CHART] + (["-f", values] if values else [])
     result = run_helm(*args)

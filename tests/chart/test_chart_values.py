@@ -56,7 +56,23 @@ def test_schema_forbids_unknown_keys_everywhere() -> None:
                 walk(value, f"{path}/{i}")
 
     walk(SCHEMA, "")
-    assert open_objects == []
+    assert open_objects == [
+        "/properties/redis/allOf/0/if",
+        "/properties/redis/allOf/0/then",
+        "/properties/redis/allOf/0/then/properties/external/oneOf/0",
+        "/properties/redis/allOf/0/then/properties/external/oneOf/1",
+        "/properties/redis/allOf/1/if",
+        "/properties/redis/allOf/1/then",
+    ]  # the per-mode conditions: they only constrain keys the closed redis object declares
+    redis = SCHEMA["properties"]["redis"]
+    for condition in redis["allOf"]:
+        for part in (condition["if"], condition["then"]):
+            assert set(part["properties"]) <= set(redis["properties"])
+            for key, sub in part["properties"].items():
+                for branch in sub.get("oneOf", [sub]):
+                    declared = redis["properties"][key].get("properties", {})
+                    assert set(branch.get("properties", {})) <= set(declared), key
+                    assert set(branch.get("required", [])) <= set(declared), key
 
 
 def test_every_values_key_is_commented() -> None:
@@ -87,13 +103,23 @@ def test_every_values_key_is_commented() -> None:
         (("--set", "sshd.hostKey.type=dsa"), "/sshd/hostKey/type"),
         (("--set", "backend.type=docker"), "/backend/type"),
         (("--set", "servicessh.nodePort=80"), "/servicessh/nodePort"),
-        (("--set", "redis.url=redis://:secret@host:6379"), "/redis/url"),
+        (("--set", "redis.external.url=redis://:secret@host:6379"), "/redis/external/url"),
+        (("--set", "redis.enabled=false"), "additional properties 'enabled' not allowed"),
+        (("--set", "redis.mode=cluster"), "/redis/mode"),
+        (("--set", "redis.sentinel.replicas=2"), "/redis/sentinel/replicas"),
+        (("--set", "redis.sentinel.antiAffinity=always"), "/redis/sentinel/antiAffinity"),
+        (("--set", "redis.external.sentinels[0]=no-port"), "/redis/external/sentinels/0"),
+        (("--set", "redis.mode=external"), "/redis/external"),
         (("--set", "cryptSecret="), "/cryptSecret"),
         (("--set-string", "functions.trustedProxies=yes"), "/functions/trustedProxies"),
         (("--set", "functions.trustedProxies=40"), "/functions/trustedProxies"),
         (("--set", "sshPublicKeys[0].hub=a"), "/sshPublicKeys/0"),
         (("--set", "ingress.enabled=true"), "ingress.enabled needs at least one entry in ingress.hosts"),
-        (("--set", "redis.enabled=false"), "redis.url is required"),
+        (
+            ("--set", "redis.mode=external", "--set", "redis.external.sentinels[0]=s:26379"),
+            "/redis/external",
+        ),
+        (("--set", "redis.mode=sentinel", "--set", "redis.sentinel.minReplicas=3"), "must be below"),
     ],
     ids=lambda a: a[1] if isinstance(a, tuple) else None,
 )

@@ -28,6 +28,7 @@ SECRET_ENV = {
     "OUTPOST_HUB_USERNAMES": ("outpost-users", "usernames"),
     "OUTPOST_HUB_PASSWORDS": ("outpost-users", "passwords"),
     "OUTPOST_REDIS_PASSWORD": ("outpost-redis", "password"),
+    "OUTPOST_REDIS_SENTINEL_PASSWORD": ("outpost-redis", "sentinel-password"),  # only in the Sentinel modes
 }
 KNOBS = ("containerConcurrency:", "timeoutSeconds:", "autoscaling.knative.dev/")
 

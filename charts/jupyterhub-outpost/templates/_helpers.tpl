@@ -6,7 +6,7 @@ take the root scope ".". Declared here:
   outpost.name, outpost.fullname, outpost.chart      names
   outpost.labels, outpost.selectorLabels             label sets (selector = immutable subset)
   outpost.namespace.pods                            where the single-user pods go
-  outpost.redis.url, outpost.eventsSink, outpost.ksvcHost
+  outpost.eventsSink, outpost.ksvcHost (Redis helpers: redis/_redis.tpl)
   outpost.sshd.hostKeySecret, outpost.validate       checks that fail early
   outpost.sshd.enabled, outpost.sshd.nodePort        upstream's servicessh.enabled / ports.nodePort
   outpost.extras.envFrom                             upstream's extraEnvVarsCMs/-Secrets as envFrom (JSON)
@@ -46,48 +46,6 @@ helm.sh/chart: {{ include "outpost.chart" .root }}
 
 {{- define "outpost.namespace.pods" -}}
 {{- .Values.backend.namespace | default .Release.Namespace }}
-{{- end }}
-
-{{- /* standalone, sentinel (both bundled) or external; redis.enabled: false means external. */}}
-{{- define "outpost.redis.mode" -}}
-{{- if .Values.redis.enabled }}{{ .Values.redis.mode }}{{ else }}external{{ end }}
-{{- end }}
-
-{{- define "outpost.redis.url" -}}
-{{- if eq (include "outpost.redis.mode" .) "standalone" }}
-{{- printf "redis://%s-redis.%s.svc.%s:6379/0" (include "outpost.fullname" .) .Release.Namespace .Values.clusterDomain }}
-{{- else }}
-{{- required "redis.url is required when redis.enabled is false (the URL of an existing Redis), or redis.sentinels" .Values.redis.url }}
-{{- end }}
-{{- end }}
-
-{{- /* The bundled sentinel mode: its pods' DNS domain, through the headless Service. */}}
-{{- define "outpost.redis.nodesDomain" -}}
-{{- printf "%s-redis-nodes.%s.svc.%s" (include "outpost.fullname" .) .Release.Namespace .Values.clusterDomain }}
-{{- end }}
-
-{{- /* OUTPOST_REDIS_* of the functions and the daemon (ConfigMap data lines). */}}
-{{- define "outpost.redis.env" -}}
-{{- $mode := include "outpost.redis.mode" . }}
-{{- if eq $mode "sentinel" }}
-{{- $fullname := include "outpost.fullname" . }}
-{{- $domain := include "outpost.redis.nodesDomain" . }}
-{{- $sentinels := list }}
-{{- range $i := until (int .Values.redis.sentinel.replicas) }}
-{{- $sentinels = append $sentinels (printf "%s-redis-node-%d.%s:26379" $fullname $i $domain) }}
-{{- end }}
-OUTPOST_REDIS_SENTINELS: {{ join "," $sentinels | quote }}
-OUTPOST_REDIS_SENTINEL_MASTER: "outpost"
-OUTPOST_REDIS_MIN_REPLICAS: {{ .Values.redis.minReplicas | default 1 | toString | quote }}
-OUTPOST_REDIS_WAIT_TIMEOUT_MS: {{ .Values.redis.waitTimeoutMs | toString | quote }}
-{{- else if and (eq $mode "external") .Values.redis.sentinels }}
-OUTPOST_REDIS_SENTINELS: {{ .Values.redis.sentinels | quote }}
-OUTPOST_REDIS_SENTINEL_MASTER: {{ required "redis.sentinelMaster is required with redis.sentinels (the name your sentinels monitor)" .Values.redis.sentinelMaster | quote }}
-OUTPOST_REDIS_MIN_REPLICAS: {{ .Values.redis.minReplicas | default 0 | toString | quote }}
-OUTPOST_REDIS_WAIT_TIMEOUT_MS: {{ .Values.redis.waitTimeoutMs | toString | quote }}
-{{- else }}
-OUTPOST_REDIS_URL: {{ include "outpost.redis.url" . | quote }}
-{{- end }}
 {{- end }}
 
 {{- define "outpost.eventsSink" -}}
