@@ -141,18 +141,26 @@ def use_settings(settings: Settings | None) -> None:
     _runtimes.clear()
 
 
+REDIS_CONNECTIONS = 100  # per process, as redis-py's default pool
+REDIS_TIMEOUT_SECONDS = 5  # for an answer, and for a free connection
+
+
 def build_runtime(settings: Settings) -> Runtime:
     logs.configure(json_format=settings.log_format == "json")
     if settings.redis_url is None:
         raise ConfigurationError("no Redis configured: set OUTPOST_REDIS_URL (or run `outpost dev`)")
-    client = aioredis.from_url(
+    # redis-py's default pool fails a command at once (MaxConnectionsError, answered 503) when 100 are
+    # in flight, as in a storm of starts; a blocking pool makes the 101st wait for a free connection.
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_TIMEOUT_SECONDS,
         password=settings.redis_password.get_secret_value() if settings.redis_password else None,
         socket_connect_timeout=2,
-        socket_timeout=5,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
         health_check_interval=30,
     )
-    return Runtime(settings, Store(client, Crypt(settings.crypt_keys())))
+    return Runtime(settings, Store(aioredis.Redis.from_pool(pool), Crypt(settings.crypt_keys())))
 
 
 async def get_runtime() -> Runtime:
