@@ -247,7 +247,8 @@ def storm_lines(storm: dict[str, Any]) -> list[str]:
         f"   start answers {storm['start_answers']}; stop answers {storm['stop_answers']}"
         + (f" ({storm['stops_retried']} retried)" if storm["stops_retried"] else ""),
         f"   wall time: starts {storm['wall_s']['starts']:.1f} s, stops {storm['wall_s']['stops']:.1f} s; "
-        f"backend alone: {storm['backend_concurrency']} starts at once, then as many stops",
+        f"backend alone: {storm['backend_concurrency']} starts at once, then as many stops"
+        + (f"; its failed starts: {storm['backend_errors']}" if storm["backend_errors"] else ""),
     ]
     rows = []
     for op in ("start", "stop"):

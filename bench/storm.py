@@ -262,28 +262,43 @@ def leftovers(client: redis.Redis, data_dirs: list[Path]) -> dict[str, list[str]
     return {"keys": sorted(keys), "slots": slots, "processes": processes, "server_dirs": server_dirs}
 
 
-async def _backend_alone(config: Path, data_dir: Path, starts: list[Start]) -> tuple[list[float], list[float]]:
-    """`LocalBackend.start` for all at once, then `.stop` for all at once, timed one by one."""
+@dataclass
+class Direct:
+    """The backend alone: latencies of the starts and stops that worked, and what went wrong."""
+
+    starts: list[float] = field(default_factory=list)
+    stops: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def _backend_alone(config: Path, data_dir: Path, starts: list[Start]) -> Direct:
+    """`LocalBackend.start` for all at once, then `.stop` for all that started at once, timed one by one."""
     backend = LocalBackend(load_backend_config(config), data_dir)
+    direct = Direct()
 
     async def nothing(*_: Any) -> None:
         return None
 
-    async def start(s: Start) -> tuple[float, dict[str, Any]]:
+    async def start(s: Start) -> dict[str, Any] | None:
         body = s.body()
         spec = StartSpec(sid=ServiceId(s.hub, s.name, "1"), env=body["env"], misc=body["misc"])
         began = time.perf_counter()
-        started = await backend.start(spec, nothing, nothing)
-        return time.perf_counter() - began, started.state
+        try:
+            started = await backend.start(spec, nothing, nothing)
+        except Exception as exc:  # noqa: BLE001 (a failed start is a figure of the baseline, not the end of the run)
+            direct.errors.append(f"{type(exc).__name__}: {exc}")
+            return None
+        direct.starts.append(time.perf_counter() - began)
+        return started.state
 
-    async def stop(state: dict[str, Any]) -> float:
+    async def stop(state: dict[str, Any]) -> None:
         began = time.perf_counter()
         await backend.stop(state)
-        return time.perf_counter() - began
+        direct.stops.append(time.perf_counter() - began)
 
-    started = await asyncio.gather(*(start(s) for s in starts))
-    stopped = await asyncio.gather(*(stop(state) for _, state in started))
-    return [t for t, _ in started], list(stopped)
+    states = await asyncio.gather(*(start(s) for s in starts))
+    await asyncio.gather(*(stop(state) for state in states if state is not None))
+    return direct
 
 
 def _kind(answer: Answer) -> str:
@@ -364,14 +379,14 @@ def _ratio(outpost: dict[str, float], backend: dict[str, float], key: str) -> fl
     return round(outpost[key] / backend[key], 2) if backend[key] else 0.0
 
 
-def figures(seen: Observed, backend_start: list[float], backend_stop: list[float]) -> dict[str, Any]:
+def figures(seen: Observed, direct: Direct) -> dict[str, Any]:
     running = {s.name for s in seen.started}
     stops = [a for s, a in zip(seen.plan.starts, seen.stops, strict=True) if s.name in running and a.status == 200]
     latency = {
         "outpost_start": percentiles([a.seconds for a in seen.starts if a.status == 200] or [0.0]),
         "outpost_stop": percentiles([a.seconds for a in stops] or [0.0]),
-        "backend_start": percentiles(backend_start or [0.0]),
-        "backend_stop": percentiles(backend_stop or [0.0]),
+        "backend_start": percentiles(direct.starts or [0.0]),
+        "backend_stop": percentiles(direct.stops or [0.0]),
     }
     return {
         "count": len(seen.plan.starts),
@@ -386,7 +401,8 @@ def figures(seen: Observed, backend_start: list[float], backend_stop: list[float
         "started": len(running),
         "wall_s": seen.wall,
         **latency,
-        "backend_concurrency": len(backend_start),
+        "backend_concurrency": len(direct.starts) + len(direct.errors),
+        "backend_errors": dict(Counter(direct.errors)),
         "ratio": {
             f"{op}_{q}": _ratio(latency[f"outpost_{op}"], latency[f"backend_{op}"], f"{q}_ms")
             for op in ("start", "stop")
@@ -441,7 +457,7 @@ async def storm(dev: OutpostDev, target: RedisTarget, plan: Plan, hook: MidStorm
     say(f"storm: backend alone, {len(admitted)} LocalBackend starts at once, then as many stops")
     direct_dir = dev.workdir / "direct-data"
     try:
-        backend_start, backend_stop = await _backend_alone(dev.config, direct_dir, admitted)
+        direct = await _backend_alone(dev.config, direct_dir, admitted)
     finally:
         shutil.rmtree(default_home_root(direct_dir), ignore_errors=True)
     client = target.client()
@@ -449,7 +465,7 @@ async def storm(dev: OutpostDev, target: RedisTarget, plan: Plan, hook: MidStorm
         seen = await _through_outpost(dev, client, plan, hook, [dev.data_dir, direct_dir])
     finally:
         client.close()
-    return figures(seen, backend_start, backend_stop)
+    return figures(seen, direct)
 
 
 def run(workdir: Path, count: int, target: RedisTarget | None = None, hook: MidStorm | None = None) -> dict[str, Any]:

@@ -142,7 +142,8 @@ def use_settings(settings: Settings | None) -> None:
 
 
 REDIS_CONNECTIONS = 100  # per process, as redis-py's default pool
-REDIS_TIMEOUT_SECONDS = 5  # for an answer, and for a free connection
+REDIS_TIMEOUT_SECONDS = 5  # for an answer
+REDIS_POOL_WAIT_SECONDS = 30  # for a free connection, when all are in use
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -150,11 +151,12 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.redis_url is None:
         raise ConfigurationError("no Redis configured: set OUTPOST_REDIS_URL (or run `outpost dev`)")
     # redis-py's default pool fails a command at once (MaxConnectionsError, answered 503) when 100 are
-    # in flight, as in a storm of starts; a blocking pool makes the 101st wait for a free connection.
+    # in flight, as in a storm of starts in one process; a blocking pool makes the 101st wait for a
+    # free connection, long enough for a process starved of CPU by the servers it starts (bench/storm.py).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
         max_connections=REDIS_CONNECTIONS,
-        timeout=REDIS_TIMEOUT_SECONDS,
+        timeout=REDIS_POOL_WAIT_SECONDS,
         password=settings.redis_password.get_secret_value() if settings.redis_password else None,
         socket_connect_timeout=2,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
