@@ -4,7 +4,7 @@
                               [--json PATH] [--python-load] [--storm-count N]
 
 Prints progress on stderr, then the table on stdout, and writes the results (with the verdict on
-every target) to bench/results/latest.json. Takes about 3-4 minutes (`--quick`: about 1).
+every target) to bench/results/latest.json. Takes about 4-5 minutes (`--quick`: about 1.5).
 """
 
 from __future__ import annotations

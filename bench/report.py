@@ -249,6 +249,8 @@ def storm_lines(storm: dict[str, Any]) -> list[str]:
         f"   wall time: starts {storm['wall_s']['starts']:.1f} s, stops {storm['wall_s']['stops']:.1f} s; "
         f"backend alone: {storm['backend_concurrency']} starts at once, then as many stops"
         + (f"; its failed starts: {storm['backend_errors']}" if storm["backend_errors"] else ""),
+        f"   machine: {storm['loadavg_1min']['cpus']} CPUs, load average {storm['loadavg_1min']['start']:.1f} "
+        f"before, {storm['loadavg_1min']['end']:.1f} after",
     ]
     rows = []
     for op in ("start", "stop"):

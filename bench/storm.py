@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import sys
@@ -478,9 +479,12 @@ def run(workdir: Path, count: int, target: RedisTarget | None = None, hook: MidS
             target = RedisTarget.from_url(embedded.url)
         assert target is not None
         hubs = {hub: HUBS[hub] for hub in STORM_HUBS}
+        load_before = os.getloadavg()[0]
         with OutpostDev(workdir, hubs, plan.values(), target.env).running() as dev:
             say(f"storm: outpost dev on {dev.url} (log {dev.log})")
-            return uvloop.run(storm(dev, target, plan, hook))
+            result = uvloop.run(storm(dev, target, plan, hook))
+        result["loadavg_1min"] = {"start": load_before, "end": os.getloadavg()[0], "cpus": os.cpu_count()}
+        return result
     finally:
         if embedded is not None:
             embedded.stop()
