@@ -7,7 +7,7 @@ to rebuild their forwards after a start; `python -m sshd` runs both with uvloop.
 from __future__ import annotations
 
 from sshd.server import AddressLookup, ForwardOnlyServer, Listener, serve
-from sshd.tunnels import RecreateResult, TunnelPoster, TunnelSource, recreate_tunnels
+from sshd.tunnels import RecreateResult, TunnelPoster, TunnelSource, recreate_configured, recreate_tunnels
 
 __all__ = [
     "AddressLookup",
@@ -16,6 +16,7 @@ __all__ = [
     "RecreateResult",
     "TunnelPoster",
     "TunnelSource",
+    "recreate_configured",
     "recreate_tunnels",
     "serve",
 ]

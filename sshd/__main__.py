@@ -22,7 +22,7 @@ from outpost.runtime import Runtime, build_runtime
 from outpost.settings import Settings, load_settings
 from sshd.metrics import serve_metrics
 from sshd.server import serve
-from sshd.tunnels import recreate_tunnels
+from sshd.tunnels import recreate_configured
 
 logger = logging.getLogger("sshd")
 METRICS_PORT = 9090
@@ -50,7 +50,7 @@ async def run(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        recreation = asyncio.create_task(recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels))
+        recreation = asyncio.create_task(recreate_configured(runtime))
         recreation.add_done_callback(_log_failure)
         try:
             await stop.wait()

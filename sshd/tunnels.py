@@ -8,16 +8,20 @@ makes the hub run `ssh -O forward` anew.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from outpost.models import ServiceId
 from outpost.store import TunnelTarget
 from sshd import metrics
 
-__all__ = ["RecreateResult", "TunnelPoster", "TunnelSource", "recreate_tunnels"]
+if TYPE_CHECKING:
+    from outpost.runtime import Runtime
+
+__all__ = ["RecreateResult", "TunnelPoster", "TunnelSource", "recreate_configured", "recreate_tunnels"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ class RecreateResult:
 async def recreate_tunnels(
     source: TunnelSource,
     hub: TunnelPoster,
-    wanted: Callable[[str], bool],
+    wanted: Callable[[str], bool | Awaitable[bool]],
     *,
     concurrency: int = CONCURRENCY,
 ) -> RecreateResult:
@@ -75,7 +79,8 @@ async def recreate_tunnels(
 
     async with asyncio.TaskGroup() as group:
         async for target in source.running_tunnels():
-            if not target.setup_tunnel_url or not wanted(target.id.hub):
+            decision = wanted(target.id.hub) if target.setup_tunnel_url else False
+            if not (await decision if inspect.isawaitable(decision) else decision):
                 counts["skipped"] += 1
                 continue
             group.create_task(post(target))
@@ -84,3 +89,11 @@ async def recreate_tunnels(
         metrics.TUNNEL_RECREATIONS.labels(outcome).inc(count)
     logger.info("tunnel recreation done posted=%d failed=%d skipped=%d", result.posted, result.failed, result.skipped)
     return result
+
+
+async def recreate_configured(runtime: Runtime) -> RecreateResult:
+    """At a daemon's start: for the hubs the configuration wants (our hubOptions and upstream's
+    ssh_recreate_at_start traits, see `outpost.upstream_config.tunnel_recreation`)."""
+    from outpost.upstream_config import tunnel_recreation
+
+    return await recreate_tunnels(runtime.store, runtime.hub, await tunnel_recreation(runtime))

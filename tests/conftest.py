@@ -33,6 +33,7 @@ from traitlets.config import Config
 from outpost.backends.local import LocalBackend
 from outpost.devserver import build_router, functions_dir
 from outpost.embedded_redis import EmbeddedRedis
+from outpost.envfile import admin_environment
 from outpost.runtime import close_runtime, use_settings
 from outpost.settings import Settings
 
@@ -121,15 +122,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The OUTPOST_* environment that gives a separate function process these settings."""
-    env = {
-        "OUTPOST_CRYPT_KEY": settings.crypt_key.get_secret_value(),
-        "OUTPOST_HUB_USERNAMES": settings.hub_usernames,
-        "OUTPOST_HUB_PASSWORDS": settings.hub_passwords.get_secret_value(),
-        "OUTPOST_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
-        "OUTPOST_DATA_DIR": str(settings.data_dir),
-    }
-    if settings.backend_config:
-        env["OUTPOST_BACKEND_CONFIG"] = str(settings.backend_config)
+    env = admin_environment(settings)
     if settings.hub_options:
         options = {hub: o.model_dump(by_alias=True, exclude_none=True) for hub, o in settings.hub_options.items()}
         env["OUTPOST_HUB_OPTIONS"] = json.dumps(options, default=lambda secret: secret.get_secret_value())

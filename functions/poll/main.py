@@ -11,10 +11,13 @@ ROUTES = [
     api.Route("GET", "/openapi.json", operations.describe_api, public=True),
     api.Route("GET", "/metrics", operations.metrics_text, public=True),  # not on the public route
     api.Route("GET", "/services", operations.list_services),
-    api.Route("GET", "/services/{name:segment}", operations.poll_service),
+    # One segment: a name, never empty (`/services/` is the listing).
+    api.Route("GET", "/services/{name}", operations.poll_service),
     api.Route("GET", "/services/{name:segment}/{start_id:segment}", operations.poll_service),
     api.Route("GET", "/flavors", operations.list_flavors),
     api.Route("POST", "/userflavors", operations.user_flavors),
+    api.Route("GET", "/credits", operations.list_credits),
+    api.Route("POST", "/usercredits", operations.credits_of_user),
 ]
 
 

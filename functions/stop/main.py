@@ -7,7 +7,7 @@ from starlette.responses import Response
 from outpost import api, operations
 
 ROUTES = [
-    api.Route("DELETE", "/services/{name:segment}", operations.stop_service),
+    api.Route("DELETE", "/services/{name}", operations.stop_service),  # a name, never empty
     api.Route("DELETE", "/services/{name:segment}/{start_id:segment}", operations.stop_service),
     api.Route("GET", "/metrics", operations.metrics_text, public=True),  # not on the public route
 ]

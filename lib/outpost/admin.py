@@ -11,6 +11,7 @@ from pathlib import Path
 
 from outpost.env_policy import RUNS_CODE_EXAMPLES, screen_env
 from outpost.errors import ConfigurationError, OutpostError
+from outpost.flavor_rules import FlavorPolicy, HubRule, UserRule
 from outpost.models import ServiceId, ServiceMeta
 from outpost.overrides import VERBATIM
 from outpost.runtime import Runtime, build_runtime
@@ -66,6 +67,26 @@ async def rotate_keys(runtime: Runtime, say: Say) -> int:
     return fields
 
 
+AFTER_ROTATION = (
+    "Every process that reads these records needs the new key first in OUTPOST_CRYPT_KEY (new,old) before "
+    "this runs, or its reads answer 409; drop the old key once this reports 0 fields. "
+    "For `outpost dev`, `outpost dev --rotate-key` does all of it."
+)
+
+
+def refuse_rotation_under_dev(settings: Settings) -> None:
+    """A running `outpost dev` reads with the keys it started with: rotating under it makes its polls 409."""
+    from outpost import devlock
+
+    pid = devlock.holder(Path(settings.data_dir))
+    if pid is not None:
+        raise ConfigurationError(
+            f"an `outpost dev` (PID {pid}) serves {settings.data_dir} with the keys it started with, so "
+            "re-encrypting now would make its polls answer 409; stop it (Ctrl-C, or --keep-servers to keep "
+            "its servers) and start it again with `outpost dev --rotate-key`, which rotates its key in one step"
+        )
+
+
 async def check(config_file: Path | None, say: Say) -> bool:
     """Validate configuration, secrets, Redis and the backend; one line per check."""
     try:
@@ -78,6 +99,8 @@ async def check(config_file: Path | None, say: Say) -> bool:
         say(f"WARN {warning}")
     for line in callback_findings(settings):
         say(line)
+    for line in loaded_rules(settings.flavor_policy()):
+        say(f"ok   {line}")
     checks: list[tuple[str, Callable[[Settings, Runtime], object]]] = [
         ("hub credentials", lambda s, r: _require_hubs(s)),
         ("backend configuration", lambda s, r: r.backend),
@@ -126,6 +149,35 @@ def callback_findings(settings: Settings) -> list[str]:
                 f"WARN hub {hub}: no callbackUrls, so the outpost calls back any URL this hub sends (except "
                 f"link-local and metadata addresses and its own ports); set hubOptions.{hub}.callbackUrls"
             )
+    return lines
+
+
+def loaded_rules(policy: FlavorPolicy) -> list[str]:
+    """One line per flavor, user rule and hub rule, so a rule the file lost (mis-indented) shows by its absence."""
+
+    def limit(value: int | None) -> str:
+        return "unlimited" if value in (None, -1) else str(value)
+
+    def chosen(rule: UserRule | HubRule) -> str:
+        names = "all flavors" if rule.flavors is None else "flavors " + (", ".join(rule.flavors) or "none")
+        return f"{names}, weight {rule.weight}" + (
+            f", overrides {', '.join(rule.flavors_override)}" if rule.flavors_override else ""
+        )
+
+    lines = [
+        f"flavor {name}: max {limit(f.max)}, per user {limit(f.max_per_user)}, "
+        f"runtime {f'{f.runtime.seconds // 60} min' if f.runtime else 'unlimited'}, weight {f.weight}"
+        for name, f in policy.flavors.items()
+    ]
+    for name, user in policy.users.items():
+        match = ", ".join(user.authentication) or "nothing"
+        how = "forbidden" if user.forbidden else chosen(user)
+        lines.append(f"user rule {name}: {'not ' if user.negate_authentication else ''}matching {match}: {how}")
+    for name, hub in policy.hubs.items():
+        hubs = hub.jupyterhub_name if isinstance(hub.jupyterhub_name, str) else ", ".join(hub.jupyterhub_name)
+        lines.append(f"hub rule {name}: hubs {hubs}: {chosen(hub)}")
+    if not policy.flavors:
+        lines.append("no flavors: every start is allowed, /flavors is empty")
     return lines
 
 

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 
-from outpost import errors
+from outpost import errors, logs
 from outpost.auth import authenticate
 from outpost.logs import new_request_id
 from outpost.metrics import request_metrics
@@ -135,17 +135,29 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def route_path(path: str, base_path: str) -> str:
+    """The path routes match: without OUTPOST_BASE_PATH (served with and without it, as upstream
+    is); `_find` decides about trailing slashes."""
+    if base_path and (path == base_path or path.startswith(base_path + "/")):
+        path = path[len(base_path) :]
+    return path or "/"
+
+
 def _find(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[str, str]]:
-    path_matched = False
-    for route in routes:
-        params = route.match(path)
-        if params is None:
-            continue
-        if route.method == method:
-            return route, params
-        path_matched = True
-    if path_matched:
-        raise errors.MethodNotAllowed(f"{method} is not allowed on {path}")
+    """The path as sent first: an empty segment is a value (`/services//` asks for name '' and
+    start_id '', which no service has). Only a path no route takes is tried without one trailing
+    slash, so `/ping/` still answers."""
+    for candidate in dict.fromkeys((path, path.removesuffix("/") or "/")):
+        path_matched = False
+        for route in routes:
+            params = route.match(candidate)
+            if params is None:
+                continue
+            if route.method == method:
+                return route, params
+            path_matched = True
+        if path_matched:
+            raise errors.MethodNotAllowed(f"{method} is not allowed on {candidate}")
     raise errors.UnknownRoute(f"no route for {method} {path}")
 
 
@@ -168,10 +180,11 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     started = time.perf_counter()
     rid = new_request_id(request.headers.get("x-request-id"))
     route_label = "unmatched"
+    hub = ""
     try:
-        route, params = _find(routes, request.method, request.scope["path"].rstrip("/") or "/")
-        route_label = route.path
         runtime = await get_runtime()
+        route, params = _find(routes, request.method, route_path(request.scope["path"], runtime.settings.base_path))
+        route_label = route.path
         hub = "" if route.public else await _authenticate(request, runtime)
         body = await _read_body(request, runtime.settings.max_body_bytes)
         call = Call(runtime, hub, params, request.query_params, request.headers, body)
@@ -179,6 +192,12 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
     except Exception as exc:  # every failure gets a JSON answer; see error_response
         response = error_response(exc)
     response.headers["X-Request-Id"] = rid
+    if response.status_code >= HTTPStatus.BAD_REQUEST:
+        where = route_label if route_label != "unmatched" else logs.escape(request.scope["path"])
+        log.warning(
+            "request failed: %d %s %s hub=%s request_id=%s",
+            response.status_code, request.method, where, hub or "-", rid,
+        )  # fmt: skip
     requests, seconds = request_metrics(route_label, request.method, response.status_code)
     requests.inc()
     seconds.observe(time.perf_counter() - started)

@@ -8,13 +8,19 @@ import logging
 import sys
 from pathlib import Path
 
-from outpost.errors import ConfigurationError
+from outpost.errors import ConfigurationError, OutpostError
+
+DEFAULT_NAME = "<default>"  # how `services list` shows a user's default server (the empty name)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="outpost", description="Outpost Functions for JupyterHub")
+    env_file_help = "read OUTPOST_* settings from this file first (`outpost dev` writes <data dir>/env)"
+    parser.add_argument("--env-file", type=Path, default=None, help=env_file_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=None, help="YAML configuration (the Helm values' keys)")
+    # Also after the command (`outpost check --env-file F`); SUPPRESS keeps a value given before it.
+    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS, help=env_file_help)
     commands = parser.add_subparsers(dest="command", required=True)
     dev = commands.add_parser("dev", parents=[common], help="run the whole stack locally")
     dev.add_argument("--api-host", default="127.0.0.1", help="address of the API and SSH daemon (127.0.0.1)")
@@ -23,8 +29,19 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, default=Path(".outpost"), help="state directory (default .outpost)")
     backends = ["local", "kubernetes", "spawner"]
     dev.add_argument("--backend", default="local", choices=backends, help="where servers run (default local)")
+    dev.add_argument(
+        "--keep-servers", action="store_true", help="leave servers running at exit; the next start adopts them"
+    )
+    dev.add_argument(
+        "--rotate-key", action="store_true", help="new encryption key: re-encrypt every record before serving"
+    )
     commands.add_parser("check", parents=[common], help="validate configuration, secrets, Redis and the backend")
     commands.add_parser("rotate-key", parents=[common], help="re-encrypt every record under the first key")
+    migrate = commands.add_parser(
+        "import-upstream", parents=[common], help="take over the running servers of an upstream Outpost"
+    )
+    migrate.add_argument("--database", default=None, help="its database URL (default: its SQL_* variables)")
+    migrate.add_argument("--dry-run", action="store_true", help="show what would be imported, write nothing")
     services = commands.add_parser("services", help="list, show or stop services").add_subparsers(
         dest="action", required=True
     )
@@ -33,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     for action in ("show", "stop"):
         one = services.add_parser(action, parents=[common], help=f"{action} one service")
         one.add_argument("hub")
-        one.add_argument("name", help="server name ('' for a default server)")
+        one.add_argument("name", help=f"server name ('' or {DEFAULT_NAME} for a default server)")
         one.add_argument("start_id")
     return parser
 
@@ -46,14 +63,27 @@ async def _admin(args: argparse.Namespace) -> int:
 
     if args.command == "check":
         return 0 if await admin.check(args.config, print) else 1
-    runtime = build_runtime(load_settings(args.config))
+    settings = load_settings(args.config)
+    if args.command == "rotate-key":
+        admin.refuse_rotation_under_dev(settings)
+    runtime = build_runtime(settings)
     try:
         if args.command == "rotate-key":
             await admin.rotate_keys(runtime, print)
+            print(admin.AFTER_ROTATION)
+        elif args.command == "import-upstream":
+            from outpost.upstream_import import database_url, import_upstream
+
+            url = database_url(runtime.settings, args.database)
+            summary = await import_upstream(
+                runtime, url, dry_run=args.dry_run, out=lambda line: print(line, flush=True)
+            )
+            return 1 if summary.unreadable or summary.conflicts else 0
         elif args.action == "list":
             print(await admin.list_services(runtime, args.hub))
         else:
-            sid = ServiceId(args.hub, args.name, args.start_id)
+            name = "" if args.name == DEFAULT_NAME else args.name
+            sid = ServiceId(args.hub, name, args.start_id)
             action = admin.show_service if args.action == "show" else admin.stop_service
             print(await action(runtime, sid))
     finally:
@@ -61,24 +91,32 @@ async def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from outpost.dev import DevOptions, run_dev
+
+    options = DevOptions(
+        api_host=args.api_host, api_port=args.api_port, ssh_port=args.ssh_port,
+        data_dir=args.data_dir.resolve(), config_file=args.config, backend=args.backend,
+        keep_servers=args.keep_servers, rotate_key=args.rotate_key,
+    )  # fmt: skip
+    return asyncio.run(run_dev(options))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "dev":
-            from outpost.dev import DevOptions, run_dev
+        if args.env_file is not None:
+            from outpost import envfile
 
-            options = DevOptions(
-                api_host=args.api_host, api_port=args.api_port, ssh_port=args.ssh_port,
-                data_dir=args.data_dir.resolve(), config_file=args.config, backend=args.backend,
-            )  # fmt: skip
-            asyncio.run(run_dev(options))
-            return 0
+            envfile.load(args.env_file)
+        if args.command == "dev":  # logs as its settings say (OUTPOST_LOG_FORMAT), once they are read
+            return _dev(args)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return asyncio.run(_admin(args))
-    except ConfigurationError as exc:
+    except OutpostError as exc:  # start-up and administration failures: one line, never a traceback
         print(f"outpost: {exc.message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        return 2 if isinstance(exc, ConfigurationError) else 1
+    except KeyboardInterrupt:  # before `outpost dev` handles signals itself, or in an admin command
         return 130
 
 

@@ -8,20 +8,32 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncssh
+import uvicorn
 from cryptography.fernet import Fernet
+from redis.exceptions import RedisError
 from traitlets.config import Config
 
+import sshd
+from outpost import devkeys as keys
+from outpost import devlock, envfile, logs
+from outpost.devserver import build_router
 from outpost.embedded_redis import EmbeddedRedis
 from outpost.errors import ConfigurationError
 from outpost.files import private_dir, write_private
-from outpost.runtime import close_runtime, get_runtime, use_settings
+from outpost.runtime import Runtime, close_runtime, get_runtime, use_settings
 from outpost.settings import Settings, load_settings
+from outpost.shutdown import Signals, say
+from outpost.timer import run_timer
 
 log = logging.getLogger(__name__)
+GRACE_SECONDS = 5  # for open HTTP requests and SSH connections at shutdown
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,8 @@ class DevOptions:
     data_dir: Path
     config_file: Path | None
     backend: str
+    keep_servers: bool = False
+    rotate_key: bool = False
 
 
 def _persisted_secret(path: Path, make: str) -> str:
@@ -57,7 +71,7 @@ def dev_settings(options: DevOptions, redis_url: str) -> Settings:
     }
     if not os.environ.get("OUTPOST_CRYPT_KEY"):
         overrides["crypt_key"] = _persisted_secret(data / "crypt_key", Fernet.generate_key().decode())
-    if not os.environ.get("OUTPOST_HUB_USERNAMES"):
+    if not (os.environ.get("OUTPOST_HUB_USERNAMES") or os.environ.get("usernames")):  # upstream's name too
         overrides["hub_usernames"] = "jupyterhub"
         overrides["hub_passwords"] = _persisted_secret(data / "hub_password", secrets.token_urlsafe(24))
     return load_settings(options.config_file, **overrides)
@@ -72,7 +86,7 @@ def spawner_snippet(settings: Settings, options: DevOptions) -> str:
 # --- jupyterhub_config.py: use this outpost (hub credential {hub!r}) ---
 import outpostspawner  # registers the hub APIs the outpost calls back (events, setup-tunnel, flavors)
 c.JupyterHub.spawner_class = "outpostspawner.OutpostSpawner"
-c.OutpostSpawner.request_url = "http://{host}:{options.api_port}/services"
+c.OutpostSpawner.request_url = "http://{host}:{options.api_port}{settings.base_path}/services"
 c.OutpostSpawner.request_headers = {{"Authorization": "Basic {token}"}}
 c.OutpostSpawner.svc_create = False          # no Kubernetes Service for local servers
 c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned address directly
@@ -89,77 +103,188 @@ c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned 
 # ------------------------------------------------------------------------"""
 
 
-@contextlib.asynccontextmanager
-async def redis_for(options: DevOptions) -> AsyncIterator[str]:
+def redis_url_for(options: DevOptions) -> tuple[str, EmbeddedRedis | None]:
+    """An external Redis (`OUTPOST_REDIS_URL` or `REDIS_URL`), else the embedded one in the data directory."""
     url = os.environ.get("OUTPOST_REDIS_URL") or os.environ.get("REDIS_URL")
     if url:
-        yield url
-        return
+        return url, None
     embedded = EmbeddedRedis(options.data_dir / "redis")
+    return embedded.url, embedded
+
+
+@contextlib.asynccontextmanager
+async def running_redis(embedded: EmbeddedRedis | None) -> AsyncIterator[None]:
+    if embedded is None:
+        yield
+        return
     await asyncio.to_thread(embedded.start)
     try:
-        yield embedded.url
+        yield
     finally:
         await asyncio.to_thread(embedded.stop)
 
 
+def listening_socket(host: str, port: int, flag: str) -> socket.socket:
+    """Bind the port now, before anything starts or is printed; a busy port is one line with the fix."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it or pass {flag} with a free port"
+        ) from None
+
+
 async def stop_all_servers() -> int:
-    """Stop every server this outpost knows, so Ctrl-C leaves nothing running."""
+    """Stop every server this outpost knows, all at once (each stop is bounded by its backend)."""
     from outpost.operations import stop_if_known
 
     runtime = await get_runtime()
-    stopped = 0
-    async for meta in runtime.store.all_hubs_services():
-        await stop_if_known(runtime, meta.id)
-        stopped += 1
-    return stopped
+    known = [meta.id async for meta in runtime.store.all_hubs_services()]
+    outcomes = await asyncio.gather(*(stop_if_known(runtime, sid) for sid in known), return_exceptions=True)
+    for sid, outcome in zip(known, outcomes, strict=True):
+        if isinstance(outcome, Exception):  # e.g. a record no key decrypts: the others still stop
+            log.error("could not stop %s: %s", sid, type(outcome).__name__)
+    return sum(not isinstance(outcome, Exception) for outcome in outcomes)
 
 
-async def run_dev(options: DevOptions) -> None:
-    import uvicorn
+class _ApiServer(uvicorn.Server):
+    """The API without uvicorn's signal handling: `outpost dev` owns the signals and stops the API first."""
 
-    import sshd
-    from outpost.devserver import build_router
-    from outpost.timer import run_timer
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
+
+async def _reach(url: str) -> None:
+    try:
+        await asyncio.wait_for((await get_runtime()).store.redis.ping(), timeout=10)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise ConfigurationError(
+            f"cannot reach Redis at {_redacted(url)} ({type(exc).__name__}); check OUTPOST_REDIS_URL, "
+            "or unset it to use the embedded Redis"
+        ) from None
+
+
+async def serve_ssh(settings: Settings, runtime: Runtime) -> sshd.Listener:
+    try:
+        return await sshd.serve(settings, runtime.store)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen on {settings.ssh_listen_host}:{settings.ssh_port} for SSH ({exc.strerror}); "
+            "stop what uses it or pass --ssh-port with a free port"
+        ) from None
+
+
+async def run_dev(options: DevOptions) -> int:
+    """Serve until SIGINT, SIGTERM or SIGHUP; return the exit code (0, or 128 + n when forced)."""
     private_dir(options.data_dir)
-    async with redis_for(options) as redis_url:
-        settings = dev_settings(options, redis_url)
-        use_settings(settings)
-        await (await get_runtime()).store.redis.ping()
-        if settings.backend == "local" and os.geteuid() == 0:
-            print(choose_server_user((await get_runtime()).config), flush=True)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                build_router(),
-                host=options.api_host,
-                port=options.api_port,
-                lifespan="off",
-                log_level="warning",
-                # uvicorn would take the caller from X-Forwarded-For of any loopback peer; who calls
-                # is decided by OUTPOST_TRUSTED_PROXIES alone (outpost.proxies).
-                proxy_headers=False,
+    with devlock.claim(options.data_dir):
+        redis_url, embedded = redis_url_for(options)
+        key_file = options.data_dir / "crypt_key"
+        rotating = options.rotate_key and keys.begin_rotation(key_file)
+        if options.rotate_key and not rotating:
+            say(f"--rotate-key: no key in {options.data_dir} yet; this first start makes one")
+        settings = dev_settings(options, redis_url)  # a bad configuration stops here, before anything runs
+        logs.configure(json_format=settings.log_format == "json")
+        api_socket = listening_socket(options.api_host, options.api_port, "--api-port")
+        if options.ssh_port:
+            listening_socket(options.api_host, options.ssh_port, "--ssh-port").close()
+        signals = Signals()
+        async with running_redis(embedded):
+            use_settings(settings)
+            await _reach(redis_url)
+            if rotating:  # before the API serves, so no request ever sees a record it cannot read
+                await keys.finish_rotation(key_file, print)
+                await close_runtime()
+                settings = dev_settings(options, redis_url)
+                use_settings(settings)
+            runtime = await get_runtime()
+            if settings.backend == "local" and os.geteuid() == 0:
+                print(choose_server_user(runtime.config), flush=True)
+            asyncssh.set_log_level(logging.WARNING)  # as `python -m sshd`: one line per forward is ours
+            server = _ApiServer(
+                # proxy_headers=False: uvicorn would take the caller from X-Forwarded-For of any loopback
+                # peer; who calls is decided by OUTPOST_TRUSTED_PROXIES alone (outpost.proxies).
+                uvicorn.Config(build_router(base_path=settings.base_path), lifespan="off", log_level="warning",
+                               log_config=None, timeout_graceful_shutdown=GRACE_SECONDS, proxy_headers=False)
+            )  # fmt: skip
+            listener = await serve_ssh(settings, runtime)
+            env_file = options.data_dir / "env"
+            envfile.write(env_file, envfile.admin_environment(settings), options.config_file)
+            # Printed before the API serves: a client that sees /ping answer has the whole announcement
+            # (the bound socket queues any connection made meanwhile).
+            announce(settings, options, listener.port, env_file)
+            api = asyncio.create_task(server.serve(sockets=[api_socket]))
+            background = [
+                asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
+                asyncio.create_task(sshd.recreate_configured(runtime)),
+            ]
+            requested = asyncio.create_task(signals.requested.wait())
+            await asyncio.wait([api, requested], return_when="FIRST_COMPLETED")
+            requested.cancel()
+            if not signals.requested.is_set():
+                log.error("the API stopped on its own; stopping everything")
+            stopping = asyncio.create_task(
+                shut_down(server, api, listener, background, keep_servers=options.keep_servers, why=signals.first)
             )
-        )
-        print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(redis_url)})")
-        runtime = await get_runtime()
-        listener = await sshd.serve(settings, runtime.store)
-        print(f"SSH daemon on {options.api_host}:{listener.port} (user {settings.ssh_username})")
-        print(spawner_snippet(settings, options), flush=True)
-        background = [
-            asyncio.create_task(run_timer(runtime, settings.timer_interval_seconds)),
-            asyncio.create_task(sshd.recreate_tunnels(runtime.store, runtime.hub, settings.recreates_tunnels)),
-        ]
-        try:
-            await server.serve()
-        finally:
-            for task in background:
-                task.cancel()
-            listener.close()
-            await listener.wait_closed()
-            stopped = await stop_all_servers()
-            print(f"stopped {stopped} server(s); bye", flush=True)
+            forced = asyncio.create_task(signals.forced.wait())
+            await asyncio.wait([stopping, forced], return_when="FIRST_COMPLETED")
+            forced.cancel()
+            if not stopping.done():
+                stopping.cancel()
+                say("forced: servers not stopped yet keep running; the next `outpost dev` here adopts them")
+            failure = (await asyncio.gather(stopping, return_exceptions=True))[0]
+            if isinstance(failure, Exception):
+                say(f"shutdown incomplete ({type(failure).__name__}); the next `outpost dev` here adopts what runs")
             await close_runtime()
+        signals.remove()
+        say("bye")
+        return signals.exit_code() if signals.requested.is_set() else 1
+
+
+async def shut_down(
+    server: uvicorn.Server, api: asyncio.Task[None], listener: sshd.Listener, background: list[asyncio.Task[Any]],
+    *, keep_servers: bool, why: str,
+) -> None:  # fmt: skip
+    """In order: the API (no new requests), the SSH daemon and its connections, the servers."""
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    server.should_exit = True
+    await asyncio.gather(api, return_exceptions=True)  # a crashed API must not keep the servers running
+    say(f"{why}: API stopped")
+    listener.close()
+    try:
+        await asyncio.wait_for(listener.wait_closed(), GRACE_SECONDS)
+    except TimeoutError:
+        log.warning("SSH connections did not close within %.0f s", GRACE_SECONDS)
+    say(f"{why}: SSH daemon stopped")
+    if keep_servers:
+        kept = [meta async for meta in (await get_runtime()).store.all_hubs_services()]
+        say(f"kept {len(kept)} server(s) running (--keep-servers); the next `outpost dev` here adopts them")
+    else:
+        say(f"stopped {await stop_all_servers()} server(s)")
+
+
+def announce(settings: Settings, options: DevOptions, ssh_port: int, env_file: Path) -> None:
+    """What `outpost dev` prints once everything listens: addresses, the admin hint, the hub's snippet."""
+    print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(_url(settings))})")
+    print(f"SSH daemon on {options.api_host}:{ssh_port} (user {settings.ssh_username})")
+    print(f"Administration: outpost --env-file {_shown(env_file)} check   (also: services list, rotate-key)")
+    print(spawner_snippet(settings, options), flush=True)
+
+
+def _url(settings: Settings) -> str:
+    return settings.redis_url.get_secret_value() if settings.redis_url else ""
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it, as a user would type it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def choose_server_user(config: Config) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from outpost.api import route_path
 from outpost.errors import ConfigurationError
 
 FUNCTIONS = {"start": "start_service", "poll": "poll_service", "stop": "stop_service"}
@@ -33,17 +34,20 @@ def _is_services(path: str) -> bool:
 
 
 class FunctionRouter:
-    """`POST /services*` -> start, `DELETE /services*` -> stop, everything else -> poll."""
+    """`POST /services*` -> start, `DELETE /services*` -> stop, everything else -> poll; under
+    `base_path` (OUTPOST_BASE_PATH) too."""
 
-    def __init__(self, start: ASGIApp, poll: ASGIApp, stop: ASGIApp) -> None:
+    def __init__(self, start: ASGIApp, poll: ASGIApp, stop: ASGIApp, base_path: str = "") -> None:
         self.start, self.poll, self.stop = start, poll, stop
+        self.base_path = base_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = self.poll
-        if scope["type"] == "http" and _is_services(scope["path"]):
+        if scope["type"] == "http" and _is_services(route_path(scope["path"], self.base_path)):
             target = {"POST": self.start, "DELETE": self.stop}.get(scope["method"], self.poll)
         await target(scope, receive, send)
 
 
-def build_router(directory: Path | None = None) -> FunctionRouter:
-    return FunctionRouter(*(load_function(name, directory) for name in ("start", "poll", "stop")))
+def build_router(directory: Path | None = None, base_path: str = "") -> FunctionRouter:
+    start, poll, stop = (load_function(name, directory) for name in ("start", "poll", "stop"))
+    return FunctionRouter(start, poll, stop, base_path)

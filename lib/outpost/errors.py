@@ -192,7 +192,7 @@ class SpawnFailed(OutpostError):
 
     def protocol_body(self) -> dict[str, Any]:
         return {
-            "module": "outpost.",
+            "module": f"{type(self).__module__}.",  # the OutpostSpawner shows f"{module}{class}: {args}"
             "class": type(self).__name__,
             "traceback": "",
             "args": [self.message],

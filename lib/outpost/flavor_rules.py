@@ -5,6 +5,7 @@ Pure: frozen pydantic models, validated once at start-up; `outpost.flavors` make
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -23,17 +24,24 @@ from pydantic import (
     model_validator,
 )
 
+from outpost.suggest import unknown_key
+
 __all__ = [
     "Flavor",
     "FlavorConfigError",
     "FlavorPatch",
     "FlavorPolicy",
+    "HubMatch",
     "HubRule",
     "Normaliser",
     "Runtime",
+    "RuleModel",
+    "UserMatch",
     "UserRule",
     "best_rule",
+    "describe_error",
     "matches",
+    "normalised",
     "select_flavors",
     "user_rule_matches",
 ]
@@ -60,11 +68,13 @@ Limit = Annotated[StrictInt, Field(ge=-1)]  # -1 means unlimited
 Amount = Annotated[StrictInt, Field(ge=0)]
 
 
-class _Frozen(BaseModel):
+class RuleModel(BaseModel):
+    """Configuration read once and never changed; unknown keys are errors."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
-class Runtime(_Frozen):
+class Runtime(RuleModel):
     """How long a server of this flavor may run before the Outpost stops it."""
 
     days: Amount = 0
@@ -82,7 +92,7 @@ class Runtime(_Frozen):
         return ((self.days * 24 + self.hours) * 60 + self.minutes) * 60
 
 
-class Flavor(_Frozen):
+class Flavor(RuleModel):
     display_name: StrictStr | None = None  # None: the hub shows the flavor's name
     description: StrictStr = ""
     weight: StrictInt = 0
@@ -99,24 +109,39 @@ class FlavorPatch(Flavor):
         return flavor.model_copy(update={key: getattr(self, key) for key in self.model_fields_set})
 
 
-class _Rule(_Frozen):
-    flavors: list[StrictStr] | None = None  # None: every flavor
-    flavors_override: dict[str, FlavorPatch] = Field(default_factory=dict, alias="flavorsOverride")
+class _Weighted(RuleModel):
     weight: StrictInt = 0
 
 
-class HubRule(_Rule):
+class HubMatch(_Weighted):
+    """Which hubs a `hubs` set is for (flavors and credits alike)."""
+
     jupyterhub_name: Matcher  # the hub's credential name
 
 
-class UserRule(_Rule):
+class UserMatch(_Weighted):
+    """Which users a `users` set is for (flavors and credits alike)."""
+
     authentication: dict[str, Matcher] = Field(default_factory=dict)
     negate_authentication: StrictBool = False
     forbidden: StrictBool = False
     hubs: list[StrictStr] | None = None  # None: the rule applies to users of every hub
 
 
-class FlavorPolicy(_Frozen):
+class _Rule(_Weighted):
+    flavors: list[StrictStr] | None = None  # None: every flavor
+    flavors_override: dict[str, FlavorPatch] = Field(default_factory=dict, alias="flavorsOverride")
+
+
+class HubRule(_Rule, HubMatch):
+    pass
+
+
+class UserRule(_Rule, UserMatch):
+    pass
+
+
+class FlavorPolicy(RuleModel):
     flavors: dict[str, Flavor] = Field(default_factory=dict)
     users: dict[str, UserRule] = Field(default_factory=dict)
     hubs: dict[str, HubRule] = Field(default_factory=dict)
@@ -139,11 +164,24 @@ class FlavorPolicy(_Frozen):
             # The Helm values group all four under `flavors:` (`flavors.flavors.<name>`);
             # the upstream flavors file keeps them side by side. Both read the same.
             values = {**values, **grouped}
+            # A key beside them (a rule indented one level too little, a typo) would be dropped unseen.
+            strays = [
+                f"flavors.{key}: {unknown_key(cls, [], str(key))} (beside flavors: only users, hubs, maxPerUserTotal)"
+                for key in grouped
+                if key not in keys
+            ]
+            if strays:
+                raise FlavorConfigError("; ".join(strays))
         data: dict[str, Any] = {key: values[key] for key in keys if values.get(key) is not None}
         try:
             policy = cls.model_validate({**data, "normaliser": normaliser})
         except ValidationError as exc:
-            raise FlavorConfigError("; ".join(_describe(error) for error in exc.errors())) from None
+            problems = [describe_error(error) for error in exc.errors()]
+            flavors = data.get("flavors")
+            for key in ("users", "hubs"):  # `users:` indented under `flavors:` reads as a flavor named users
+                if isinstance(flavors, Mapping) and key in flavors:
+                    problems.append(f"flavors.{key}: is `{key}:` indented under `flavors:` by mistake?")
+            raise FlavorConfigError("; ".join(problems)) from None
         problems = list(_reference_problems(policy))
         if problems:
             raise FlavorConfigError("; ".join(problems))
@@ -157,15 +195,16 @@ _PHRASES = {
     "dict_type": "must be a mapping",
     "model_type": "must be a mapping",
     "list_type": "must be a list",
-    "extra_forbidden": "unknown key",
     "missing": "is required",
 }
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any]) -> str:
     path = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
-    if kind == "greater_than_equal":
+    if kind == "extra_forbidden":
+        phrase = unknown_key(FlavorPolicy, error["loc"][:-1], str(error["loc"][-1]))
+    elif kind == "greater_than_equal":
         phrase = f"must be {error['ctx']['ge']} or more"
     elif kind == "value_error":
         phrase = str(error["ctx"]["error"])
@@ -213,7 +252,18 @@ def matches(matcher: str | tuple[str, ...], value: object) -> bool:
     return False
 
 
-def user_rule_matches(rule: UserRule, hub: str, authentication: Mapping[str, Any]) -> bool:
+def normalised(normaliser: Normaliser | None, authentication: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The authentication dict rules match: the administrator's normaliser applied to a copy."""
+    auth = dict(authentication or {})
+    if normaliser is None or not auth:
+        return auth
+    result = normaliser(copy.deepcopy(auth))
+    if not isinstance(result, dict):
+        raise TypeError("the authentication normaliser must return a dict")
+    return result
+
+
+def user_rule_matches(rule: UserMatch, hub: str, authentication: Mapping[str, Any]) -> bool:
     # As upstream: one matching field is enough (fields are OR-ed), then negation flips the result.
     if rule.hubs is not None and hub not in rule.hubs:
         return False
@@ -223,7 +273,7 @@ def user_rule_matches(rule: UserRule, hub: str, authentication: Mapping[str, Any
     return matched != rule.negate_authentication
 
 
-R = TypeVar("R", bound=_Rule)
+R = TypeVar("R", bound=_Weighted)
 
 
 def best_rule(rules: Iterable[R]) -> R | None:

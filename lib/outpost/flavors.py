@@ -5,7 +5,6 @@ Pure: the configuration and matching live in `outpost.flavor_rules`; counting li
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +17,7 @@ from outpost.flavor_rules import (
     Normaliser,
     best_rule,
     matches,
+    normalised,
     select_flavors,
     user_rule_matches,
 )
@@ -78,16 +78,6 @@ class Admission:
         return self.refusal is None
 
 
-def _normalised(policy: FlavorPolicy, authentication: Mapping[str, Any] | None) -> dict[str, Any]:
-    auth = dict(authentication or {})
-    if policy.normaliser is None or not auth:
-        return auth
-    result = policy.normaliser(copy.deepcopy(auth))
-    if not isinstance(result, dict):
-        raise TypeError("the authentication normaliser must return a dict")
-    return result
-
-
 def allowed_flavors(policy: FlavorPolicy, hub: str, authentication: Mapping[str, Any] | None) -> dict[str, Flavor]:
     """The flavors this hub's user may start, overrides applied; empty when nothing is configured.
 
@@ -98,7 +88,7 @@ def allowed_flavors(policy: FlavorPolicy, hub: str, authentication: Mapping[str,
     if not policy.configured:
         return {}
     hub_rule = best_rule(r for r in policy.hubs.values() if matches(r.jupyterhub_name, hub))
-    auth = _normalised(policy, authentication)
+    auth = normalised(policy.normaliser, authentication)
     user_rule = None
     if auth:
         user_rule = best_rule(r for r in policy.users.values() if user_rule_matches(r, hub, auth))

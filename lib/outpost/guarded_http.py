@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import httpcore
@@ -113,9 +114,14 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     backend as a parameter (encode/httpx discussion 3180), so the pool it built is replaced by an
     equal one that does."""
 
-    def __init__(self, backend: httpcore.AsyncNetworkBackend, limits: httpx.Limits | None = None) -> None:
+    def __init__(
+        self,
+        backend: httpcore.AsyncNetworkBackend,
+        verify: bool | ssl.SSLContext = True,
+        limits: httpx.Limits | None = None,
+    ) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        ssl_context = httpx.create_ssl_context()  # honours SSL_CERT_FILE and SSL_CERT_DIR
+        ssl_context = httpx.create_ssl_context(verify=verify)  # honours SSL_CERT_FILE and SSL_CERT_DIR
         super().__init__(verify=ssl_context, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
@@ -126,10 +132,12 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def callback_client(own_ports: Collection[int], timeout: float) -> httpx.AsyncClient:
+def callback_client(
+    own_ports: Collection[int], timeout: float | httpx.Timeout, verify: bool | ssl.SSLContext = True
+) -> httpx.AsyncClient:
     """The client for a hub's URLs. `trust_env=False`: a proxy from HTTP(S)_PROXY would make the
     connection the guard checks one to the proxy, which then reaches any address for us."""
-    transport = GuardedTransport(GuardedNetworkBackend(own_ports))
+    transport = GuardedTransport(GuardedNetworkBackend(own_ports), verify)
     return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False, follow_redirects=False)
 
 

@@ -56,6 +56,10 @@ _NAME_ONLY = {**_NAME, "schema": _SEGMENT}
 _ASYNC = {"name": "execution-type", "in": "header", "schema": {"type": "string", "enum": ["sync", "async"]}}
 _LOGS = {"name": "collect_logs", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}
 _FLAVORS = _json({"$ref": "#/components/schemas/Flavors"}, "flavors available, with current usage")
+_CREDITS = _json(
+    {"type": "object", "additionalProperties": True},
+    "credit name -> its values as configured; a forbidden user gets {cap: 0, grant_value: 0, grant_interval: 86400}",
+)
 
 
 def _poll(with_start_id: bool) -> dict[str, Any]:
@@ -167,6 +171,22 @@ def _document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "responses": {"200": _FLAVORS, **_errors(400, 413, 503)},
+                }
+            },
+            "/credits": {
+                "get": {
+                    "summary": "Credits for this hub (JupyterHub Credit Service)",
+                    "responses": {"200": _CREDITS, **_errors(503)},
+                }
+            },
+            "/usercredits": {
+                "post": {
+                    "summary": "Credits for one user of this hub; the body is the user's authentication",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {"200": _CREDITS, **_errors(400, 413, 503)},
                 }
             },
         },

@@ -7,9 +7,10 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from outpost import errors, metrics, pod_status, quota
+from outpost import errors, logs, metrics, pod_status, quota, upstream_config
 from outpost.api import Call, Reply
-from outpost.backends.base import StartSpec
+from outpost.backends.base import Started, StartSpec
+from outpost.credits import hub_credits, user_credits
 from outpost.env_policy import screen_env
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
@@ -47,6 +48,10 @@ async def start_service(call: Call) -> Reply:
     refused = refused_overrides(call.hub, request.misc, options.allowed_overrides, runtime.hooks.allow_override)
     if refused:
         raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {errors.shown(refused)}.")
+    if not await upstream_config.allows_override(runtime.upstream, call.hub, request.misc):
+        raise errors.OverrideNotAllowed(
+            f"This outpost does not allow overriding: {errors.shown(sorted(request.misc))}."
+        )
     refused = refused_templates(request.misc)
     if refused:
         raise errors.TemplateNotAllowed(
@@ -106,8 +111,11 @@ async def _start(
         raise errors.ServiceExists("the start of this service is already under way")
     env: dict[str, str] = body.get("env", {})
 
+    events = await upstream_config.sends_events(runtime.upstream, sid.hub)
+
     async def progress(percent: int, message: str) -> None:
-        await runtime.hub.progress(env, sid, percent, message)
+        if events:
+            await runtime.hub.progress(env, sid, percent, message)
 
     async def save_state(state: dict[str, Any]) -> None:
         await runtime.store.save_backend_state(sid, state)
@@ -127,16 +135,17 @@ async def _start(
     clock = time.perf_counter()
     try:
         started = await runtime.backend.start(spec, save_state, progress)
+        address = await _answer(runtime, sid, env, started)
     except Exception as exc:
         metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
+        log.warning("start of %s failed: %s", sid, logs.escape(failure.message))
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
             await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)
         await quota.send_flavor_update(runtime, sid, env)
         raise failure from None
     metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
-    address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
     if await runtime.store.mark_running(sid, _host_port(address), address) not in (
         Phase.PENDING,
         Phase.STARTING,
@@ -147,7 +156,7 @@ async def _start(
         raise errors.BackendError("the server was stopped while it was starting")
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
-    if announce_tunnel and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
+    if announce_tunnel and address and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
         await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, sid)
     log.info("started %s", sid)
     return address
@@ -161,6 +170,16 @@ def _callback_notes(runtime: Runtime, sid: ServiceId, env: dict[str, str], *, an
         for variable, reason in refused:
             log.warning("%s of hub %s is not called for %s: %s", variable, sid.hub, sid, reason)
     return [f"outpost: {variable} is not called: {reason}" for variable, reason in refused]
+
+
+async def _answer(runtime: Runtime, sid: ServiceId, env: dict[str, str], started: Started) -> str:
+    """The address the hub gets, through the administrator's hooks; if one fails, the server stops."""
+    try:
+        address = sanitized(runtime.hooks, sid.hub, sid.name, started.address)
+        return await upstream_config.start_answer(runtime.upstream, sid, env, started, address)
+    except Exception:
+        await runtime.backend.stop(started.state)
+        raise
 
 
 def _host_port(address: str) -> str:
@@ -246,3 +265,15 @@ async def list_flavors(call: Call) -> Reply:
 async def user_flavors(call: Call) -> Reply:
     """The menu narrowed to one user; the body is that user's authentication dict."""
     return Reply(await quota.menu(call.runtime, call.hub, call.json_object()))
+
+
+async def list_credits(call: Call) -> Reply:
+    """`GET /credits/` (upstream 2.1, for the JupyterHub Credit Service): this hub's credits."""
+    return Reply(hub_credits(call.runtime.credit_policy, call.hub))
+
+
+async def credits_of_user(call: Call) -> Reply:
+    """`POST /usercredits`: one user's credits; the body is that user's authentication dict."""
+    runtime = call.runtime
+    auth = await upstream_config.user_authentication(runtime.upstream, call.json_object())
+    return Reply(user_credits(runtime.credit_policy, call.hub, auth, runtime.hooks.normalise_authentication))

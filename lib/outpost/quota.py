@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from outpost import errors
+from outpost import errors, upstream_config
 from outpost.flavors import (
     Admission,
     Refusal,
@@ -36,7 +36,7 @@ async def admit(runtime: Runtime, hub: str, request: StartRequest) -> Admission:
     decision = admission(
         runtime.flavor_policy,
         hub,
-        request.authentication,
+        await upstream_config.user_authentication(runtime.upstream, request.authentication),
         request.flavor,
         Usage(*await runtime.store.usage(hub, request.user, flavor)),
     )
@@ -56,7 +56,8 @@ def refused_by_store(decision: Admission, flavor: str, verdict: str, count: int)
 
 async def menu(runtime: Runtime, hub: str, authentication: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The `/flavors` answer for a hub (or one of its users), with live counts."""
-    allowed = allowed_flavors(runtime.flavor_policy, hub, authentication)
+    auth = await upstream_config.user_authentication(runtime.upstream, authentication)
+    allowed = allowed_flavors(runtime.flavor_policy, hub, auth)
     return flavor_menu(allowed, await runtime.store.flavor_counts(list(allowed)))
 
 
@@ -65,6 +66,9 @@ async def send_flavor_update(runtime: Runtime, sid: ServiceId, env: Mapping[str,
     url = env.get("JUPYTERHUB_FLAVORS_UPDATE_URL")
     configured = runtime.settings.hub(sid.hub).flavors_update_token
     token = env.get("JUPYTERHUB_FLAVORS_UPDATE_TOKEN") or (configured.get_secret_value() if configured else None)
-    if not url or not token or not runtime.flavor_policy.configured:
+    if not url or not runtime.flavor_policy.configured:
+        return
+    token = token or await upstream_config.flavors_update_token(runtime.upstream, sid.hub)
+    if not token:
         return
     await runtime.hub.flavors_update(url, token, await menu(runtime, sid.hub), sid)

@@ -15,6 +15,7 @@ from traitlets.config import Config
 from outpost import logs
 from outpost.backends.base import load_backend_config
 from outpost.callbacks import CallbackPolicy
+from outpost.credits import CreditPolicy
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
@@ -23,6 +24,13 @@ from outpost.proxies import TrustedProxies
 from outpost.ratelimit import Limits, LoginGuard
 from outpost.settings import Settings, load_settings
 from outpost.store import Store
+from outpost.upstream_config import (
+    JupyterHubOutpost,
+    chooses_spawner,
+    hub_client_options,
+    load_upstream,
+    with_global_max,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -47,7 +55,9 @@ class Runtime:
         """The client for hubs' URLs: it connects only to addresses the outpost may call."""
         from outpost.guarded_http import callback_client
 
-        return callback_client(self.settings.own_ports(), self.settings.hub_timeout_seconds)
+        return callback_client(
+            self.settings.own_ports(), **hub_client_options(self.upstream, self.settings.hub_timeout_seconds)
+        )
 
     @cached_property
     def sink_http(self) -> httpx.AsyncClient:
@@ -94,27 +104,44 @@ class Runtime:
         return load_hooks(self.config)
 
     @cached_property
+    def upstream(self) -> JupyterHubOutpost:
+        """The same file's `c.JupyterHubOutpost.*`: upstream's names, mapped by `outpost.upstream_config`."""
+        return load_upstream(self.config)
+
+    @cached_property
     def flavor_policy(self) -> FlavorPolicy:
-        return self.settings.flavor_policy(self.hooks.normalise_authentication)
+        return with_global_max(self.settings.flavor_policy(self.hooks.normalise_authentication), self.upstream)
+
+    @cached_property
+    def credit_policy(self) -> CreditPolicy:
+        return self.settings.credit_policy()
+
+    @cached_property
+    def backend_name(self) -> str:
+        return "spawner" if chooses_spawner(self.upstream, self.settings.backend) else self.settings.backend
 
     @cached_property
     def backend(self) -> Backend:
         # Imported here so a poll function does not pay for backends it never uses.
-        if self.settings.backend == "local":
+        name = self.backend_name
+        if name == "local":
             from outpost.backends.local import LocalBackend
 
             return LocalBackend(self.config, self.settings.data_dir)
-        if self.settings.backend == "kubernetes":
+        if name == "kubernetes":
             from outpost.backends.kubernetes import PodBackend
 
             return PodBackend(self.config, self.settings.namespace)
-        if self.settings.backend == "spawner":
+        if name == "spawner":
             from outpost.backends.spawner import SpawnerBackend
 
-            if self.hooks.spawner_class is None:
-                raise ConfigurationError("the spawner backend needs c.Outpost.spawner_class in outpost_config.py")
-            return SpawnerBackend(self.config, self.hooks.spawner_class, self.settings.data_dir)
-        raise ConfigurationError(f"backend {self.settings.backend!r} is not available in this build")
+            spawner_class = self.hooks.spawner_class or self.upstream.spawner_class
+            if spawner_class is None:
+                raise ConfigurationError(
+                    "the spawner backend needs c.Outpost.spawner_class (or c.JupyterHubOutpost.spawner_class)"
+                )
+            return SpawnerBackend(self.config, spawner_class, self.settings.data_dir)
+        raise ConfigurationError(f"backend {name!r} is not available in this build")
 
     @cached_property
     def background(self) -> Background:

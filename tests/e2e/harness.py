@@ -4,12 +4,14 @@ and JupyterHub with the unmodified OutpostSpawner behind configurable-http-proxy
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +29,10 @@ HUB_CREDENTIAL = "e2ehub"
 OVERRIDES_WITH_CMD = [*DEFAULT_OVERRIDES, "cmd"]
 
 
-def outpost_values(tmp: Path, **values: object) -> Path:
-    """A YAML file for `outpost dev --config`: the hub may also override cmd, and the given values."""
+def outpost_values(tmp: Path, overrides: Sequence[str] = OVERRIDES_WITH_CMD, **values: object) -> Path:
+    """A YAML file for `outpost dev --config`: the hub may also override cmd (or `overrides`), and the given values."""
     path = tmp / "outpost-values.yaml"
-    options = {"hubOptions": {HUB_CREDENTIAL: {"allowedOverrides": OVERRIDES_WITH_CMD}}}
+    options = {"hubOptions": {HUB_CREDENTIAL: {"allowedOverrides": list(overrides)}}}
     path.write_text(yaml.safe_dump({**options, **values}))
     return path
 
@@ -68,10 +70,11 @@ class Outpost:
     crypt_key: str
     password: str
     env: dict[str, str] = field(repr=False, default_factory=dict)
+    base_path: str = ""  # OUTPOST_BASE_PATH: the hub and the tests use the API under it
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://127.0.0.1:{self.api_port}{self.base_path}"
 
     @property
     def request_url(self) -> str:
@@ -105,42 +108,73 @@ def outpost_home(tmp: Path) -> Path:
     return home
 
 
-def start_outpost(tmp: Path, marker: str, *, config: Path | None = None, ssh_port: int | None = None) -> Outpost:
-    """`outpost dev` (the installed console script) on free loopback ports, waited for on /ping."""
+def outpost_command(data_dir: Path, api_port: int, ssh_port: int, config: Path | None = None) -> list[str]:
+    """`outpost dev` (the installed console script) on loopback."""
+    cmd = [
+        str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
+        "--ssh-port", str(ssh_port), "--data-dir", str(data_dir),
+    ]  # fmt: skip
+    return cmd + (["--config", str(config)] if config is not None else [])
+
+
+def start_outpost(
+    tmp: Path, marker: str, *, config: Path | None = None, ssh_port: int | None = None,
+    extra_args: Sequence[str] = (), generated_key: bool = False, upstream_env: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Outpost:  # fmt: skip
+    """`outpost dev` on free loopback ports, waited for on /ping. With `generated_key`, the crypt key is
+    the one `outpost dev` makes and keeps in its data directory (as for a user who sets nothing).
+    `upstream_env`: the hub credentials as upstream's pods get them (`usernames`, `passwords`)."""
     from cryptography.fernet import Fernet
 
     data_dir = tmp / "outpost-data"
     api_port, ssh_port = free_port(), ssh_port or free_port()
     crypt_key, password = Fernet.generate_key().decode(), secrets.token_urlsafe(16)
     env = base_env(marker)
-    env.update(OUTPOST_CRYPT_KEY=crypt_key, OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
+    if upstream_env:
+        env.update(usernames=HUB_CREDENTIAL, passwords=password)
+    else:
+        env.update(OUTPOST_HUB_USERNAMES=HUB_CREDENTIAL, OUTPOST_HUB_PASSWORDS=password)
+    env.update(extra_env or {})
+    if not generated_key:
+        env["OUTPOST_CRYPT_KEY"] = crypt_key
     env["HOME"] = str(outpost_home(tmp))
-    cmd = [
-        str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
-        "--ssh-port", str(ssh_port), "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    if config is not None:
-        cmd += ["--config", str(config)]
-    proc = Proc.spawn("outpost dev", cmd, env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
+    cmd = [*outpost_command(data_dir, api_port, ssh_port, config), *extra_args]
+    proc = _spawn_outpost(tmp, cmd, env, api_port, data_dir)
     outpost = Outpost(proc, api_port, ssh_port, data_dir, config, crypt_key, password, env)
+    outpost.base_path = env.get("OUTPOST_BASE_PATH", "").rstrip("/")
+    return outpost
+
+
+def restart_outpost(tmp: Path, previous: Outpost, extra_args: Sequence[str] = ()) -> Outpost:
+    """`outpost dev` again on the data directory of `previous` (which has exited), with its secrets."""
+    api_port, ssh_port = free_port(), free_port()
+    cmd = [*outpost_command(previous.data_dir, api_port, ssh_port, previous.config), *extra_args]
+    proc = _spawn_outpost(tmp, cmd, previous.env, api_port, previous.data_dir)
+    return dataclasses.replace(previous, proc=proc, api_port=api_port, ssh_port=ssh_port)
+
+
+def _spawn_outpost(tmp: Path, cmd: list[str], env: dict[str, str], api_port: int, data_dir: Path) -> Proc:
+    proc = Proc.spawn("outpost dev", cmd, env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
+    url = f"http://127.0.0.1:{api_port}"
 
     def pong() -> bool:
         proc.check_alive()
-        return bool(httpx.get(f"{outpost.url}/ping", timeout=2).json() == {"ping": "pong!"})
+        return bool(httpx.get(f"{url}/ping", timeout=2).json() == {"ping": "pong!"})
 
     try:
-        wait_until(f"outpost dev on {outpost.url}/ping", pong, timeout=30)
+        wait_until(f"outpost dev on {url}/ping", pong, timeout=30)
     except AssertionError:
         proc.stop(signal.SIGKILL)
         raise
-    return outpost
+    return proc
 
 
 def stop_outpost(outpost: Outpost) -> None:
     """Ctrl-C on `outpost dev` alone: it must stop every server it started, then exit cleanly."""
     code = outpost.proc.stop(signal.SIGINT)
     text = outpost.proc.text()
-    assert code in (0, 130, -signal.SIGINT), f"outpost dev exited with {code}:\n{outpost.proc.tail()}"
+    assert code == 0, f"outpost dev exited with {code}:\n{outpost.proc.tail()}"
     assert "Traceback" not in text, f"outpost dev logged a traceback:\n{outpost.proc.tail()}"
 
 

@@ -109,6 +109,7 @@ async def test_server_that_exits_during_start_gets_419_and_is_forgotten(
     error = response.json()
     assert set(error) == {"module", "class", "traceback", "args", "kwargs"}
     assert error["class"] == "BackendError" and "exited with code 3" in error["args"][0]
+    assert error["module"] == "outpost.errors."  # the OutpostSpawner shows f"{module}{class}"
     assert "secret-api-token" not in response.text
     assert await redis.exists(key_record(ServiceId("hubA", "srv", "1"))) == 0
     assert await redis.scard(key_index("hubA")) == 0
@@ -219,6 +220,28 @@ async def test_oversized_body_gets_413_and_stores_nothing(api: httpx.AsyncClient
     streamed = await api.post("/services", content=chunks(), headers=A)
     assert streamed.status_code == 413
     assert await redis.scard(key_index("hubA")) == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("path", ["/services//", "/services/srv/", "/services///", "/services/srv//"])
+async def test_an_empty_start_id_is_an_unknown_service(api: httpx.AsyncClient, method: str, path: str) -> None:
+    """What the hub asks after a stop: a JSON 404 it understands, never the listing."""
+    for name in ("", "srv"):
+        assert (await start(api, start_body(name=name))).status_code == 200
+    response = await api.request(method, path, headers=A)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"] in ("UnknownService", "UnknownRoute")
+    for name in ("", "srv"):  # and nothing was stopped
+        assert (await api.get(f"/services/{name}/1", headers=A)).json() == {"status": None}
+        assert (await api.delete(f"/services/{name}/1", headers=A)).status_code == 200
+
+
+async def test_the_listing_answers_with_and_without_a_trailing_slash(api: httpx.AsyncClient) -> None:
+    assert (await start(api, start_body())).status_code == 200
+    for path in ("/services", "/services/"):
+        assert [s["name"] for s in (await api.get(path, headers=A)).json()] == ["srv"]
+    assert (await api.get("/ping/")).json() == {"ping": "pong!"}
+    assert (await api.delete("/services/srv/1/", headers=A)).status_code == 200
 
 
 async def test_unknown_routes_and_methods(api: httpx.AsyncClient) -> None:

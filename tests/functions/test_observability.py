@@ -63,4 +63,29 @@ async def test_a_deployed_function_logs_json_lines_with_the_request_id(make_sett
     ours = [line for line in lines if line.get("request_id") == "trace-me"]
     assert ours and {"time", "level", "logger", "message"} <= set(ours[0])
     assert any("start requested" in line["message"] for line in ours)
+    assert any(line["message"].startswith("start of hubA/srv/1 failed: ") for line in ours)
+    assert any(line["message"] == "request failed: 419 POST /services hub=hubA request_id=trace-me" for line in ours)
     assert not any("secret-api-token" in json.dumps(line) for line in lines)
+
+
+async def test_each_failed_request_is_one_line_without_secrets(settings: Settings) -> None:
+    """Status, method, route, hub and request id; a caller-chosen path is escaped, credentials never show."""
+    async with function_process("poll", "poll_service", settings, stderr=subprocess.PIPE) as (process, client):
+        wrong = basic("hubA", "not-the-password")
+        assert (await client.get("/services", headers={**wrong, "X-Request-Id": "r-401"})).status_code == 401
+        assert (await client.get("/services/x/1", headers={**A, "X-Request-Id": "r-404"})).status_code == 404
+        # A terminal escape, a carriage return and a non-ASCII letter. (A path with a newline never reaches
+        # our code: functions-framework's own route does not match it and answers its 404 itself.)
+        forged = "/nothing%1B[31m%0D%C3%A9"
+        assert (await client.get(forged, headers={**A, "X-Request-Id": "r-route"})).status_code == 404
+        assert (await client.get("/services", headers={**A, "X-Request-Id": "r-ok"})).status_code == 200
+    assert process.stderr is not None
+    text = process.stderr.read().decode()
+    messages = {line["request_id"]: line["message"] for line in map(json.loads, text.splitlines())
+                if line.get("message", "").startswith("request failed")}  # fmt: skip
+    assert messages == {
+        "r-401": "request failed: 401 GET /services hub=- request_id=r-401",
+        "r-404": "request failed: 404 GET /services/{name:segment}/{start_id:segment} hub=hubA request_id=r-404",
+        "r-route": "request failed: 404 GET /nothing\\x1b[31m\\r\\xe9 hub=- request_id=r-route",
+    }
+    assert "not-the-password" not in text and "password-a" not in text

@@ -26,6 +26,7 @@ from tests.fuzz.harness import (
     install_hub_stand_in,
     make_seeds,
 )
+from tests.lib.test_credits import CONFIG as FUZZ_CREDITS
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -49,6 +50,7 @@ async def outpost(redis_url: str, router: Any, tmp_path_factory: pytest.TempPath
         max_body_bytes=MAX_BODY_BYTES,
         max_per_user_total=3,  # the fuzzer's starts share one (empty) user name: at most 3 servers
         hub_options={hub: options for hub in HUBS},
+        credits=FUZZ_CREDITS,
         hub_retries=1,
         hub_timeout_seconds=1.0,
     )

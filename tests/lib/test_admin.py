@@ -151,3 +151,30 @@ async def test_check_says_per_hub_whether_callback_urls_limit_the_calls(redis_ur
     config.write_text("hubOptions:\n  hubA:\n    callbackUrls: ['https://hub-a.example.org.evil.com?x']\n")
     refused = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
     assert refused.returncode == 1 and "FAIL settings" in refused.stdout and "callbackUrls" in refused.stdout
+
+
+async def test_check_reports_each_rule_it_loaded(redis_url: str, tmp_path: Path) -> None:
+    """One line per flavor, user rule and hub rule: a rule the file lost shows by its absence."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "flavors:\n  small: {max: 2, maxPerUser: 1, runtime: {hours: 1}}\n  big: {}\n"
+        "users:\n  alice: {authentication: {name: alice}, flavors: [small]}\n"
+        "  guests: {authentication: {name: 'guest.*'}, forbidden: true}\n"
+        "hubs:\n  main: {jupyterhub_name: [hubA, hubB], flavors: [big]}\n"
+    )
+    env = {"OUTPOST_CRYPT_KEY": Fernet.generate_key().decode(), "OUTPOST_HUB_USERNAMES": "hubA",
+           "OUTPOST_HUB_PASSWORDS": "pw", "OUTPOST_REDIS_URL": redis_url}  # fmt: skip
+    result = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith(("ok   flavor ", "ok   user rule", "ok   hub rule"))
+    ]
+    assert lines == [
+        "ok   flavor small: max 2, per user 1, runtime 60 min, weight 0",
+        "ok   flavor big: max unlimited, per user unlimited, runtime unlimited, weight 0",
+        "ok   user rule alice: matching name: flavors small, weight 0",
+        "ok   user rule guests: matching name: forbidden",
+        "ok   hub rule main: hubs hubA, hubB: flavors big, weight 0",
+    ]

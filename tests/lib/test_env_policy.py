@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from outpostspawner import OutpostSpawner
 
-from outpost.backends.spawner import HubStandIn, OrmSpawnerStandIn, UserStandIn
+from outpost.backends.standins import HubStandIn, OrmSpawnerStandIn, UserStandIn
 from outpost.env_policy import DECIDED_BY_OUTPOST, screen_env
 from outpost.overrides import refused_overrides, refused_templates
 from outpost.settings import DEFAULT_OVERRIDES, HubOptions

@@ -85,7 +85,7 @@ def test_outpost_check_warns_about_a_hub_with_all(stack: Stack) -> None:
         text=True,
         timeout=60,
     )
-    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARN") and "allowedOverrides" in line]
     assert warnings == [
         "WARN hub hubA: allowedOverrides is 'all': it may set cmd, env and every other backend option, i.e. run any "
         "command as the servers' user; list what it may override instead"

@@ -36,6 +36,9 @@ class StartSpec:
 class Started:
     address: str  # "http://host:port" or "https://host:port", as the hub expects it
     state: dict[str, Any]
+    # The spawner backend's Spawner and its start() answer, for upstream's sanitize_start_response.
+    spawner: object | None = None
+    response: object = None
 
 
 class Backend(Protocol):

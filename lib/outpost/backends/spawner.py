@@ -17,11 +17,10 @@ import inspect
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner  # type: ignore[import-untyped]
 from traitlets import Dict, TraitError
@@ -30,6 +29,7 @@ from traitlets.utils.importstring import import_item
 
 from outpost import names
 from outpost.backends.base import Progress, SaveState, Started, StartSpec
+from outpost.backends.standins import HubStandIn, OrmSpawnerStandIn, user_of
 from outpost.errors import BackendError, ConfigurationError, HostNotAllowed, InvalidBody, shown
 from outpost.files import private_dir
 from outpost.models import ServiceId
@@ -108,52 +108,6 @@ def resolve(spawner_class: type | str) -> type[Spawner]:
     return found
 
 
-@dataclass
-class UserStandIn:
-    """What spawners read of JupyterHub's User."""
-
-    name: str
-    id: int
-    groups: tuple[str, ...] = ()
-    server: None = None  # the hub's view of the server; the spawner does not need it here
-
-    @property
-    def escaped_name(self) -> str:
-        return quote(self.name, safe="@~")
-
-    @property
-    def url(self) -> str:
-        return f"/user/{self.escaped_name}/"
-
-
-@dataclass
-class OrmSpawnerStandIn:
-    """Where a Spawner reads its server name (JupyterHub's database row of the spawner)."""
-
-    name: str
-    server: None = None
-
-    @property
-    def display_name(self) -> str:
-        return self.name
-
-
-@dataclass
-class HubStandIn:
-    """What spawners read of JupyterHub's Hub object."""
-
-    api_url: str
-
-    @property
-    def base_url(self) -> str:
-        path = urlparse(self.api_url).path.rstrip("/")
-        return (path.removesuffix("/api") or "/hub") + "/"
-
-    @property
-    def public_host(self) -> str:
-        return ""
-
-
 def _address(result: Any, ssl: bool) -> str:
     """A spawner's start() answer, (ip, port) or a URL, as "scheme://host:port"."""
     if isinstance(result, tuple | list):
@@ -178,7 +132,7 @@ class SpawnerBackend:
         adapted_class = adapted(cls)
         config = copy.deepcopy(self._config)
         config[adapted_class.__name__] = Config(overrides)
-        user = UserStandIn(env.get("JUPYTERHUB_USER", ""), int(env.get("JUPYTERHUB_USER_ID") or 0))
+        user = user_of(env)
         try:
             spawner: Spawner = adapted_class(
                 config=config, user=user, hub=HubStandIn(env.get("JUPYTERHUB_API_URL", "")),
@@ -187,6 +141,26 @@ class SpawnerBackend:
         except TraitError as exc:
             raise InvalidBody(f"invalid backend option: {exc}") from None
         return spawner
+
+    def _state(
+        self, sid: ServiceId, env: dict[str, str], overrides: dict[str, Any], spawner_state: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "class": f"{self._class.__module__}.{self._class.__qualname__}",
+            "service": [sid.hub, sid.name, sid.start_id],
+            "env": {key: env[key] for key in _FROM_HUB if key in env},
+            "overrides": overrides,
+            "spawner": spawner_state,
+            "certs_dir": "",
+        }
+
+    def adopted_state(
+        self, sid: ServiceId, env: dict[str, str], misc: dict[str, Any], spawner_state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The state of a server another outpost started with this spawner class (its `get_state()`),
+        so this backend can poll and stop it: the start's `misc` traits are applied as ours would be."""
+        traits = self._class.class_traits(config=True)
+        return self._state(sid, env, {key: value for key, value in misc.items() if key in traits}, spawner_state)
 
     def _overrides(self, spec: StartSpec) -> dict[str, Any]:
         """misc first, the flavor's resources over it: a hub cannot raise its own limits."""
@@ -198,14 +172,7 @@ class SpawnerBackend:
         spawner = self._build(self._class, spec.env, spec.sid.name, overrides)
         if "dns_name_template" in overrides:
             self._check_service_name(spawner)
-        state: dict[str, Any] = {
-            "class": f"{self._class.__module__}.{self._class.__qualname__}",
-            "service": [spec.sid.hub, spec.sid.name, spec.sid.start_id],
-            "env": {key: spec.env[key] for key in _FROM_HUB if key in spec.env},
-            "overrides": overrides,
-            "spawner": {},
-            "certs_dir": "",
-        }
+        state = self._state(spec.sid, spec.env, overrides, {})
         ssl = bool(spec.certs.get("keyfile") and spec.certs.get("certfile"))
         if ssl:
             state["certs_dir"] = str(await self._install_certs(spawner, spec))
@@ -219,7 +186,7 @@ class SpawnerBackend:
         self._live[_key(state)] = spawner
         address = _address(result, ssl)
         log.info("%s started %s", self._class.__name__, spec.sid)
-        return Started(address=address, state=state)
+        return Started(address=address, state=state, spawner=spawner, response=result)
 
     def _check_service_name(self, spawner: Spawner) -> None:
         """A KubeSpawner-like spawner publishes `dns_name`, rendered from a template the hub overrode: it must

@@ -1,0 +1,196 @@
+"""`outpost import-upstream`: an upstream Outpost's sqlite database (its schema, built here), imported by the
+real command, then the imported servers polled and stopped through the API with the spawner backend."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
+from traitlets.config import Config
+
+from outpost.backends.spawner import SpawnerBackend
+from outpost.settings import Settings
+from tests.conftest import TINY_SERVER, basic, settings_env
+from tests.e2e.processes import VENV_BIN
+from tests.k8s.test_spawner_adapter import spec
+from tests.support.recorder import Recorder
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+A, B = basic("hubA"), basic("hubB")
+# Upstream's tables as SQLAlchemy creates them on sqlite (project/app/database/models.py, 2.x).
+SCHEMA = """
+CREATE TABLE jupyterhub (name VARCHAR NOT NULL, PRIMARY KEY (name));
+CREATE TABLE service (
+    id INTEGER NOT NULL, name VARCHAR, start_id VARCHAR, jupyterhub_username VARCHAR NOT NULL,
+    last_update DATETIME, start_date DATETIME, end_date DATETIME,
+    state_stored BOOLEAN, start_pending BOOLEAN, stop_pending BOOLEAN,
+    body BLOB, state BLOB, start_response BLOB, jupyterhub_user_id INTEGER, flavor VARCHAR,
+    PRIMARY KEY (id), FOREIGN KEY(jupyterhub_username) REFERENCES jupyterhub (name)
+);
+"""
+NO_END = "9999-12-31 23:59:59.999999"  # upstream's end_date default, as sqlite keeps it
+CONFIG = f"""
+c.JupyterHubOutpost.spawner_class = "localprocess"
+c.LocalProcessSpawner.cmd = [{sys.executable!r}, {str(TINY_SERVER)!r}]
+c.LocalProcessSpawner.interrupt_timeout = 2
+c.LocalProcessSpawner.term_timeout = 2
+"""
+
+
+def token(fernet: Fernet, value: Any) -> bytes:
+    return fernet.encrypt(json.dumps(value).encode())
+
+
+def upstream_row(fernet: Fernet, hub: str, name: str, start_id: str, env: dict[str, str], spawner_state: dict[str, Any],
+                 service: str, **columns: Any) -> dict[str, Any]:  # fmt: skip
+    """A `service` row as upstream writes it once a start has finished."""
+    body = {"env": env, "misc": {"port": 0, "ip": "127.0.0.1", "image": "ignored"}, "user_options": {}}
+    return {
+        "name": name, "start_id": start_id, "jupyterhub_username": hub, "last_update": "2026-11-30 10:00:05.000000",
+        "start_date": "2026-11-30 10:00:00.000000", "end_date": NO_END, "state_stored": 1, "start_pending": 0,
+        "stop_pending": 0, "body": token(fernet, body), "state": token(fernet, spawner_state),
+        "start_response": token(fernet, {"service": service}), "jupyterhub_user_id": 7, "flavor": None, **columns,
+    }  # fmt: skip
+
+
+def write_database(path: Path, rows: list[dict[str, Any]]) -> None:
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA)
+        db.executemany(
+            "INSERT INTO jupyterhub (name) VALUES (?)", [(h,) for h in {r["jupyterhub_username"] for r in rows}]
+        )
+        for row in rows:
+            db.execute(
+                f"INSERT INTO service ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+            )
+
+
+def run_import(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**settings_env(settings), "PATH": f"{VENV_BIN}:/usr/bin:/bin"}
+    return subprocess.run([str(VENV_BIN / "outpost"), "import-upstream", *args], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+async def snapshot(redis: aioredis.Redis) -> dict[bytes, bytes | None]:
+    return {key: await redis.dump(key) for key in sorted(await redis.keys("*"))}
+
+
+@pytest.fixture
+def upstream_settings(make_settings: Callable[..., Settings], backend_config: Path) -> Settings:
+    backend_config.write_text(CONFIG)
+    return make_settings()
+
+
+async def test_import_then_poll_and_stop(
+    api: httpx.AsyncClient, upstream_settings: Settings, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    fernet = Fernet(upstream_settings.crypt_key.get_secret_value())
+    # The upstream Outpost's LocalProcessSpawner started a real server, and one that has exited since.
+    config = Config()
+    config.LocalProcessSpawner.cmd = [sys.executable, str(TINY_SERVER)]
+    upstream = SpawnerBackend(config, "localprocess", tmp_path / "upstream")
+    user = getpass.getuser()  # LocalProcessSpawner runs servers as that system user
+    running = spec(user, misc={"port": 0, "ip": "127.0.0.1"})
+    started = await upstream.start(running, Recorder().save, Recorder().report)
+    pid = started.state["spawner"]["pid"]
+    try:
+        await _import_poll_and_stop(api, upstream_settings, redis, tmp_path, fernet, running.env, pid, started.address)
+    finally:
+        if psutil.pid_exists(pid):  # the test failed before the API stopped it
+            psutil.Process(pid).kill()
+
+
+async def _import_poll_and_stop(
+    api: httpx.AsyncClient, upstream_settings: Settings, redis: aioredis.Redis, tmp_path: Path, fernet: Fernet,
+    env: dict[str, str], pid: int, server: str,
+) -> None:  # fmt: skip
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    address = server.removeprefix("http://")
+    rows = [
+        upstream_row(fernet, "hubA", "srv", "1", env, {"pid": pid}, address),
+        upstream_row(
+            fernet,
+            "hubB",
+            "gone",
+            "5",
+            {**env, "JUPYTERHUB_USER": "bob"},
+            {"pid": exited.pid},
+            "127.0.0.1:1",
+            flavor="small",
+            end_date="2030-01-01 00:00:00.000000",
+        ),  # fmt: skip
+        upstream_row(fernet, "hubA", "bad-token", "1", env, {}, "x:1", body=b"not a fernet token"),
+        upstream_row(fernet, "hubA", "bad-json", "1", env, {}, "x:2", state=fernet.encrypt(b"{oops")),
+        upstream_row(fernet, "hubA", "starting", "1", env, {}, "x:3", state_stored=0),
+        upstream_row(fernet, "hubA", "stopping", "1", env, {}, "x:4", stop_pending=1),
+        # Another hub's record claiming hubA's server address: it must not take over hubA's forwards.
+        upstream_row(fernet, "hubB", "thief", "1", env, {"pid": pid}, address),
+    ]
+    database = tmp_path / "upstream.db"
+    write_database(database, rows)
+    url = f"sqlite:///{database}"
+
+    dry = run_import(upstream_settings, "--database", url, "--dry-run")
+    assert "[1/7] hubA/srv/1: would import" in dry.stdout, dry.stdout + dry.stderr
+    assert await redis.keys("outpost:hub:*") == []  # a dry run writes nothing
+
+    first = run_import(upstream_settings, "--database", url)
+    out = first.stdout
+    assert first.returncode == 1, out + first.stderr  # unreadable records are worth a non-zero exit
+    assert "[1/7] hubA/srv/1: imported" in out and "[2/7] hubB/gone/5: imported" in out
+    assert "[3/7] hubA/bad-token/1: unreadable, skipped (body:" in out
+    assert "[4/7] hubA/bad-json/1: unreadable, skipped (state:" in out
+    assert "[5/7] hubA/starting/1: not running, skipped" in out and "[6/7] hubA/stopping/1: not running" in out
+    assert f"[7/7] hubB/thief/1: skipped, its address {address} already belongs to another record" in out
+    assert "imported 2, already present 0, not running 2, unreadable 2, address already taken 1" in out
+    assert "not a fernet token" not in out and "secret-api-token" not in out
+
+    before = await snapshot(redis)
+    second = run_import(upstream_settings, "--database", url)
+    assert "imported 0, already present 2, not running 2, unreadable 2, address already taken 1" in second.stdout
+    assert await snapshot(redis) == before  # idempotent: nothing changed
+
+    # The hubs poll and stop their servers as before the switch.
+    [listed] = (await api.get("/services", headers=A)).json()
+    assert (listed["name"], listed["start_id"], listed["jupyterhub_userid"]) == ("srv", "1", "7")
+    assert (await api.get("/services/srv/1", headers=A)).json() == {"status": None}
+    assert (await api.get("/services/srv/1", headers=B)).status_code == 404  # still hubA's only
+    assert (await api.get("/services/gone/5", headers=B)).json()["status"] == 0
+    assert (await api.get("/flavors", headers=B)).status_code == 200
+    assert int(await redis.get("outpost:slots:flavor:small") or 0) == 1  # the imported server holds its slot
+    assert (await api.delete("/services/srv/1", headers=A)).status_code == 200
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert (await api.delete("/services/gone/5", headers=B)).status_code == 200
+    assert int(await redis.get("outpost:slots:flavor:small") or 0) == 0
+    assert (await api.get("/services", headers=A)).json() == []
+
+
+async def test_import_needs_the_spawner_backend_and_a_database(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    local = run_import(make_settings(), "--database", f"sqlite:///{tmp_path / 'x.db'}")
+    assert local.returncode == 2 and "import-upstream needs the spawner backend" in local.stderr
+    missing = run_import(make_settings(backend="spawner"), "--dry-run")
+    assert missing.returncode == 2 and "name upstream's database" in missing.stderr
+
+
+async def test_a_database_that_is_not_upstreams_is_refused(upstream_settings: Settings, tmp_path: Path) -> None:
+    database = tmp_path / "other.db"
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE service (id INTEGER PRIMARY KEY, name VARCHAR)")
+    refused = run_import(upstream_settings, "--database", f"sqlite:///{database}")
+    assert refused.returncode == 2 and "table `service` lacks" in refused.stderr, refused.stderr
+    nothing = run_import(upstream_settings, "--database", f"sqlite:///{tmp_path / 'none.db'}")
+    assert nothing.returncode == 2 and "lacks" in nothing.stderr or "cannot read" in nothing.stderr
