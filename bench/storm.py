@@ -142,7 +142,8 @@ class RedisTarget:
 @dataclass(frozen=True)
 class MidStorm:
     """Something done to the stack during the storm, e.g. killing the Redis primary: started (not
-    waited for by the requests) once `after` of the phase's answers are in."""
+    waited for by the requests) once `after` of the phase's answers are in; with 0, as the phase's
+    requests go out (an action that sleeps first then acts after a time rather than a share)."""
 
     action: Callable[[], Coroutine[Any, Any, None]]
     phase: Literal["start", "stop"] = "start"
@@ -167,10 +168,14 @@ class Tally:
 
     def add(self, answer: Answer) -> Answer:
         self.answers.append(answer)
+        self.arm()
+        return answer
+
+    def arm(self) -> None:
+        """Start the action if its share of the answers is in and it has not started yet."""
         if self.hook is not None and self.task is None and len(self.answers) >= self.hook.after * self.total:
             say(f"storm: mid-storm action after {len(self.answers)} of {self.total} answers")
             self.task = asyncio.create_task(self.hook.action())
-        return answer
 
     async def finish(self) -> None:
         if self.task is not None:
@@ -205,6 +210,7 @@ async def _phase(
 ) -> list[Answer]:
     """All requests at once, answers in request order; the hook fires when its share is in."""
     tally = Tally(len(requests), hook if hook is not None and hook.phase == phase else None)
+    tally.arm()
     answers = await asyncio.gather(*(_tallied(tally, request) for request in requests))
     await tally.finish()
     return list(answers)

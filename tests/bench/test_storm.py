@@ -9,7 +9,7 @@ import httpx
 
 from bench.outpost_dev import OutpostDev
 from bench.stack import HUBS, basic_auth
-from bench.storm import CAPPED, STORM_HUBS, RedisTarget, leftovers, make_plan, run
+from bench.storm import CAPPED, STORM_HUBS, MidStorm, RedisTarget, leftovers, make_plan, run
 from outpost.embedded_redis import EmbeddedRedis
 
 
@@ -59,3 +59,27 @@ def test_what_is_left_is_seen_while_a_server_runs(tmp_path: Path) -> None:
     assert any(key.endswith(f":svc:{start.name}:1") for key in left["keys"]), left
     assert left["slots"] and len(left["processes"]) >= 1 and len(left["server_dirs"]) == 1, left
     assert after == {"keys": [], "slots": [], "processes": [], "server_dirs": []}
+
+
+def test_a_mid_storm_action_runs_while_the_starts_are_answered(tmp_path: Path) -> None:
+    """The failover variant's hook: here it only notes how many servers run when it fires; the
+    accounting holds as without it (the refusals' exactness is not checked with an action)."""
+    embedded = EmbeddedRedis(tmp_path / "redis", appendonly=False).start()
+    target = RedisTarget.from_url(embedded.url)
+    seen: list[int] = []
+
+    async def count_records() -> None:
+        client = target.client()
+        try:
+            seen.append(sum(1 for _ in client.scan_iter(match="outpost:hub:*:svc:*")))
+        finally:
+            client.close()
+
+    try:
+        result = run(tmp_path / "storm", 12, target, MidStorm(count_records, phase="start", after=0.5))
+    finally:
+        embedded.stop()
+    assert len(seen) == 1 and 1 <= seen[0] <= 8  # after 6 of 12 answers: some records, at most the 8 admitted
+    assert result["mid_storm"] == {"phase": "start", "after": 0.5}
+    assert "refusals exact" not in result["checks"]
+    assert all(check["ok"] for check in result["checks"].values()), result["checks"]
