@@ -117,10 +117,10 @@ def make_plan(count: int) -> Plan:
     with one server each, interleaved; the hubs take turns."""
     per_user = count // 2
     blocks = [
-        Start(STORM_HUBS[i // STARTS_PER_USER % 3], f"p{i}", f"pu{i // STARTS_PER_USER}", PER_USER)
+        Start(STORM_HUBS[i // STARTS_PER_USER % len(STORM_HUBS)], f"p{i}", f"pu{i // STARTS_PER_USER}", PER_USER)
         for i in range(per_user)
     ]
-    capped = [Start(STORM_HUBS[i % 3], f"c{i}", f"cu{i}", CAPPED) for i in range(count - per_user)]
+    capped = [Start(STORM_HUBS[i % len(STORM_HUBS)], f"c{i}", f"cu{i}", CAPPED) for i in range(count - per_user)]
     mixed = [s for pair in zip(capped, blocks, strict=False) for s in pair] + capped[len(blocks) :]
     return Plan(tuple(mixed), cap=max(1, count // 3))
 
