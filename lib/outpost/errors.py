@@ -24,7 +24,8 @@ OutpostError
  │    │    ├── OverrideNotAllowed
  │    │    ├── EnvNotAllowed        environment variables the hub may not set
  │    │    ├── TemplateNotAllowed   a `misc` string that is more than text and plain {field} placeholders
- │    │    └── HostNotAllowed       an address that is not the server's own (kubernetes: its Service)
+ │    │    ├── HostNotAllowed       an address that is not the server's own (kubernetes: its Service)
+ │    │    └── AddressTaken         an address another server or process serves (the first owner keeps it)
  │    └── BackendError           419  the backend failed to start/poll/stop a server
  ├── StoreUnavailable            503  Redis cannot be reached
  └── EventsUnavailable           503  the event broker cannot be reached
@@ -39,6 +40,7 @@ SPAWN_FAILED = 419
 
 __all__ = [
     "SPAWN_FAILED",
+    "AddressTaken",
     "BackendError",
     "BadRequest",
     "BodyTooLarge",
@@ -230,6 +232,17 @@ class TemplateNotAllowed(SpawnRefused):
 
 class HostNotAllowed(SpawnRefused):
     """A server address the backend cannot vouch for as the server it started."""
+
+
+class AddressTaken(SpawnRefused):
+    """The address a server would get is served by someone else: another hub's or user's server, the
+    outpost itself, any listener. The message names the address, never who holds it."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"The address {address} is already in use on the outpost. "
+            "Start the server without choosing a port, or choose another one."
+        )
 
 
 class BackendError(SpawnFailed):

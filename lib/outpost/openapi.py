@@ -17,7 +17,8 @@ _START_REFUSED = (
     "OverrideNotAllowed: a `misc` key the hub may not override; TemplateNotAllowed: a `misc` string with more "
     "than text and plain {field} placeholders; EnvNotAllowed: `env` names outside JUPYTERHUB_*, JUPYTER_*, JPY_* "
     "and the hub's allowedEnv, named in `args`), refused by the backend (HostNotAllowed: a dns_name_template "
-    "that does not name the server's own Service), or the backend failed (BackendError)"
+    "that does not name the server's own Service; AddressTaken: an address another server or process serves, "
+    "named in `args`), or the backend failed (BackendError)"
 )
 
 

@@ -17,6 +17,7 @@ from outpost.hooks import sanitized
 from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
 from outpost.overrides import refused_overrides, refused_templates
 from outpost.runtime import Runtime
+from outpost.store import Claim
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,15 @@ async def _start(
     async def save_state(state: dict[str, Any]) -> None:
         await runtime.store.save_backend_state(sid, state)
 
+    async def give_up(failure: errors.OutpostError) -> None:
+        """Forget the record of a failed start and say so."""
+        metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
+        log.warning("start of %s failed: %s", sid, logs.escape(failure.message))
+        await runtime.store.forget(sid)
+        if announce_tunnel:  # an async start reports failure through the hub's event stream
+            await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)
+        await quota.send_flavor_update(runtime, sid, env)
+
     flavor = runtime.flavor_policy.flavors.get(body.get("user_options", {}).get("flavor") or "")
     spec = StartSpec(
         sid=sid,
@@ -137,19 +147,17 @@ async def _start(
         started = await runtime.backend.start(spec, save_state, progress)
         address = await _answer(runtime, sid, env, started)
     except Exception as exc:
-        metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         failure = exc if isinstance(exc, errors.SpawnFailed | errors.BadRequest) else _unexpected(exc, sid)
-        log.warning("start of %s failed: %s", sid, logs.escape(failure.message))
-        await runtime.store.forget(sid)
-        if announce_tunnel:  # an async start reports failure through the hub's event stream
-            await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)
-        await quota.send_flavor_update(runtime, sid, env)
+        await give_up(failure)
         raise failure from None
+    claim = await _claim_address(runtime, sid, _host_port(address), address)
+    if claim.holder is not None:  # another live record's address: the first owner keeps it
+        await runtime.backend.stop(started.state)
+        taken = errors.AddressTaken(_host_port(address))
+        await give_up(taken)
+        raise taken
     metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
-    if await runtime.store.mark_running(sid, _host_port(address), address) not in (
-        Phase.PENDING,
-        Phase.STARTING,
-    ):
+    if claim.found not in (Phase.PENDING, Phase.STARTING):
         # A stop arrived while we were starting: it wins.
         await runtime.backend.stop(started.state)
         await runtime.store.forget(sid)
@@ -186,6 +194,29 @@ def _host_port(address: str) -> str:
     return address.split("://", 1)[-1]
 
 
+async def _claim_address(runtime: Runtime, sid: ServiceId, host_port: str, answer: str) -> Claim:
+    """Mark the record RUNNING at its address, which no other live record may hold. Ports are reused: a holder
+    whose server is gone (no poll has noticed yet) loses the address, and the claim is tried once more."""
+    claim = await runtime.store.mark_running(sid, host_port, answer)
+    if claim.holder is not None and await _server_gone(runtime, claim.holder):
+        log.info("%s takes over %s's address: its server is gone", sid, claim.holder)
+        claim = await runtime.store.mark_running(sid, host_port, answer, gone_holder=claim.holder)
+    return claim
+
+
+async def _server_gone(runtime: Runtime, holder: ServiceId) -> bool:
+    """Whether the backend says the holder's server has stopped; when it cannot tell, the holder keeps it."""
+    try:
+        view = await runtime.store.poll_view(holder)
+        if view is None:  # forgotten meanwhile
+            return True
+        state = view[1]
+        return state is not None and await runtime.backend.poll(state) is not None
+    except Exception as exc:  # an undecryptable record, a backend that cannot be asked: no proof it is gone
+        log.warning("cannot tell whether %s's server still runs (%s)", holder, type(exc).__name__)
+        return False
+
+
 def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
     log.error("backend failed for %s", sid, exc_info=(type(exc), exc, exc.__traceback__))
     return errors.BackendError(f"the outpost's backend failed ({type(exc).__name__}); see the outpost's log")
@@ -203,6 +234,8 @@ async def poll_service(call: Call) -> Reply:
         status = meta.exit_code or 0
     elif meta.phase == Phase.RUNNING and state is not None:
         status = await pod_status.cached_poll(runtime, meta, state)
+        if status is not None:  # gone: the one write a poll makes, so its address leaves the index at once
+            await runtime.store.mark_ended(sid, status)
     reply: dict[str, Any] = {"status": status}
     if call.query.get("collect_logs", "").lower() == "true":
         body, _, _ = await runtime.store.secrets(sid)

@@ -3,7 +3,8 @@
 Layout (every key is built by `key_*` below; components are percent-encoded, so ":" is safe):
   outpost:hub:{hub}:svc:{name}:{start_id}   hash   plain metadata + Fernet-encrypted `body`, `state`, `answer`
   outpost:hub:{hub}:services                set    record keys of that hub (listing never scans others)
-  outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup)
+  outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup): one owner
+                                                   per address, the first; an entry leaves when its server does
   outpost:expiry                            zset   record keys scored by the end of their runtime limit
   outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
   outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
@@ -28,7 +29,7 @@ from redis.exceptions import LockError
 from outpost.crypto import Crypt
 from outpost.errors import UndecryptableRecord
 from outpost.flavors import Limits
-from outpost.models import Phase, ServiceId, ServiceMeta
+from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
 
 log = logging.getLogger(__name__)
 PLAIN_FIELDS = (
@@ -42,6 +43,8 @@ EXPIRY = "outpost:expiry"
 CERTS_TTL_SECONDS = 900
 # What a poll reads: the phase and exit code, the status an event observed, the backend state.
 POLL_FIELDS = ("phase", "exit_code", "observed", "observed_at", "state")
+# Records in these phases keep their address against a newcomer: their server may still be there.
+HOLDING_PHASES = (*sorted(ACTIVE_PHASES), Phase.STOPPING)
 
 
 @functools.lru_cache(maxsize=65536)  # key names are built for every request; names repeat
@@ -112,6 +115,15 @@ class PollView:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What `mark_running` did: `found` is the phase the record was in (None: it is gone); `holder`, the
+    live record that keeps the address, in which case nothing changed."""
+
+    found: Phase | None
+    holder: ServiceId | None = None
+
+
+@dataclass(frozen=True)
 class AddressOwner:
     hub: str
     name: str
@@ -160,39 +172,94 @@ if ARGV[2] ~= '' then redis.call('HSET', KEYS[7], ARGV[2], KEYS[1]) end
 return 'ok'
 """
 
+# Withdraws a record's address from the index, unless another record holds it by now.
+_WITHDRAW = """
+local function withdraw(record, addresses)
+  local address = redis.call('HGET', record, 'address')
+  if address and address ~= '' and redis.call('HGET', addresses, address) == record then
+    redis.call('HDEL', addresses, address)
+  end
+end
+"""
+
 # Deletes a record and everything pointing at it; frees its slot exactly once.
 # KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots, expiry
-_FORGET = """
+_FORGET = (
+    _WITHDRAW
+    + """
 if redis.call('HGET', KEYS[1], 'slot') == '1' then
   for i = 5, 7 do
     if tonumber(redis.call('DECR', KEYS[i])) < 0 then redis.call('SET', KEYS[i], 0) end
   end
 end
-local address = redis.call('HGET', KEYS[1], 'address')
-if address and address ~= '' and redis.call('HGET', KEYS[4], address) == KEYS[1] then
-  redis.call('HDEL', KEYS[4], address)
-end
+withdraw(KEYS[1], KEYS[4])
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('SREM', KEYS[2], KEYS[1])
 redis.call('ZREM', KEYS[8], KEYS[1])
 """
+)
+
+# Whether a value is one of a list joined by ",".
+_LISTED = """
+local function listed(value, list)
+  for item in string.gmatch(list, '[^,]+') do
+    if item == value then return true end
+  end
+  return false
+end
+"""
 
 # Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
-# KEYS: record, and optionally the address index, which then maps the record's address to it in the
-# same step. ARGV: new phase, allowed phases joined by ",", then field/value pairs
-_TRANSITION = """
+# KEYS: record. ARGV: new phase, allowed phases joined by ",", then field/value pairs
+_TRANSITION = (
+    _LISTED
+    + """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
-for allowed in string.gmatch(ARGV[2], '[^,]+') do
-  if allowed == phase then
-    redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3))
-    local address = KEYS[2] and redis.call('HGET', KEYS[1], 'address')
-    if address and address ~= '' then redis.call('HSET', KEYS[2], address, KEYS[1]) end
-    return phase
-  end
-end
+if listed(phase, ARGV[2]) then redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 3)) end
 return phase
 """
+)
+
+# Marks a record RUNNING at an address and maps the address to it in the SSH daemon's index, in one step,
+# unless the address maps to another record that still holds it: the first owner keeps it. A holder whose
+# server the caller saw gone (ports are reused) loses it, while its record stays; so does an earlier start
+# of the same server (same hub, name and user), whose pod the Kubernetes backend replaces under the same name.
+# KEYS: record, address index. ARGV: address ("": none, the server posts it to the hub itself), phases to
+# start from and holding phases joined by ",",
+# the key of a holder seen gone ("": none), then field/value pairs.
+# Answers the phase found, plus the holder's hub, name and start_id when refused.
+_CLAIM = (
+    _LISTED
+    + """
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if not phase then return false end
+if not listed(phase, ARGV[2]) then return {phase} end
+local holder = ARGV[1] ~= '' and redis.call('HGET', KEYS[2], ARGV[1])
+if holder and holder ~= KEYS[1] and holder ~= ARGV[4] then
+  local found = redis.call('HMGET', holder, 'phase', 'hub', 'name', 'start_id', 'user')
+  local mine = redis.call('HMGET', KEYS[1], 'hub', 'name', 'user')
+  local earlier = found[2] == mine[1] and found[3] == mine[2] and found[5] == mine[3]
+  if found[1] and listed(found[1], ARGV[3]) and not earlier then return {phase, found[2], found[3], found[4]} end
+end
+redis.call('HSET', KEYS[1], 'phase', 'running', 'address', ARGV[1], unpack(ARGV, 5))
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], KEYS[1]) end
+return {phase}
+"""
+)
+
+# Marks a RUNNING record whose server is gone as ended and withdraws its address, in one step; answers
+# whether it did (a second poll of the same ended server writes nothing).
+# KEYS: record, address index. ARGV: new phase, then field/value pairs
+_END = (
+    _WITHDRAW
+    + """
+if redis.call('HGET', KEYS[1], 'phase') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'phase', ARGV[1], unpack(ARGV, 2))
+withdraw(KEYS[1], KEYS[2])
+return 1
+"""
+)
 
 
 # Replaces a field only if it still holds the value we read (a concurrent write wins).
@@ -305,6 +372,8 @@ class Store:
         self._create = client.register_script(_CREATE)
         self._forget = client.register_script(_FORGET)
         self._transition = client.register_script(_TRANSITION)
+        self._claim = client.register_script(_CLAIM)
+        self._end = client.register_script(_END)
         self._import = client.register_script(_IMPORT)
 
     # --- writes -------------------------------------------------------------------------------
@@ -362,20 +431,12 @@ class Store:
         return _text(verdict)
 
     async def transition(
-        self,
-        sid: ServiceId,
-        to: Phase,
-        allowed_from: Sequence[Phase],
-        *,
-        publish_address: bool = False,
-        **fields: str | bytes,
+        self, sid: ServiceId, to: Phase, allowed_from: Sequence[Phase], **fields: str | bytes
     ) -> Phase | None:
-        """Atomically set `to` if the phase is one of `allowed_from`; returns the phase found.
-        `publish_address`: in the same step, the SSH daemon's index maps the address to the record."""
+        """Atomically set `to` if the phase is one of `allowed_from`; returns the phase found."""
         fields["last_update"] = now_iso()
         found = await self._transition(
-            keys=[key_record(sid), ADDRESSES] if publish_address else [key_record(sid)],
-            args=[to.value, ",".join(p.value for p in allowed_from), *_flatten(fields)],
+            keys=[key_record(sid)], args=[to.value, ",".join(p.value for p in allowed_from), *_flatten(fields)]
         )
         return Phase(_text(found)) if found else None
 
@@ -393,16 +454,36 @@ class Store:
             mapping={"state": self.crypt.encrypt_json(state), "state_stored": "1", "last_update": now_iso()},
         )
 
-    async def mark_running(self, sid: ServiceId, address: str, answer: str) -> Phase | None:
-        """PENDING/STARTING -> RUNNING and publish the address for the SSH daemon."""
-        return await self.transition(
-            sid,
-            Phase.RUNNING,
-            (Phase.PENDING, Phase.STARTING),
-            publish_address=True,
-            address=address,
-            answer=self.crypt.encrypt_json(answer),
+    async def mark_running(
+        self, sid: ServiceId, address: str, answer: str, *, gone_holder: ServiceId | None = None
+    ) -> Claim:
+        """PENDING/STARTING -> RUNNING and publish the address ("host:port") for the SSH daemon, unless another
+        record still holds it. `gone_holder`: a holder whose server the caller found gone; it loses the address."""
+        fields: dict[str, str | bytes] = {"answer": self.crypt.encrypt_json(answer), "last_update": now_iso()}
+        found = await self._claim(
+            keys=[key_record(sid), ADDRESSES],
+            args=[
+                address,
+                f"{Phase.PENDING},{Phase.STARTING}",
+                ",".join(HOLDING_PHASES),
+                key_record(gone_holder) if gone_holder else "",
+                *_flatten(fields),
+            ],
         )
+        if not found:
+            return Claim(None)
+        phase, *holder = (_text(value) for value in found)
+        return Claim(Phase(phase), ServiceId(*holder) if holder else None)
+
+    async def mark_ended(self, sid: ServiceId, exit_code: int) -> bool:
+        """RUNNING -> STOPPED (exit code 0) or FAILED, and the address leaves the SSH daemon's index: what a
+        poll that finds the server gone writes, once; False when the record was not RUNNING."""
+        ended = Phase.STOPPED if exit_code == 0 else Phase.FAILED
+        done = await self._end(
+            keys=[key_record(sid), ADDRESSES],
+            args=[ended.value, "exit_code", str(exit_code), "last_update", now_iso()],
+        )
+        return bool(done)
 
     async def forget(self, sid: ServiceId) -> None:
         """Delete the record, its index entry, address and certs; free its slot exactly once."""

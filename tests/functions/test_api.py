@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from outpost.models import ServiceId
 from outpost.runtime import get_runtime
-from outpost.store import key_index, key_record
+from outpost.store import ADDRESSES, key_index, key_record
 from tests.conftest import TINY_ENV, HubReceiver, basic, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -80,10 +80,14 @@ async def test_start_id_defaults_to_zero_in_paths(api: httpx.AsyncClient) -> Non
     assert (await api.delete("/services/srv", headers=A)).status_code == 200
 
 
-async def test_poll_reports_exit_code_of_a_crashed_server(api: httpx.AsyncClient) -> None:
+async def test_poll_reports_exit_code_of_a_crashed_server(api: httpx.AsyncClient, redis: aioredis.Redis) -> None:
     assert (await start(api, start_body())).status_code == 200
+    record = key_record(ServiceId("hubA", "srv", "1"))
+    running = await redis.hgetall(record)
     polled = (await api.get("/services/srv/1", headers=A, params={"collect_logs": "true"})).json()
     assert polled["status"] is None and polled["logs"]
+    assert await redis.hgetall(record) == running  # a poll of a running server writes nothing
+    assert list((await redis.hgetall(ADDRESSES)).values()) == [record.encode()]
     # Kill the server behind the outpost's back: poll must then answer its exit status.
     _, state = await (await get_runtime()).store.poll_view(ServiceId("hubA", "srv", "1")) or (None, None)
     assert state is not None
@@ -95,6 +99,12 @@ async def test_poll_reports_exit_code_of_a_crashed_server(api: httpx.AsyncClient
             break
         await asyncio.sleep(0.05)
     assert status == -9 or status == 137
+    # The poll that saw it gone ended the record and withdrew its address, in one write; later polls write nothing.
+    assert await redis.hgetall(ADDRESSES) == {}
+    ended = await redis.hgetall(record)
+    assert (ended[b"phase"], ended[b"exit_code"]) == (b"failed", str(status).encode())
+    assert (await api.get("/services/srv/1", headers=A)).json() == {"status": status}
+    assert await redis.hgetall(record) == ended
     assert (await api.delete("/services/srv/1", headers=A)).status_code == 200
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import getpass
+import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from traitlets.config import Config
 from outpost import names
 from outpost.backends.base import StartSpec
 from outpost.backends.spawner import SpawnerBackend, resolve
-from outpost.errors import BackendError, ConfigurationError, HostNotAllowed
+from outpost.errors import AddressTaken, BackendError, ConfigurationError, HostNotAllowed
 from outpost.models import ServiceId
 from tests.conftest import TINY_SERVER
 from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet
@@ -97,6 +99,26 @@ async def test_local_process_spawner_runs_a_real_server(tmp_path: Path) -> None:
     await backend.stop(started.state)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert await backend.poll(started.state) == 0
+
+
+async def test_a_local_spawners_address_is_published_only_when_its_own_process_listens_there(
+    tmp_path: Path,
+) -> None:
+    """LocalProcessSpawner answers as soon as it has launched the process, with the port it was given: another
+    process listening there (another hub's server, the outpost's API) would be published as the server."""
+    backend = SpawnerBackend(local_config(), "localprocess", tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        recorder = Recorder()
+        with pytest.raises(AddressTaken, match=re.escape(f"The address 127.0.0.1:{port} is already in use")):
+            await backend.start(spec(getpass.getuser(), misc={"port": port, "ip": "127.0.0.1"}), recorder.save,
+                                recorder.report)  # fmt: skip
+    assert not [
+        child for child in psutil.Process().children(recursive=True)
+        if child.status() != psutil.STATUS_ZOMBIE and f":{port}/" in child.environ().get("JUPYTERHUB_SERVICE_URL", "")
+    ]  # fmt: skip  # the server it launched is stopped
 
 
 async def test_a_spawner_that_cannot_start_is_a_failed_start(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import psutil
 import pytest
 from traitlets.config import Config
 
+from outpost.backends import local
 from outpost.backends.base import StartSpec
 from outpost.backends.local import (
     LocalBackend,
@@ -26,9 +29,11 @@ from outpost.backends.local import (
     _running_from_proc,
     _running_from_psutil,
 )
-from outpost.errors import BackendError, InvalidBody
+from outpost.backends.sockets import _proc_listeners
+from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.models import ServiceId
 from tests.conftest import OWN_USER, TINY_SERVER
+from tests.sshd.helpers import until
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -194,3 +199,97 @@ async def test_logs_hold_the_servers_output(tmp_path: Path) -> None:
     assert any("tiny server for alice" in line for line in await backend.logs(started.state))
     await backend.stop(started.state)
     assert await backend.logs(started.state) == []
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # ended, not collected yet
+    except psutil.NoSuchProcess:
+        return True
+
+
+def listener(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A socket of this test's process, so of no server's process group."""
+    sock = socket.socket()
+    sock.bind((host, port))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+async def test_a_port_another_process_listens_on_is_refused_and_nothing_is_left(tmp_path: Path, host: str) -> None:
+    backend = make_backend(tmp_path)
+    recorder = Recorder()
+    with listener(host) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(AddressTaken, match=re.escape(f"The address 127.0.0.1:{port} is already in use")):
+            await backend.start(spec({"port": port}), recorder.save, recorder.report)
+    assert await backend.running() == []  # the server it started is stopped, its directory gone
+    assert recorder.states and not Path(recorder.states[0]["dir"]).exists()
+    assert gone(recorder.states[0]["pid"])
+
+
+async def test_a_listener_that_comes_while_the_server_starts_is_refused(tmp_path: Path) -> None:
+    with listener() as probe:
+        port = probe.getsockname()[1]
+    backend = make_backend(tmp_path, env={"TINY_DELAY": "30"})  # the server would listen only after 30 s
+    recorder = Recorder()
+    starting = asyncio.create_task(backend.start(spec({"port": port}), recorder.save, recorder.report))
+    await until(lambda: bool(recorder.states), 10, "the server's state")
+    with listener(port=port):
+        with pytest.raises(AddressTaken):
+            await asyncio.wait_for(starting, 10)
+    assert await backend.running() == []
+
+
+@pytest.mark.parametrize(
+    ("allowed", "misc", "bound"),
+    [
+        (None, {"ip": "0.0.0.0"}, "127.0.0.1"),  # what the OutpostSpawner sends: ignored, not refused
+        (None, {"ip": "10.11.12.13"}, "127.0.0.1"),
+        (["127.0.0.1", "0.0.0.0"], {"ip": "0.0.0.0"}, "0.0.0.0"),
+        (["127.0.0.1", "0.0.0.0"], {}, "127.0.0.1"),
+    ],
+)
+async def test_the_bind_address_is_the_administrators(
+    tmp_path: Path, allowed: list[str] | None, misc: dict[str, Any], bound: str
+) -> None:
+    backend = make_backend(tmp_path, **({"allowed_ips": allowed} if allowed else {}))
+    started = await backend.start(spec(misc), Recorder().save, Recorder().report)
+    try:
+        assert started.address == f"http://127.0.0.1:{started.state['port']}"
+        listening = {str(address) for address, _ in _proc_listeners(started.state["port"])}
+        assert listening == {bound}
+        server = psutil.Process(started.state["pid"]).children()[0]
+        assert server.environ()["JUPYTERHUB_SERVICE_URL"].startswith(f"http://{bound}:")
+    finally:
+        await backend.stop(started.state)
+
+
+async def test_a_free_port_taken_before_the_server_binds_it_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of two starts handed the same free port: the loser starts again on another one."""
+    picked: list[int] = []
+    real_free_port = local._free_port
+    with listener() as taken:
+
+        def free_port(ip: str) -> int:
+            picked.append(real_free_port(ip) if picked else taken.getsockname()[1])
+            return picked[-1]
+
+        monkeypatch.setattr(local, "_free_port", free_port)
+        recorder = Recorder()
+        started = await make_backend(tmp_path).start(spec(), recorder.save, recorder.report)
+        assert started.state["port"] == picked[1] != picked[0]
+        assert [state["port"] for state in recorder.states] == picked
+        assert gone(recorder.states[0]["pid"])  # the first attempt's server is stopped
+        await make_backend(tmp_path).stop(started.state)
+
+
+async def test_a_hub_cannot_widen_the_addresses_its_misc_ip_may_choose(tmp_path: Path) -> None:
+    with pytest.raises(OverrideNotAllowed, match="does not allow overriding: allowed_ips"):
+        await make_backend(tmp_path).start(
+            spec({"ip": "0.0.0.0", "allowed_ips": ["0.0.0.0"]}), Recorder().save, Recorder().report
+        )
+    assert await make_backend(tmp_path).running() == []

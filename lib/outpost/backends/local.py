@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,15 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
+from outpost.backends import sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.backends.privileges import ServerUser, server_user
-from outpost.errors import BackendError, InvalidBody, OverrideNotAllowed
+from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.files import private_dir
 from outpost.models import ServiceId
 
 LOG_TAIL_LINES = 200
+FREE_PORT_ATTEMPTS = 3
 # Runs the command, then writes its exit status where poll can read it. The wrapper's stdin is the
 # exit-code file, opened for writing by the outpost in its own directory; the command gets /dev/null
 # instead, so the server can neither reach the file by path nor inherit a way to write it.
@@ -53,8 +56,15 @@ class LocalProcessBackend(Configurable):
         config=True
     )
     args = List(Unicode(), help="Extra arguments appended to cmd").tag(config=True)
-    ip = Unicode("127.0.0.1", help="Address the server binds to").tag(config=True)
-    port = Int(0, help="Port the server listens on; 0 picks a free one").tag(config=True)
+    ip = Unicode("127.0.0.1", help="Address the server binds to, unless a hub's misc.ip names one of allowed_ips").tag(
+        config=True
+    )
+    allowed_ips = List(
+        Unicode(), default_value=["127.0.0.1"], help="Addresses a hub's misc.ip may choose; any other is ignored"
+    ).tag(config=True)
+    port = Int(
+        0, help="Port the server listens on; 0 picks a free one. A start fails if another process listens there"
+    ).tag(config=True)
     notebook_dir = Unicode("", help="Working directory; default: one per hub and user in the data directory").tag(
         config=True
     )
@@ -74,8 +84,9 @@ class LocalProcessBackend(Configurable):
     ).tag(config=True)
 
 
-# Chosen by the administrator alone: a hub choosing them would choose who its server runs as.
-_ADMIN_ONLY = frozenset({"run_as", "home_root"})
+# Chosen by the administrator alone: a hub choosing them would choose who its server runs as, or where
+# it may listen.
+_ADMIN_ONLY = frozenset({"run_as", "home_root", "allowed_ips"})
 
 
 _OPTION_NAMES = frozenset(LocalProcessBackend.class_trait_names(config=True))
@@ -188,7 +199,8 @@ def _running(state: dict[str, Any]) -> bool:
     return (_running_from_proc if _HAS_PROC else _running_from_psutil)(pid, create_time)
 
 
-def _live_in_group_from_proc(pgid: int) -> bool:
+def _group_from_proc(pgid: int) -> Iterator[int]:
+    """The pids of the group's members other than zombies, found as they come."""
     wanted = str(pgid).encode()
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -197,20 +209,26 @@ def _live_in_group_from_proc(pgid: int) -> bool:
             except OSError:  # gone meanwhile
                 continue
             if fields[2:3] == [wanted] and fields[0] != b"Z":
-                return True
-    return False
+                yield int(entry.name)
 
 
-def _live_in_group_from_psutil(pgid: int) -> bool:
+def _group_from_psutil(pgid: int) -> Iterator[int]:
     import psutil
 
     for proc in psutil.process_iter(["pid", "status"]):
         try:
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
+                yield proc.pid
         except (ProcessLookupError, PermissionError):
             continue
-    return False
+
+
+def _live_in_group_from_proc(pgid: int) -> bool:
+    return any(_group_from_proc(pgid))
+
+
+def _live_in_group_from_psutil(pgid: int) -> bool:
+    return any(_group_from_psutil(pgid))
 
 
 def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
@@ -287,8 +305,28 @@ class LocalBackend:
             raise InvalidBody(f"invalid backend option in misc: {exc}") from None
         return options
 
+    def _bind_ip(self, options: LocalProcessBackend, misc: dict[str, Any]) -> None:
+        """The address a server binds to is the administrator's: a hub's misc.ip counts only if allowed_ips
+        lists it (the OutpostSpawner sends 0.0.0.0 by default, so anything else is ignored, not refused)."""
+        requested = misc.get("ip")
+        chosen = requested if requested in self._defaults.allowed_ips else self._defaults.ip
+        if options.ip != chosen:  # then misc named ip, and `options` is this start's own copy
+            options.ip = chosen
+
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
+        for _ in range(FREE_PORT_ATTEMPTS - 1):
+            try:
+                return await self._start_once(spec, save_state, progress)
+            except AddressTaken:
+                # A port we picked was free when we looked; someone took it before the server bound it (two
+                # starts can be handed the same one). A port the hub or administrator chose is not ours to change.
+                if self._options(spec.misc).port:
+                    raise
+        return await self._start_once(spec, save_state, progress)
+
+    async def _start_once(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec.misc)
+        self._bind_ip(options, spec.misc)
         home = self._home(spec)  # first: as root without run_as, this refuses before anything exists
         workdir = self._server_dir(spec.sid)
         files = self._home_root / ".servers" / workdir.name  # for the server's user: certificate files
@@ -371,22 +409,12 @@ class LocalBackend:
         return scheme, env
 
     async def _wait_ready(self, state: dict[str, Any], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        pause = 0.005  # a quick server answers within milliseconds; a notebook server takes seconds
-        while time.monotonic() < deadline:
-            if not _running(state):
-                code = await self.poll(state)
-                await self.stop(state)
-                raise BackendError(f"the server exited with code {code} before it was ready")
-            try:
-                _, writer = await asyncio.open_connection(state["host"], state["port"])
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.05)
-        await self.stop(state)
-        raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
+        """Ready once the server's own process group listens at its address: connecting is not enough, since
+        whatever else listens there (another hub's server, the outpost's API) would answer too."""
+        pgid = int(state["pid"])  # the `sh` wrapper leads the group; the server is its child
+        await sockets.wait_until_served(
+            state["host"], int(state["port"]), lambda: _group_members(pgid), lambda: self.poll(state), timeout
+        )
 
     async def poll(self, state: dict[str, Any]) -> int | None:
         if _running(state):
@@ -458,3 +486,8 @@ def _group_exists(pgid: int) -> bool:
 def _live_in_group(pgid: int) -> bool:
     """Whether a process other than a zombie is in the group: a look at every process."""
     return (_live_in_group_from_proc if _HAS_PROC else _live_in_group_from_psutil)(pgid)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Every process of the group other than zombies: a look at every process."""
+    return list((_group_from_proc if _HAS_PROC else _group_from_psutil)(pgid))

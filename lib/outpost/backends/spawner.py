@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import hashlib
 import inspect
 import logging
@@ -28,6 +29,7 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from outpost import names
+from outpost.backends import sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec
 from outpost.backends.standins import HubStandIn, OrmSpawnerStandIn, user_of
 from outpost.errors import BackendError, ConfigurationError, HostNotAllowed, InvalidBody, shown
@@ -179,12 +181,13 @@ class SpawnerBackend:
         await save_state(state)  # before start: a stop must find what a crashed start left
         try:
             result = await self._run_start(spawner, progress)
+            address = _address(result, ssl)
+            await _prove_local_address(spawner, address)
         except Exception:
             await self._discard(spawner, state)
             raise
         state["spawner"] = spawner.get_state()
         self._live[_key(state)] = spawner
-        address = _address(result, ssl)
         log.info("%s started %s", self._class.__name__, spec.sid)
         return Started(address=address, state=state, spawner=spawner, response=result)
 
@@ -260,9 +263,7 @@ class SpawnerBackend:
         return spawner
 
     async def poll(self, state: dict[str, Any]) -> int | None:
-        status = self._resume(state).poll()
-        result = await status if inspect.isawaitable(status) else status
-        return None if result is None else int(result)
+        return await _exit_code(self._resume(state))
 
     async def stop(self, state: dict[str, Any]) -> None:
         spawner = self._resume(state)
@@ -295,6 +296,25 @@ def _configured(cls: type[Spawner], config: Config, trait: str) -> Any:
 
 def _key(state: dict[str, Any]) -> str:
     return "/".join(state["service"])
+
+
+async def _exit_code(spawner: Spawner) -> int | None:
+    status = spawner.poll()
+    result = await status if inspect.isawaitable(status) else status
+    return None if result is None else int(result)
+
+
+async def _prove_local_address(spawner: Spawner, address: str) -> None:
+    """A spawner that runs a local process (it has a pid, as LocalProcessSpawner): its address is published
+    only once that process, or one it started, listens there and nobody else does. A spawner answers as soon
+    as it has launched the process, so this also waits for the server, as JupyterHub would (http_timeout)."""
+    pid = getattr(spawner, "pid", 0)
+    if not isinstance(pid, int) or pid <= 0:
+        return  # a pod, a batch job: no local process to look at
+    url = urlparse(address)
+    members = functools.partial(sockets.process_tree, pid)
+    exit_code = functools.partial(_exit_code, spawner)
+    await sockets.wait_until_served(url.hostname or "", url.port or 0, members, exit_code, float(spawner.http_timeout))
 
 
 async def _forward_progress(spawner: Spawner, progress: Progress) -> None:
