@@ -7,7 +7,9 @@
 #   knative/deploy.sh ... --release NAME  # the chart's release, when the namespace has several
 #
 # Install the chart first, under any release name: the functions read its ConfigMaps
-# <fullname>-config/-env, the Secret <fullname>-redis and run as its service accounts, where
+# <fullname>-config/-env, the Secret <fullname>-redis and run as its service accounts, and get
+# the pod extras of ConfigMap <fullname>-extras (the chart's extraEnvVars, extraEnvVarsCMs,
+# extraEnvVarsSecrets, extraVolumes, extraVolumeMounts, initContainers, sidecars), where
 # <fullname> is the chart's name for its objects ("outpost" for release "outpost"). The chart
 # labels its -env ConfigMap with outpost.jupyterhub.org/fullname; this script reads that label
 # (the one release in the namespace, or --release NAME) and names everything it deploys
@@ -104,7 +106,8 @@ if [[ "${DRY_RUN}" -eq 0 ]]; then
   # resourceVersions change whenever the chart's configuration or a referenced secret changes.
   FINGERPRINT="$(
     "${KUBECTL}" get -n "${NAMESPACE}" --ignore-not-found \
-      "configmap/${FULLNAME}-config" "configmap/${FULLNAME}-env" "secret/${FULLNAME}-redis" \
+      "configmap/${FULLNAME}-config" "configmap/${FULLNAME}-env" "configmap/${FULLNAME}-extras" \
+      "secret/${FULLNAME}-redis" \
       "secret/${CRYPT_SECRET}" "secret/${USERS_SECRET}" \
       -o 'jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}' \
       | sha256sum | cut -c1-16
@@ -130,6 +133,48 @@ for file in "${HERE}"/outpost-*.yaml "${HERE}/eventing.yaml"; do
     -e "s#config-fingerprint: \"unset\"#config-fingerprint: \"${FINGERPRINT}\"#" \
     -e "s#broker.class: MTChannelBasedBroker#broker.class: ${BROKER_CLASS}#" \
     "${file}" >"${RENDERED}/$(basename "${file}")"
+done
+
+# The chart's pod extras, one JSON object a line per list (a release older than the ConfigMap has none).
+extras() {
+  "${KUBECTL}" get configmap "${FULLNAME}-extras" -n "${NAMESPACE}" --ignore-not-found -o "jsonpath={.data.$1}" \
+    || die "cannot read configmap ${FULLNAME}-extras in ${NAMESPACE}"
+}
+# Through the environment: awk -v would undo the backslash escapes inside the JSON.
+EXTRA_ENV="$(extras env)" EXTRA_ENV_FROM="$(extras envFrom)" EXTRA_MOUNTS="$(extras volumeMounts)" \
+  EXTRA_VOLUMES="$(extras volumes)" EXTRA_INIT="$(extras initContainers)" EXTRA_CONTAINERS="$(extras containers)"
+export EXTRA_ENV EXTRA_ENV_FROM EXTRA_MOUNTS EXTRA_VOLUMES EXTRA_INIT EXTRA_CONTAINERS
+# Each extra is appended (a JSON object is YAML) to its list in the function's pod spec, as the
+# chart appends them on the daemon: a list ends at the next line indented no deeper than its key.
+# The anchors are the lines of knative/outpost-*.yaml that open those lists.
+for fn in "${FUNCTIONS[@]}"; do
+  file="${RENDERED}/outpost-${fn}.yaml"
+  awk '
+    function items(name, indent,   n, lines, i) {
+      n = split(ENVIRON[name], lines, "\n")
+      for (i = 1; i <= n; i++) if (lines[i] != "") print indent "- " lines[i]
+    }
+    # inner: an open list of the container (key at 10 spaces); outer: of the pod spec (6 spaces).
+    NF {
+      match($0, /^ */)
+      if (inner != "" && RLENGTH <= 10) { items(inner, "            "); inner = "" }
+      if (outer != "" && RLENGTH <= 6) { items(outer, "        "); outer = "" }
+    }
+    /^      containers:$/ {
+      if (ENVIRON["EXTRA_INIT"] != "") { print "      initContainers:"; items("EXTRA_INIT", "        ") }
+      outer = "EXTRA_CONTAINERS"
+    }
+    /^      volumes:$/ { outer = "EXTRA_VOLUMES" }
+    /^          env:$/ { inner = "EXTRA_ENV" }
+    /^          envFrom:$/ { inner = "EXTRA_ENV_FROM" }
+    /^          volumeMounts:$/ { inner = "EXTRA_MOUNTS" }
+    { print }
+    END {
+      if (inner != "") items(inner, "            ")
+      if (outer != "") items(outer, "        ")
+    }
+  ' "${file}" >"${file}.extras"
+  mv "${file}.extras" "${file}"
 done
 
 # kn <kind...> NAME: "create" when absent, else "update" (kn's create fails on existing objects).

@@ -1,24 +1,56 @@
-"""The daemon's keys: a host key generated once and persisted, and the authorized keys mapped to hubs."""
+"""The daemon's keys: a host key generated once and persisted, and the authorized keys mapped to hubs.
+
+Each `sshPublicKeys` entry is an `authorized_keys` line (options allowed, as OpenSSH reads them),
+parsed by asyncssh; `from=` is matched by asyncssh too. What the options mean here:
+`from=` and `expiry-time=` decide whether the key may log in from this address now;
+`restrict` / `no-port-forwarding` (unless a later `port-forwarding` lifts it) forbid every forward;
+`permitopen=` narrows the destinations further. Session options (`command=`, `pty`, X11, agent,
+`environment=`, ...) are accepted and change nothing: sessions are refused anyway.
+"""
 
 from __future__ import annotations
 
+import datetime
+import enum
+import ipaddress
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import asyncssh
+
+# asyncssh's parser of one authorized_keys line (its key, options and `from=` matching). Its public
+# SSHAuthorizedKeys only answers for a key and a client address, and the options are needed at start.
+from asyncssh.auth_keys import _SSHAuthorizedKeyEntry as AuthorizedKeyLine
+from asyncssh.misc import OptionsParser
 
 from outpost.errors import ConfigurationError
 from outpost.settings import SSHKeyEntry
 
-__all__ = ["AuthorizedKeys", "Grant", "load_host_key"]
+__all__ = ["AuthorizedKeys", "Grant", "KeyRefusal", "Rule", "load_host_key"]
 
 logger = logging.getLogger(__name__)
 
 HOST_KEY_ALGORITHM = "ssh-ed25519"
+
+# OpenSSH's key options (sshd(8), AUTHORIZED_KEYS FILE FORMAT) that have nothing to do for a
+# daemon without sessions, listeners or tunnels. Anything else is refused: a misspelt `form=` must
+# not silently widen access, and certificate options would make the line a CA, not a key.
+SESSION_OPTIONS = frozenset(
+    {
+        "command", "environment", "pty", "no-pty", "user-rc", "no-user-rc", "agent-forwarding",
+        "no-agent-forwarding", "X11-forwarding", "no-X11-forwarding", "x11-forwarding", "no-x11-forwarding",
+        "permitlisten", "tunnel", "no-touch-required",
+    }
+)  # fmt: skip
+FORWARDING_OPTIONS = frozenset({"restrict", "no-port-forwarding", "port-forwarding"})
+KNOWN_OPTIONS = SESSION_OPTIONS | FORWARDING_OPTIONS | {"from", "permitopen", "expiry-time"}
+EXPIRY_TIME = re.compile(r"(\d{8})(\d{4}(\d{2})?)?(Z?)")
 
 
 def load_host_key(path: Path) -> asyncssh.SSHKey:
@@ -51,40 +83,184 @@ def load_host_key(path: Path) -> asyncssh.SSHKey:
     return key
 
 
+class KeyRefusal(enum.StrEnum):
+    """Why a key may not log in: the metric's label and the log line's `reason=`."""
+
+    UNKNOWN = "unknown-key"
+    FROM = "from-mismatch"
+    EXPIRED = "key-expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What one `sshPublicKeys` entry lets its key reach: the services of `hubs` (every hub when
+    None), only if `forwarding`, and only at `permitopen`'s (host, port or None) when it is set."""
+
+    hubs: frozenset[str] | None
+    forwarding: bool = True
+    permitopen: frozenset[tuple[str, int | None]] | None = None
+
+    def permits(self, host: str, port: int) -> bool:
+        if not self.forwarding:
+            return False
+        return self.permitopen is None or (host, port) in self.permitopen or (host, None) in self.permitopen
+
+    def allows(self, hub: str, host: str, port: int) -> bool:
+        return self.permits(host, port) and (self.hubs is None or hub in self.hubs)
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What an authorized key may reach: the services of `hubs`, or of every hub when `hubs` is None."""
+    """What an authenticated key may reach: anything one of its entries that let it in allows."""
 
     fingerprint: str
-    hubs: frozenset[str] | None
+    rules: tuple[Rule, ...]
 
-    def allows(self, hub: str) -> bool:
-        return self.hubs is None or hub in self.hubs
+    def permits(self, host: str, port: int) -> bool:
+        """Whether the key's options let it forward to host:port at all (before any lookup)."""
+        return any(rule.permits(host, port) for rule in self.rules)
+
+    def allows(self, hub: str, host: str, port: int) -> bool:
+        return any(rule.allows(hub, host, port) for rule in self.rules)
 
     def describe(self) -> str:
-        return "*" if self.hubs is None else ",".join(sorted(self.hubs))
+        if any(rule.hubs is None for rule in self.rules):
+            return "*"
+        return ",".join(sorted(set().union(*(rule.hubs or () for rule in self.rules))))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    index: int
+    line: AuthorizedKeyLine  # asyncssh's parse of this entry: it matches `from=` for us
+    rule: Rule
+    expires: datetime.datetime | None
+    summary: str
 
 
 class AuthorizedKeys:
-    """Public key -> `Grant`. A key listed several times gets the union of its entries."""
+    """Public key -> its entries. A key listed several times gets what each entry that lets it in allows."""
 
     def __init__(self, entries: Iterable[str | SSHKeyEntry]) -> None:
-        grants: dict[bytes, Grant] = {}
-        for index, entry in enumerate(entries):
-            line, hub = (entry, None) if isinstance(entry, str) else (entry.key, entry.hub)
+        self._entries: dict[bytes, list[_Entry]] = {}
+        self._fingerprints: dict[bytes, str] = {}
+        for index, item in enumerate(entries):
+            line, hub = (item, None) if isinstance(item, str) else (item.key, item.hub)
             try:
-                key = asyncssh.import_public_key(line.strip())
+                key, entry = _parse(index, line.strip(), hub)
             except (asyncssh.KeyImportError, ValueError) as exc:
-                raise ConfigurationError(f"sshPublicKeys[{index}]: not a public key line ({exc})") from None
-            hubs = None if hub is None else frozenset({hub})
-            previous = grants.get(key.public_data)
-            if previous is not None:
-                hubs = None if hubs is None or previous.hubs is None else previous.hubs | hubs
-            grants[key.public_data] = Grant(key.get_fingerprint(), hubs)
-        self._grants = grants
+                raise ConfigurationError(f"sshPublicKeys[{index}]: not an authorized_keys line ({exc})") from None
+            self._entries.setdefault(key.public_data, []).append(entry)
+            self._fingerprints[key.public_data] = key.get_fingerprint()
 
     def __len__(self) -> int:
-        return len(self._grants)
+        return len(self._entries)
 
-    def grant_for(self, key: asyncssh.SSHKey) -> Grant | None:
-        return self._grants.get(key.public_data)
+    def describe(self) -> Iterator[str]:
+        """One line per entry for the start-up log: fingerprint, hub and options, never the key itself."""
+        for public_data, entries in self._entries.items():
+            for entry in entries:
+                hub = "*" if entry.rule.hubs is None else ",".join(sorted(entry.rule.hubs))
+                yield f"sshPublicKeys[{entry.index}] key={self._fingerprints[public_data]} hub={hub} {entry.summary}"
+
+    def grant_for(
+        self, key: asyncssh.SSHKey, client_addr: str, now: datetime.datetime | None = None
+    ) -> Grant | KeyRefusal:
+        """The grant of `key` logging in from `client_addr` (an IP address) at `now`, or why it may not."""
+        entries = self._entries.get(key.public_data)
+        if not entries:
+            return KeyRefusal.UNKNOWN
+        reachable = [entry for entry in entries if _from_matches(entry.line, client_addr)]
+        if not reachable:
+            return KeyRefusal.FROM
+        moment = now or datetime.datetime.now(datetime.UTC)
+        current = [entry for entry in reachable if entry.expires is None or moment < entry.expires]
+        if not current:
+            return KeyRefusal.EXPIRED
+        return Grant(self._fingerprints[key.public_data], tuple(entry.rule for entry in current))
+
+
+def _from_matches(line: AuthorizedKeyLine, client_addr: str) -> bool:
+    if "from" not in line.options:
+        return True
+    try:
+        address = ipaddress.ip_address(client_addr)
+    except ValueError:
+        return False
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; OpenSSH matches them as a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    # As OpenSSH with `UseDNS no`: host patterns see the address; a reverse lookup is the client's to forge.
+    return bool(line.match_options(str(address), str(address), None))
+
+
+def _parse(index: int, text: str, hub: str | None) -> tuple[asyncssh.SSHKey, _Entry]:
+    line = AuthorizedKeyLine(text)  # KeyImportError / ValueError: no key in it, or malformed options
+    if line.key is None:
+        raise ValueError("X.509 certificate entries are not supported")
+    options = line.options
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise ValueError(f"unsupported option(s): {', '.join(unknown)}")
+    permitopen = cast("set[tuple[str, int | None]] | None", options.get("permitopen"))
+    rule = Rule(
+        hubs=None if hub is None else frozenset({hub}),
+        forwarding=_forwarding(options),
+        permitopen=None if permitopen is None else frozenset(permitopen),
+    )
+    return line.key, _Entry(index, line, rule, _expiry(options.get("expiry-time")), _summary(text, options))
+
+
+def _forwarding(options: Mapping[str, object]) -> bool:
+    """OpenSSH reads the flags in order: `restrict` and `no-port-forwarding` forbid, a later
+    `port-forwarding` allows again. asyncssh keeps the options in the order they first appear."""
+    allowed = True
+    for name in options:
+        if name in ("restrict", "no-port-forwarding"):
+            allowed = False
+        elif name == "port-forwarding":
+            allowed = True
+    return allowed
+
+
+def _expiry(values: object) -> datetime.datetime | None:
+    """`expiry-time="YYYYMMDD[HHMM[SS]][Z]"`: local time as in OpenSSH, UTC with `Z`; the earliest counts."""
+    if values is None:
+        return None
+    moments = []
+    for value in cast("list[str]", values):
+        match = EXPIRY_TIME.fullmatch(value)
+        if match is None:
+            raise ValueError(f"expiry-time={value!r}: not YYYYMMDD[HHMM[SS]][Z]")
+        digits = (match.group(1) + (match.group(2) or "")).ljust(14, "0")
+        try:
+            moment = datetime.datetime.fromisoformat(
+                f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}T{digits[8:10]}:{digits[10:12]}:{digits[12:14]}"
+            )
+        except ValueError as exc:
+            raise ValueError(f"expiry-time={value!r}: {exc}") from None
+        moments.append(moment.replace(tzinfo=datetime.UTC) if match.group(4) else moment.astimezone())
+    return min(moments)
+
+
+class _RawOptions(OptionsParser):
+    """asyncssh's option tokenizer with no value handlers: every `name=value` stays its raw text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self._parse_options(text)
+
+
+def _summary(text: str, options: Mapping[str, object]) -> str:
+    """The options for the log: `from=`, `permitopen=` and `expiry-time=` with their values, the others
+    by name only (the values of `command=` or `environment=` may hold secrets)."""
+    if not options:
+        return "options=-"
+    raw = _RawOptions(text).options
+    parts: list[str] = []
+    for name in options:
+        if name in ("from", "permitopen", "expiry-time"):
+            parts.extend(f'{name}="{value}"' for value in cast("list[str]", raw[name]))
+        else:
+            parts.append(name)
+    return "options=" + ",".join(parts)

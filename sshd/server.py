@@ -23,7 +23,7 @@ from outpost.store import AddressOwner
 from sshd import metrics
 from sshd.coalesce import coalesce_writes
 from sshd.forwards import ChannelSide, Forward, ServiceSide
-from sshd.keys import AuthorizedKeys, Grant, load_host_key
+from sshd.keys import AuthorizedKeys, Grant, KeyRefusal, load_host_key
 from sshd.limits import ConnectionCounter
 
 __all__ = ["ENCRYPTION_ALGS", "AddressLookup", "ForwardOnlyServer", "Listener", "Policy", "Refusal", "serve"]
@@ -49,6 +49,7 @@ class Refusal(enum.StrEnum):
     CHANNEL_LIMIT = "channel-limit"
     LOOKUP_FAILED = "lookup-failed"
     CONNECT_FAILED = "connect-failed"
+    KEY_OPTIONS = "key-options"
 
 
 class AddressLookup(Protocol):
@@ -115,9 +116,11 @@ class ForwardOnlyServer(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         # Called for the client's query and again for the signed request, so the last key
         # validated is the one that authenticated.
-        grant = self._policy.keys.grant_for(key)
-        if username != self._policy.username or grant is None:
-            metrics.AUTH_REFUSED.labels("unknown-key").inc()
+        grant = self._policy.keys.grant_for(key, self._peer_address())
+        if username != self._policy.username:
+            grant = KeyRefusal.UNKNOWN
+        if isinstance(grant, KeyRefusal):
+            self._refuse_key(key, grant)
             return False
         if self._policy.connections.count(grant.fingerprint) >= self._policy.connections.limit:
             self._refuse_connection(grant)
@@ -135,6 +138,15 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             self._refuse_connection(self._grant)
             self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections with this key")
 
+    def _peer_address(self) -> str:
+        peer = self._conn.get_extra_info("peername") if self._conn is not None else None
+        return str(peer[0]) if peer else ""
+
+    def _refuse_key(self, key: asyncssh.SSHKey, refusal: KeyRefusal) -> None:
+        metrics.AUTH_REFUSED.labels(refusal.value).inc()
+        if refusal is not KeyRefusal.UNKNOWN:  # a listed key turned away by its options: say so once per try
+            logger.info("login refused peer=%s key=%s reason=%s", self._peer, key.get_fingerprint(), refusal.value)
+
     def _refuse_connection(self, grant: Grant) -> None:
         metrics.AUTH_REFUSED.labels("key-connection-limit").inc()
         logger.warning(
@@ -150,6 +162,9 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         grant = self._grant
         if grant is None or not self._claimed:  # asyncssh only asks after auth; never forward without it
             raise ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not authenticated")
+        if not grant.permits(dest_host, dest_port):
+            self._log_refused(grant, dest_host, dest_port, Refusal.KEY_OPTIONS)
+            raise ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not permitted by this key's options")
         if self._channels >= self._policy.max_channels:
             self._log_refused(grant, dest_host, dest_port, Refusal.CHANNEL_LIMIT)
             raise ChannelOpenError(
@@ -188,7 +203,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             raise ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "service lookup failed") from None
         if owner is None:
             self._log_refused(grant, host, port, Refusal.NOT_A_SERVICE)
-        elif not grant.allows(owner.hub):
+        elif not grant.allows(owner.hub, host, port):
             self._log_refused(grant, host, port, Refusal.OTHER_HUB, f"owner={escape(owner.hub)}")
         elif owner.phase not in ACTIVE_PHASES:
             self._log_refused(grant, host, port, Refusal.NOT_RUNNING, f"phase={owner.phase}")
@@ -296,4 +311,6 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
         settings.ssh_listen_host, acceptor.get_port(), settings.ssh_username,
         len(policy.keys), host_key.get_fingerprint(),
     )  # fmt: skip
+    for entry in policy.keys.describe():
+        logger.info("authorized %s", entry)
     return Listener(acceptor, policy, host_key)

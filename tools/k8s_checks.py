@@ -150,8 +150,10 @@ def knative_service_errors(ksvc: dict[str, Any], max_timeout: int = MAX_TIMEOUT_
     template = ksvc.get("spec", {}).get("template", {})
     spec = template.get("spec", {})
     containers = spec.get("containers", [])
-    if len(containers) != 1:
-        errors.append(f"{where}: exactly one serving container expected, found {len(containers)}")
+    # Several containers (sidecars) are allowed; exactly one of them, the serving one, declares a port.
+    serving = [c for c in containers if c.get("ports")] if len(containers) > 1 else containers
+    if len(serving) != 1:
+        errors.append(f"{where}: exactly one serving container expected, found {len(serving)}")
     timeout = spec.get("timeoutSeconds")
     if timeout is not None and not 0 <= timeout <= max_timeout:
         errors.append(f"{where}: timeoutSeconds {timeout} outside 0..{max_timeout}")

@@ -26,7 +26,7 @@ from outpost import devlock, envfile, logs
 from outpost.devserver import build_router
 from outpost.embedded_redis import EmbeddedRedis
 from outpost.errors import ConfigurationError
-from outpost.files import private_dir, write_private
+from outpost.files import write_private
 from outpost.runtime import Runtime, close_runtime, get_runtime, use_settings
 from outpost.settings import Settings, load_settings
 from outpost.shutdown import Signals, say
@@ -178,7 +178,6 @@ async def serve_ssh(settings: Settings, runtime: Runtime) -> sshd.Listener:
 
 async def run_dev(options: DevOptions) -> int:
     """Serve until SIGINT, SIGTERM or SIGHUP; return the exit code (0, or 128 + n when forced)."""
-    private_dir(options.data_dir)
     with devlock.claim(options.data_dir):
         redis_url, embedded = redis_url_for(options)
         key_file = options.data_dir / "crypt_key"

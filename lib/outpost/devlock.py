@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from outpost.errors import ConfigurationError
+from outpost.files import private_dir
 
 LOCK_NAME = "outpost.pid"
 
@@ -23,7 +24,7 @@ def _describe(pid: int | None) -> str:
 def claim(data_dir: Path) -> IO[str]:
     """Create and lock `data_dir` for this process; keep the returned file open as long as the lock should last."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(data_dir)  # 0700 even when it exists
         handle = (data_dir / LOCK_NAME).open("a+")
     except OSError as exc:
         raise ConfigurationError(f"cannot use {data_dir} ({exc.strerror}); pass another --data-dir") from None

@@ -185,8 +185,10 @@ def test_istio_virtual_service(render: Any) -> None:
 
 def test_daemon_environment_follows_the_contract(render: Any) -> None:
     docs = render(CI_VALUES)
-    (container,) = pod_spec(one_object(docs, "Deployment", "outpost-sshd"))["containers"]
-    env = {e["name"]: e for e in container["env"]}
+    container = pod_spec(one_object(docs, "Deployment", "outpost-sshd"))["containers"][0]
+    assert container["name"] == "sshd"  # the daemon first, upstream's sidecars after it
+    extra = {e["name"] for e in yaml.safe_load(CI_VALUES.read_text())["extraEnvVars"]}
+    env = {e["name"]: e for e in container["env"] if e["name"] not in extra}
     assert set(env) == DAEMON_ENV
     refs = {
         name: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
@@ -202,14 +204,14 @@ def test_daemon_environment_follows_the_contract(render: Any) -> None:
     assert env["OUTPOST_SSH_PORT"]["value"] == "2222"
     assert env["OUTPOST_SSH_HOST_KEY"]["value"] == "/etc/outpost/ssh/ssh_host_key"
     assert [p["containerPort"] for p in container["ports"]] == [2222, 9090]
-    (env_from,) = container["envFrom"]
+    env_from = container["envFrom"][0]
     shared = one_object(docs, "ConfigMap", env_from["configMapRef"]["name"])["data"]
     assert set(shared) == SHARED_ENV
     assert shared["OUTPOST_NAMESPACE"] == "jupyter-users"
     assert shared["OUTPOST_REDIS_URL"] == "redis://outpost-redis.outpost.svc.cluster.local:6379/0"
     assert shared["OUTPOST_EVENTS_SINK"] == "http://broker-ingress.knative-eventing.svc.cluster.local/outpost/outpost"
     # The projected volume puts config.yaml, outpost_config.py and the host key where the env says.
-    (volume,) = pod_spec(one_object(docs, "Deployment", "outpost-sshd"))["volumes"]
+    volume = pod_spec(one_object(docs, "Deployment", "outpost-sshd"))["volumes"][0]
     sources = volume["projected"]["sources"]
     assert sources[0]["configMap"]["name"] == "outpost-config"
     assert sources[1]["secret"]["items"] == [{"key": "ssh_host_key", "path": "ssh/ssh_host_key", "mode": 0o440}]

@@ -86,6 +86,6 @@ async def test_each_failed_request_is_one_line_without_secrets(settings: Setting
     assert messages == {
         "r-401": "request failed: 401 GET /services hub=- request_id=r-401",
         "r-404": "request failed: 404 GET /services/{name:segment}/{start_id:segment} hub=hubA request_id=r-404",
-        "r-route": "request failed: 404 GET /nothing\\x1b[31m\\r\\xe9 hub=- request_id=r-route",
+        "r-route": 'request failed: 404 GET "/nothing\\u001b[31m\\r\\u00e9" hub=- request_id=r-route',
     }
     assert "not-the-password" not in text and "password-a" not in text

@@ -8,10 +8,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from k8s_checks import core_errors, find_objects, is_core, knative_service_errors, load_documents, one_object
+from k8s_checks import core_errors, cr_errors, find_objects, is_core, knative_service_errors, load_documents, one_object
 
 from tests.support.k8s_fixtures import CHART, REPO
 
@@ -19,13 +20,22 @@ SCRIPT = REPO / "knative" / "deploy.sh"
 CI_VALUES = CHART / "ci" / "ci-values.yaml"
 IMAGE = "registry.example.org/outpost/functions@sha256:" + "ab" * 32
 FULLNAME_LABEL = "outpost.jupyterhub.org/fullname"
+FUNCTIONS = ("start", "poll", "stop", "events", "timer", "pod-status")
 SEED_SECRETS = {"outpost-cryptkey", "outpost-users"}  # created by the administrator, named by CRYPT_SECRET/USERS_SECRET
 
 # A stub that records its arguments, keeps a copy of every file given with -f, answers
 # `describe` as if the objects (did not) exist, and lists the chart's releases ("<release> <fullname>"
 # lines in $STUB_RELEASES) for `get configmap -l ...`, filtered by the selector's instance as kubectl would.
+# `get configmap <fullname>-extras ... -o jsonpath={.data.KEY}` prints $STUB_EXTRAS/KEY when it exists.
 STUB = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$STUB_LOG"
+if [[ "$1 $2" == "get configmap" && "$3" == *-extras ]]; then
+  key="${!#}"
+  key="${key#jsonpath=\\{.data.}"
+  key="${key%\\}}"
+  if [[ -f "${STUB_EXTRAS:-/nonexistent}/$key" ]]; then cat "$STUB_EXTRAS/$key"; fi
+  exit 0
+fi
 prev=""
 want=""
 for arg in "$@"; do
@@ -221,7 +231,7 @@ def test_any_release_name_names_everything_as_the_chart_does(run_script, render,
     ]
     reads = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("kubectl get")]
     assert "-l outpost.jupyterhub.org/fullname,app.kubernetes.io/instance=jh " in reads[0]
-    assert "configmap/jh-outpost-config configmap/jh-outpost-env secret/jh-outpost-redis" in reads[1]
+    assert "configmap/jh-outpost-config configmap/jh-outpost-env configmap/jh-outpost-extras" in reads[1]
 
     deployed = {name: load_documents((files / name).read_text()) for name in sorted(p.name for p in files.iterdir())}
     documents = [d for docs in deployed.values() for d in docs]
@@ -267,3 +277,57 @@ def test_help_is_the_header_comment(run_script) -> None:  # type: ignore[no-unty
     assert result.returncode == 0 and calls == []
     assert "--release NAME" in result.stdout and "KN, KUBECTL" in result.stdout
     assert "set -euo" not in result.stdout and "#" not in result.stdout.splitlines()[0]
+
+
+def deploy_with_extras(run_script, render, tmp_path: Path) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """deploy.sh against the -extras ConfigMap the chart renders for ci-values.yaml: function -> its Knative Service."""
+    extras = tmp_path / "extras"
+    extras.mkdir()
+    for key, text in one_object(render(CI_VALUES), "ConfigMap", "outpost-extras")["data"].items():
+        (extras / key).write_text(text)
+    result, _, files = run_script("--image", IMAGE, STUB_EXTRAS=str(extras))
+    assert result.returncode == 0, result.stderr
+    return {fn: load_documents((files / f"outpost-{fn}.yaml").read_text())[0] for fn in FUNCTIONS}
+
+
+def test_the_charts_pod_extras_reach_every_function(run_script, render, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Upstream's extraEnvVars, extraEnvVarsCMs/-Secrets, extraVolumes, extraVolumeMounts, initContainers and
+    sidecars, as the chart renders them into <fullname>-extras, end up in each Knative Service deploy.sh applies."""
+    values = yaml.safe_load(CI_VALUES.read_text())
+    for ksvc in deploy_with_extras(run_script, render, tmp_path).values():
+        assert not knative_service_errors(ksvc)
+        spec = ksvc["spec"]["template"]["spec"]
+        function, *sidecars = spec["containers"]
+        assert function["name"] == "function" and function["env"][0]["name"] == "FUNCTION_TARGET"
+        assert function["env"][-len(values["extraEnvVars"]) :] == values["extraEnvVars"]
+        assert function["envFrom"][1:] == [
+            *({"configMapRef": {"name": name}} for name in values["extraEnvVarsCMs"]),
+            *({"secretRef": {"name": name}} for name in values["extraEnvVarsSecrets"]),
+        ]
+        assert function["volumeMounts"][1:] == values["extraVolumeMounts"]
+        assert spec["volumes"][1:] == values["extraVolumes"]
+        assert spec["initContainers"] == values["initContainers"]
+        assert sidecars == values["sidecars"]
+    reads = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("kubectl get")]
+    assert "configmap/outpost-extras" in reads[1]  # a changed extra rolls out new revisions
+
+
+def test_functions_with_extras_match_the_knative_crd(run_script, render, crd_schemas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for ksvc in deploy_with_extras(run_script, render, tmp_path).values():
+        assert not cr_errors(ksvc, crd_schemas)
+
+
+def test_a_release_without_extras_deploys_the_manifests_as_they_are(run_script) -> None:  # type: ignore[no-untyped-def]
+    """A release installed before the -extras ConfigMap existed (kubectl prints nothing): nothing is added."""
+    result, _, files = run_script("--image", IMAGE)
+    assert result.returncode == 0, result.stderr
+
+    def shape(text: str) -> list[int]:
+        (ksvc,) = load_documents(text)
+        spec = ksvc["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        return [len(container[k]) for k in ("env", "envFrom", "volumeMounts")] + [len(spec["volumes"])]
+
+    for path in sorted((REPO / "knative").glob("outpost-*.yaml")):
+        assert shape((files / path.name).read_text()) == shape(path.read_text()), path.name
+        assert "initContainers" not in (files / path.name).read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,12 @@ from tests.sshd.helpers import exchange, free_port
 
 FORGED = "forward opened hub=hubB service=victim/1 dest=127.0.0.1:1 peer=127.0.0.1:1"
 LOG_LINE_START = ("20",)  # "%(asctime)s ...": every line the outpost's loggers write starts with the year
+
+
+@pytest.fixture(scope="module")
+def stack_values() -> dict[str, Any]:
+    """Text logs, where a raw newline would start a line of its own (JSON lines escape by construction)."""
+    return {"logFormat": "text"}
 
 
 def lines_mentioning(stack: Stack, text: str) -> list[str]:

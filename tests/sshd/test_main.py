@@ -149,3 +149,32 @@ async def test_busy_metrics_port_is_not_fatal(
         )
     assert f"no /metrics: port {port}" in daemon.text
     assert daemon.proc.returncode is None
+
+
+@pytest.mark.asyncio
+async def test_the_process_logs_each_key_with_its_options_once(
+    run_daemon: Any, redis_url: str, tmp_path: Path, client_keys: dict[str, ClientKey]
+) -> None:
+    """The upstream docs' option-prefixed line, for one hub and plain: one start-up line each, no key material."""
+    line = f'restrict,port-forwarding,command="/bin/echo No commands allowed" {client_keys["hub_a"].public}'
+    daemon = await run_daemon(
+        values(redis_url, tmp_path, client_keys["hub_a"], sshPublicKeys=[{"hub": "a", "key": line}, line])
+    )
+    await until(lambda: "sshd listening on" in daemon.text, timeout=15, what=f"the daemon to listen:\n{daemon.text}")
+    described = [text for text in daemon.lines if "authorized sshPublicKeys[" in text]
+    assert len(described) == 2 and "hub=a options=restrict,port-forwarding,command" in described[0]
+    assert "hub=* options=restrict" in described[1]
+    assert client_keys["hub_a"].public.split()[1] not in daemon.text and "No commands" not in daemon.text
+
+
+@pytest.mark.asyncio
+async def test_an_option_it_cannot_honour_stops_the_process(
+    run_daemon: Any, redis_url: str, tmp_path: Path, client_keys: dict[str, ClientKey]
+) -> None:
+    """A misspelt `from=` would leave the key unpinned: the daemon refuses to start and names the entry."""
+    line = f'form="10.0.0.0/8" {client_keys["hub_a"].public}'
+    daemon = await run_daemon(values(redis_url, tmp_path, client_keys["hub_a"], sshPublicKeys=[line]))
+    assert await asyncio.wait_for(daemon.proc.wait(), 20) == 1
+    await until(lambda: "sshd: " in daemon.text, what=f"the message: {daemon.lines}")
+    assert "sshPublicKeys[0]: not an authorized_keys line (unsupported option(s): form)" in daemon.text
+    assert "Traceback" not in daemon.text

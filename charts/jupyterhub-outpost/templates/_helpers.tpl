@@ -8,6 +8,8 @@ take the root scope ".". Declared here:
   outpost.namespace.pods                            where the single-user pods go
   outpost.redis.url, outpost.eventsSink, outpost.ksvcHost
   outpost.sshd.hostKeySecret, outpost.validate       checks that fail early
+  outpost.sshd.enabled, outpost.sshd.nodePort        upstream's servicessh.enabled / ports.nodePort
+  outpost.extras.envFrom                             upstream's extraEnvVarsCMs/-Secrets as envFrom (JSON)
 */}}
 
 {{- define "outpost.name" -}}
@@ -67,8 +69,31 @@ helm.sh/chart: {{ include "outpost.chart" .root }}
 {{- .Values.sshd.hostKey.existingSecret | default (printf "%s-ssh-hostkey" (include "outpost.fullname" .)) }}
 {{- end }}
 
+{{- /* "true" when the daemon is deployed: sshd.enabled, and upstream's servicessh.enabled. */}}
+{{- define "outpost.sshd.enabled" -}}
+{{- if and .Values.sshd.enabled (ne .Values.servicessh.enabled false) }}true{{ end }}
+{{- end }}
+
+{{- define "outpost.sshd.nodePort" -}}
+{{- .Values.servicessh.nodePort | default (dig "ports" "nodePort" "" .Values.servicessh) }}
+{{- end }}
+
+{{- define "outpost.extras.envFrom" -}}
+{{- $sources := list }}
+{{- range .Values.extraEnvVarsCMs }}
+{{- $sources = append $sources (dict "configMapRef" (dict "name" .)) }}
+{{- end }}
+{{- range .Values.extraEnvVarsSecrets }}
+{{- $sources = append $sources (dict "secretRef" (dict "name" .)) }}
+{{- end }}
+{{- toJson $sources }}
+{{- end }}
+
 {{- /* Renamed or misplaced keys fail with a message instead of being ignored silently. */}}
 {{- define "outpost.validate" -}}
+{{- with .Values.extraPythonPackages }}
+{{- fail (printf "extraPythonPackages (%s): the functions scale to zero and would run pip at every cold start, so packages are not installed at start here. Build them into the functions image instead: a Containerfile with `FROM <your functions image>` and `RUN pip install --no-cache-dir %s`, push it, run knative/deploy.sh --image <that image>, and remove extraPythonPackages from the values (docs/installation.md)" (join ", " .) (join " " .)) }}
+{{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
 {{- fail "ingress.enabled needs at least one entry in ingress.hosts (the public API host name)" }}
 {{- end }}
