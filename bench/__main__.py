@@ -1,10 +1,10 @@
 """`python -m bench`: every benchmark of issue 7 in one run, each figure next to its baseline.
 
-    .venv/bin/python -m bench [--quick] [--only throughput,coldstart,lifecycle,scale,tunnel]
-                              [--json PATH] [--python-load]
+    .venv/bin/python -m bench [--quick] [--only throughput,coldstart,lifecycle,scale,tunnel,storm]
+                              [--json PATH] [--python-load] [--storm-count N]
 
 Prints progress on stderr, then the table on stdout, and writes the results (with the verdict on
-every target) to bench/results/latest.json. Takes about 3-4 minutes (`--quick`: about 1).
+every target) to bench/results/latest.json. Takes about 4-5 minutes (`--quick`: about 1.5).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any
 import redis
 import uvloop
 
-from bench import coldstart, lifecycle, report, scale, throughput
+from bench import coldstart, lifecycle, report, scale, storm, throughput
 from bench.stack import ROOT, Stack, basic_auth, say, serving, start_body
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("throughput", "coldstart", "lifecycle", "scale", "tunnel")
+PARTS = ("throughput", "coldstart", "lifecycle", "scale", "tunnel", "storm")
 
 
 def _post_start(url: str, name: str, hub: str = "hub0") -> str:
@@ -145,6 +145,7 @@ def main() -> int:
     parser.add_argument("--only", help=f"comma-separated parts to run: {','.join(PARTS)}")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the results")
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
+    parser.add_argument("--storm-count", type=int, default=300, help="starts in the start storm (--quick: 60)")
     args = parser.parse_args()
     parts = set(args.only.split(",")) if args.only else set(PARTS)
     unknown = parts - set(PARTS)
@@ -239,6 +240,9 @@ def main() -> int:
                 _delete(stop.url, "bench")
         if "tunnel" in parts:
             results["tunnel"] = _extra_benchmark("tunnel", ["--quick"] if quick else [], workdir)
+        if "storm" in parts:  # its own outpost dev and Redis, after the functions above are stopped
+            count = storm.QUICK_COUNT if quick else args.storm_count
+            results["storm"] = storm.run(workdir / "storm", count)
         if "throughput" in parts:
             cache_args = ["--rounds", "2", "--polls", "100"] if quick else ["--rounds", "4", "--polls", "200"]
             results["poll_status_cache"] = _extra_benchmark("poll_status_cache", cache_args, workdir)

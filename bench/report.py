@@ -57,6 +57,10 @@ def targets(results: dict[str, Any]) -> list[Verdict]:
         entry = _get(results, "scale", what)
         value = max(entry["ratio_p50"], entry["ratio_rps"]) if entry else None
         verdicts.append(_check(f"{what} 100 -> 10,000 services within 1.2x", value, lambda v: v <= 1.2, "{:.2f}x"))
+    storm = results.get("storm")
+    if storm:
+        for name, check in storm["checks"].items():
+            verdicts.append(Verdict(f"storm: {name}", check["detail"], check["ok"]))
     return verdicts
 
 
@@ -212,6 +216,8 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             f"{m['record_value_bytes']} bytes of values); written at {m['writes_per_second']:.0f} "
             f"Store.create/s"
         )
+    if results.get("storm"):
+        out += ["", "6. Start storm (bench/storm.py)", *storm_lines(results["storm"])]
     for key, title in (("tunnel", "5. Tunnel (bench/tunnel.py)"), ("poll_status_cache", "Poll status cache")):
         extra = results.get(key)
         if extra is None:
@@ -230,3 +236,39 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
 
 def as_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:
     return [asdict(v) for v in verdicts]
+
+
+def storm_lines(storm: dict[str, Any]) -> list[str]:
+    """The storm's answers, its latency next to the backend alone's, and its checks."""
+    hook = f"; mid-storm action {storm['mid_storm']}" if storm["mid_storm"] else ""
+    lines = [
+        f"   {storm['count']} starts from {storm['hubs']} hubs at once through outpost dev, then as many stops"
+        f"{hook}; flavors {storm['flavors']}",
+        f"   start answers {storm['start_answers']}; stop answers {storm['stop_answers']}"
+        + (f" ({storm['stops_retried']} retried)" if storm["stops_retried"] else ""),
+        f"   wall time: starts {storm['wall_s']['starts']:.1f} s, stops {storm['wall_s']['stops']:.1f} s; "
+        f"backend alone: {storm['backend_concurrency']} starts at once, then as many stops"
+        + (f"; its failed starts: {storm['backend_errors']}" if storm["backend_errors"] else ""),
+        f"   machine: {storm['loadavg_1min']['cpus']} CPUs, load average {storm['loadavg_1min']['start']:.1f} "
+        f"before, {storm['loadavg_1min']['end']:.1f} after",
+    ]
+    rows = []
+    for op in ("start", "stop"):
+        outpost, backend = storm[f"outpost_{op}"], storm[f"backend_{op}"]
+        rows.append(
+            [
+                op,
+                str(outpost["n"]),
+                f"{outpost['p50_ms']:.0f}",
+                f"{backend['p50_ms']:.0f}",
+                f"{storm['ratio'][f'{op}_p50']:.2f}x",
+                f"{outpost['p99_ms']:.0f}",
+                f"{backend['p99_ms']:.0f}",
+                f"{storm['ratio'][f'{op}_p99']:.2f}x",
+            ]
+        )
+    header = ["", "n", "outpost p50 ms", "backend p50 ms", "ratio", "outpost p99 ms", "backend p99 ms", "ratio"]
+    lines += ["   " + line for line in _table(header, rows)]
+    for name, check in storm["checks"].items():
+        lines.append(f"   [{'PASS' if check['ok'] else 'FAIL'}] {name}: {check['detail']}")
+    return lines

@@ -20,6 +20,8 @@ COMMAND_TIMEOUT_SECONDS = 5.0
 # A sentinel that does not answer at once is skipped for the next: the client's retry asks again.
 SENTINEL_TIMEOUT_SECONDS = 0.5
 HEALTH_CHECK_SECONDS = 30
+REDIS_CONNECTIONS = 100  # per process, as redis-py's default pool
+POOL_WAIT_SECONDS = 30  # for a free connection, when all are in use
 
 
 class PrimaryFollowingConnection(SentinelManagedConnection):
@@ -66,4 +68,10 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         raise ConfigurationError(
             "no Redis configured: set OUTPOST_REDIS_URL or OUTPOST_REDIS_SENTINELS (or run `outpost dev`)"
         )
-    return aioredis.from_url(settings.redis_url.get_secret_value(), **common)
+    # redis-py's default pool fails a command at once (MaxConnectionsError, answered 503) when 100 are in
+    # flight, as in a storm of starts in one process; a blocking pool makes the 101st wait for a free
+    # connection, long enough for a process starved of CPU by the servers it starts (bench/storm.py).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url.get_secret_value(), max_connections=REDIS_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **common
+    )
+    return aioredis.Redis.from_pool(pool)
