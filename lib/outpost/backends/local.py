@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -124,6 +125,18 @@ def _free_port(ip: str) -> int:
     with socket.socket() as sock:
         sock.bind((ip, 0))
         return int(sock.getsockname()[1])
+
+
+def resolved_command(cmd: list[str], search_path: str) -> list[str]:
+    """`cmd` with its program found where the servers' `sh` would not look: a bare name that is not on
+    their PATH runs from next to the outpost's own interpreter, where `pip install` put it (a venv's bin
+    that no activated venv puts on PATH, e.g. `.venv/bin/outpost dev`)."""
+    if not cmd or os.sep in cmd[0] or shutil.which(cmd[0], path=search_path):
+        return cmd
+    beside = Path(sys.executable).parent / cmd[0]  # not resolved: a venv's python is a symlink out of it
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside), *cmd[1:]]
+    return cmd
 
 
 def _connect_host(ip: str) -> str:
@@ -334,8 +347,9 @@ class LocalBackend:
         cwd.mkdir(parents=True, exist_ok=True)
         port = options.port or _free_port(options.ip)
         scheme, env = self._environment(spec, options, files, home, port)
+        cmd = resolved_command([*options.cmd, *options.args], env.get("PATH", os.defpath))
         try:
-            proc = self._spawn([*options.cmd, *options.args], workdir, env, cwd)
+            proc = self._spawn(cmd, workdir, env, cwd)
         except (OSError, ValueError):
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(files, ignore_errors=True)
