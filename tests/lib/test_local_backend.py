@@ -187,10 +187,22 @@ async def test_misc_overrides_options_and_bad_types_are_rejected(tmp_path: Path)
         await backend.start(spec({"port": "not a port"}), Recorder().save, Recorder().report)
 
 
-async def test_missing_command_is_a_backend_error(tmp_path: Path) -> None:
+async def test_missing_command_is_a_backend_error_that_says_why(tmp_path: Path) -> None:
     backend = make_backend(tmp_path, cmd=["/nonexistent/jupyterhub-singleuser"])
-    with pytest.raises(BackendError, match="exited with code 127"):
+    with pytest.raises(BackendError, match="exited with code 127") as failure:
         await backend.start(spec(), Recorder().save, Recorder().report)
+    assert failure.value.message.endswith("/nonexistent/jupyterhub-singleuser: not found")
+
+
+async def test_failed_starts_keep_their_output_up_to_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "KEPT_FAILED_STARTS", 2)
+    backend = make_backend(tmp_path, env={"TINY_EXIT_CODE": "5"})
+    for name in ("one", "two", "three"):
+        with pytest.raises(BackendError, match="code 5 before it was ready. Its last output:\nexiting on purpose$"):
+            await backend.start(spec(name=name), Recorder().save, Recorder().report)
+    kept = list((tmp_path / "servers" / "failed").iterdir())
+    assert len(kept) == 2 and all((d / "exit_code").read_text().strip() == "5" for d in kept)
+    assert [d.name for d in (tmp_path / "servers").iterdir() if d.name != "failed"] == ["home"]
 
 
 async def test_logs_hold_the_servers_output(tmp_path: Path) -> None:

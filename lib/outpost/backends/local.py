@@ -11,9 +11,11 @@ reach; what the server needs (its home, certificate files) lives under `home_roo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,14 +33,16 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
-from outpost.backends import sockets
+from outpost.backends import output, sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.backends.privileges import ServerUser, server_user
 from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.files import private_dir
 from outpost.models import ServiceId
 
+log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
+KEPT_FAILED_STARTS = 20  # directories of failed starts (their output and exit code) kept in servers/failed
 FREE_PORT_ATTEMPTS = 3
 # Runs the command, then writes its exit status where poll can read it. The wrapper's stdin is the
 # exit-code file, opened for writing by the outpost in its own directory; the command gets /dev/null
@@ -366,10 +370,28 @@ class LocalBackend:
             await save_state(state)
             await progress(50, f"Server process started on the outpost (port {port}), waiting for it to answer")
             await self._wait_ready(state, options.start_timeout)
+        except BackendError as exc:  # it exited or never answered: the message ends with what it printed
+            tail = output.file_tail(workdir / "output.log", [*spec.env.values(), *options.env.values()])
+            await self._discard(spec.sid, state)
+            raise BackendError(output.with_tail(exc.message, tail), exc.detail) from None
         except BaseException:  # nothing will stop this server once the caller forgets it
             await self.stop(state)
             raise
         return Started(address=f"{scheme}://{state['host']}:{port}", state=state)
+
+    async def _discard(self, sid: ServiceId, state: dict[str, Any]) -> None:
+        """Stop a server whose start failed, but keep its output and exit code for whoever asks why. Its record
+        is forgotten at once (and each start has its own id), so the newest KEPT_FAILED_STARTS are kept."""
+        await self.stop(state, keep_output=True)
+        if (Path(state["dir"]) / "server.json").exists():
+            return  # its processes outlived the stop: the reconciler finds it there
+        failed = private_dir(self._servers / "failed")
+        kept = failed / Path(state["dir"]).name
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(state["dir"], kept)
+        for old in sorted(failed.iterdir(), key=_modified)[:-KEPT_FAILED_STARTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("the output of the failed start of %s is kept in %s", sid, kept / "output.log")
 
     def _spawn(self, cmd: list[str], workdir: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
         """The server's process group, as the server's user. Its output and exit status go to files the
@@ -438,12 +460,17 @@ class LocalBackend:
         except (OSError, ValueError, KeyError):
             return 1  # gone without a recorded status: killed from outside
 
-    async def stop(self, state: dict[str, Any]) -> None:
+    async def stop(self, state: dict[str, Any], *, keep_output: bool = False) -> None:
+        """Stop the server; `keep_output`: remove only its identity file (server.json) and certificate files."""
         if _running(state):
             await self._terminate(int(state["pid"]), float(state.get("stop_timeout", 5.0)), state)
-        for directory in ("dir", "files"):
-            if state.get(directory):
-                shutil.rmtree(state[directory], ignore_errors=True)
+        if state.get("files"):
+            shutil.rmtree(state["files"], ignore_errors=True)
+        if state.get("dir"):
+            if not keep_output:
+                shutil.rmtree(state["dir"], ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (Path(state["dir"]) / "server.json").unlink()
 
     async def _terminate(self, pgid: int, grace: float, state: dict[str, Any]) -> None:
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
@@ -484,6 +511,14 @@ class LocalBackend:
         except (OSError, KeyError):
             return []
         return text.splitlines()[-LOG_TAIL_LINES:]
+
+
+def _modified(path: Path) -> float:
+    """When a directory changed last; 0 when it is gone (another failed start removed it meanwhile)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _group_exists(pgid: int) -> bool:
