@@ -42,6 +42,7 @@ from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
+KILL_WAIT = 5.0  # seconds for the kernel to end a group after SIGKILL
 KEPT_FAILED_STARTS = 20  # directories of failed starts (their output and exit code) kept in servers/failed
 FREE_PORT_ATTEMPTS = 3
 # Runs the command, then writes its exit status where poll can read it. The wrapper's stdin is the
@@ -457,13 +458,18 @@ class LocalBackend:
             return None
         try:
             return int((Path(state["dir"]) / "exit_code").read_text().strip())
-        except (OSError, ValueError, KeyError):
-            return 1  # gone without a recorded status: killed from outside
+        except (OSError, ValueError, KeyError):  # no status recorded: the wrapper was killed, maybe not the server
+            return None if _group_lives(state) else 1
 
     async def stop(self, state: dict[str, Any], *, keep_output: bool = False) -> None:
-        """Stop the server; `keep_output`: remove only its identity file (server.json) and certificate files."""
-        if _running(state):
-            await self._terminate(int(state["pid"]), float(state.get("stop_timeout", 5.0)), state)
+        """Stop every process of the server's group. Its files go only once they are gone: server.json, the
+        identity file, tells the reconciler that something may still run. `keep_output`: the rest stays."""
+        if (_running(state) or _group_lives(state)) and not await self._terminate(state):
+            log.warning(
+                "processes of a server (process group %s) outlived SIGKILL; %s stays for the reconciler",
+                state["pid"], Path(state["dir"]) / "server.json",
+            )  # fmt: skip
+            return
         if state.get("files"):
             shutil.rmtree(state["files"], ignore_errors=True)
         if state.get("dir"):
@@ -472,28 +478,32 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 (Path(state["dir"]) / "server.json").unlink()
 
-    async def _terminate(self, pgid: int, grace: float, state: dict[str, Any]) -> None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    async def _terminate(self, state: dict[str, Any]) -> bool:
+        """SIGTERM to the server's group, SIGKILL after its stop_timeout; whether no live process is left."""
+        pgid = int(state["pid"])
+        for sig, wait in ((signal.SIGTERM, float(state.get("stop_timeout", 5.0))), (signal.SIGKILL, KILL_WAIT)):
             try:
                 os.killpg(pgid, sig)
             except ProcessLookupError:
-                return
+                return True
             deadline = time.monotonic() + wait
             pause = 0.001  # most servers are gone within milliseconds: look again soon, then every 20 ms
             seen_members = False
             while time.monotonic() < deadline:
                 if not _running(state):
                     if not _group_exists(pgid):
-                        return
+                        return True
                     # Members left: zombies not collected yet (ours are, by the event loop, once we
-                    # yield), or live orphans. Only at the next look, a scan of every process.
+                    # yield), or live processes. Only at the next look, a scan of every process.
                     if seen_members and not _live_in_group(pgid):
-                        return
+                        return True
                     seen_members = True
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.02)
+        return not (_running(state) or _group_lives(state))
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
+        """The servers of this data directory with a live process, found by their identity files."""
         found = []
         for marker in self._servers.glob("*/server.json"):
             try:
@@ -501,7 +511,7 @@ class LocalBackend:
                 sid = ServiceId(**state.pop("service"))
             except (OSError, ValueError, TypeError, KeyError):
                 continue
-            if _running(state):
+            if _running(state) or _group_lives(state):
                 found.append((sid, state))
         return found
 
@@ -511,6 +521,38 @@ class LocalBackend:
         except (OSError, KeyError):
             return []
         return text.splitlines()[-LOG_TAIL_LINES:]
+
+
+def _leader_created(pgid: int) -> float | None:
+    """The start time of the process whose pid is `pgid` (a group's leader has the group's id), or None."""
+    if _HAS_PROC:
+        try:
+            return _started_at(_proc_stat(pgid))
+        except (OSError, IndexError, ValueError):
+            return None
+    import psutil
+
+    try:
+        return float(psutil.Process(pgid).create_time())
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _group_lives(state: dict[str, Any]) -> bool:
+    """Whether a live process is left in the server's process group, whose leader is the `sh` wrapper we
+    started (pid and start time in `state`). The kernel gives a group's id to no new process while any member
+    lives: a process with that pid and another start time means the group has ended. With the wrapper gone
+    (killed from outside), its members are the server's; looking for them is a look at every process."""
+    try:
+        pgid, create_time = int(state["pid"]), float(state["create_time"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    if not _group_exists(pgid):
+        return False
+    leader = _leader_created(pgid)
+    if leader is not None and abs(leader - create_time) > 0.01:
+        return False
+    return _live_in_group(pgid)
 
 
 def _modified(path: Path) -> float:
