@@ -178,8 +178,8 @@ async def serve_ssh(settings: Settings, runtime: Runtime) -> sshd.Listener:
 
 async def run_dev(options: DevOptions) -> int:
     """Serve until SIGINT, SIGTERM or SIGHUP; return the exit code (0, or 128 + n when forced)."""
-    private_dir(options.data_dir)
-    with devlock.claim(options.data_dir):
+    with devlock.claim(options.data_dir):  # first: a data directory that cannot be one is a one-line error
+        private_dir(options.data_dir)
         redis_url, embedded = redis_url_for(options)
         key_file = options.data_dir / "crypt_key"
         rotating = options.rotate_key and keys.begin_rotation(key_file)

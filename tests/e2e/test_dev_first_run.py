@@ -35,7 +35,7 @@ def refused_start(tmp: Path, marker: str, *extra: str, api_port: int | None = No
                   ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """An `outpost dev` expected to refuse to start: it must exit on its own, and leave nothing running."""
     env = {**base_env(marker), **(env_extra or {})}
-    env["HOME"] = str(harness.server_home(tmp))
+    env["HOME"] = str(harness.outpost_home(tmp))
     data_dir = tmp / "outpost-data"
     cmd = harness.outpost_command(data_dir, api_port or free_port(), ssh_port or free_port(), config)
     done = subprocess.run([*cmd, *extra], env=env, cwd=tmp, capture_output=True, text=True, timeout=60)
