@@ -290,15 +290,16 @@ def choose_server_user(config: Config) -> str:
     """As root, pick who local servers run as, unless the administrator's `run_as` says: `nobody` when
     that user can run the configured command; otherwise root, with `--allow-root`, so a first server
     starts on any machine. Sets it in `config`; answers the line that tells the administrator."""
-    from outpost.backends.local import LocalProcessBackend
+    from outpost.backends.local import LocalProcessBackend, resolved_command
     from outpost.backends.privileges import lookup_user, unusable_path
 
     options = LocalProcessBackend(config=config)
     if options.run_as:
         return f"outpost dev runs as root: servers run as {options.run_as!r} (c.LocalProcessBackend.run_as)"
-    command = [*options.cmd, *options.args]
+    search_path = options.env.get("PATH", os.environ.get("PATH", ""))
+    command = resolved_command([*options.cmd, *options.args], search_path)
     try:
-        blocked = unusable_path(lookup_user("nobody"), command, options.env.get("PATH", os.environ.get("PATH", "")))
+        blocked = unusable_path(lookup_user("nobody"), command, search_path)
     except ConfigurationError:
         blocked = "(there is no user 'nobody')"
     if not blocked:

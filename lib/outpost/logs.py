@@ -16,15 +16,15 @@ _PLAIN = re.compile(r"[\w.:@+,-]+", re.ASCII)
 MAX_SHOWN_CHARS = 200
 
 
-def escape(value: object) -> str:
+def escape(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
     """A value someone else chose (a hub's host, name, start id, user) as one token of a log line:
     as it is when plain, else JSON-quoted (newlines, quotes, spaces, `=` and non-ASCII escaped), so
-    no value can end a line or pose as another field. Long values are cut and say so."""
+    no value can end a line or pose as another field. Values longer than `limit` are cut and say so."""
     text = str(value)
-    if _PLAIN.fullmatch(text) and len(text) <= MAX_SHOWN_CHARS:
+    if _PLAIN.fullmatch(text) and len(text) <= limit:
         return text
-    if len(text) > MAX_SHOWN_CHARS:
-        return f"{json.dumps(text[:MAX_SHOWN_CHARS])}...({len(text)} chars)"
+    if len(text) > limit:
+        return f"{json.dumps(text[:limit])}...({len(text)} chars)"
     return json.dumps(text)
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from outpost import errors, logs, metrics, pod_status, quota, upstream_config
 from outpost.adoption import readopt
 from outpost.api import Call, Reply
+from outpost.backends import output
 from outpost.backends.base import Started, StartSpec
 from outpost.credits import hub_credits, user_credits
 from outpost.env_policy import screen_env
@@ -128,7 +129,8 @@ async def _start(
     async def give_up(failure: errors.OutpostError) -> None:
         """Forget the record of a failed start and say so."""
         metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
-        log.warning("start of %s failed: %s", sid, logs.escape(failure.message))
+        # The whole message: a backend's ends with the server's last output (bounded by backends.output).
+        log.warning("start of %s failed: %s", sid, logs.escape(failure.message, limit=output.MESSAGE_CHARS))
         await runtime.store.forget(sid)
         if announce_tunnel:  # an async start reports failure through the hub's event stream
             await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)

@@ -187,10 +187,22 @@ async def test_misc_overrides_options_and_bad_types_are_rejected(tmp_path: Path)
         await backend.start(spec({"port": "not a port"}), Recorder().save, Recorder().report)
 
 
-async def test_missing_command_is_a_backend_error(tmp_path: Path) -> None:
+async def test_missing_command_is_a_backend_error_that_says_why(tmp_path: Path) -> None:
     backend = make_backend(tmp_path, cmd=["/nonexistent/jupyterhub-singleuser"])
-    with pytest.raises(BackendError, match="exited with code 127"):
+    with pytest.raises(BackendError, match="exited with code 127") as failure:
         await backend.start(spec(), Recorder().save, Recorder().report)
+    assert failure.value.message.endswith("/nonexistent/jupyterhub-singleuser: not found")
+
+
+async def test_failed_starts_keep_their_output_up_to_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "KEPT_FAILED_STARTS", 2)
+    backend = make_backend(tmp_path, env={"TINY_EXIT_CODE": "5"})
+    for name in ("one", "two", "three"):
+        with pytest.raises(BackendError, match="code 5 before it was ready. Its last output:\nexiting on purpose$"):
+            await backend.start(spec(name=name), Recorder().save, Recorder().report)
+    kept = list((tmp_path / "servers" / "failed").iterdir())
+    assert len(kept) == 2 and all((d / "exit_code").read_text().strip() == "5" for d in kept)
+    assert [d.name for d in (tmp_path / "servers").iterdir() if d.name != "failed"] == ["home"]
 
 
 async def test_logs_hold_the_servers_output(tmp_path: Path) -> None:
@@ -293,3 +305,87 @@ async def test_a_hub_cannot_widen_the_addresses_its_misc_ip_may_choose(tmp_path:
             spec({"ip": "0.0.0.0", "allowed_ips": ["0.0.0.0"]}), Recorder().save, Recorder().report
         )
     assert await make_backend(tmp_path).running() == []
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group, from a scan of every process (psutil, not the backend's code)."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return found
+
+
+def under(path: Path) -> list[int]:
+    """Live processes working in, or naming, a directory."""
+    found = []
+    for proc in psutil.process_iter(["cwd", "cmdline", "status"]):
+        text = " ".join([proc.info["cwd"] or "", *(proc.info["cmdline"] or [])])
+        if str(path) in text and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
+async def kill_the_wrapper(state: dict[str, Any]) -> int:
+    """kill -9 of the `sh` wrapper alone; answers the server's pid, which lives on."""
+    [server] = psutil.Process(state["pid"]).children()
+    os.kill(state["pid"], signal.SIGKILL)
+    await until(lambda: gone(state["pid"]), 10, "the wrapper's end")
+    assert server.is_running() and server.status() != psutil.STATUS_ZOMBIE
+    return server.pid
+
+
+async def test_a_server_whose_wrapper_was_killed_runs_until_stopped(tmp_path: Path) -> None:
+    started = await make_backend(tmp_path).start(spec(), Recorder().save, Recorder().report)
+    state = json.loads(json.dumps(started.state))
+    server = await kill_the_wrapper(state)
+    fresh = make_backend(tmp_path)  # another process, from the stored state
+    assert await fresh.poll(state) is None
+    async with httpx.AsyncClient() as client:  # it still serves
+        assert (await client.get(started.address)).status_code == 200
+    assert [sid for sid, _ in await fresh.running()] == [ServiceId("hub", "srv", "1")]  # the reconciler's view
+    await fresh.stop(state)
+    assert group_members(state["pid"]) == [] and gone(server)
+    assert under(tmp_path) == [] and not Path(state["dir"]).exists()
+    assert await fresh.poll(state) == 1 and await fresh.running() == []
+
+
+async def test_the_identity_file_stays_while_a_process_of_the_group_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that outlives the stop (as one in uninterruptible sleep would: here SIGKILL is held back)
+    keeps server.json, so the reconciler finds it; the next stop removes it once the group is gone."""
+    backend = make_backend(tmp_path, env={"TINY_IGNORE_SIGTERM": "1"}, stop_timeout=0.1)
+    started = await backend.start(spec(), Recorder().save, Recorder().report)
+    server = await kill_the_wrapper(started.state)
+    real_killpg = os.killpg
+    monkeypatch.setattr(local, "KILL_WAIT", 0.1)
+    monkeypatch.setattr(local.os, "killpg", lambda pgid, sig: real_killpg(pgid, 0 if sig == signal.SIGKILL else sig))
+    await backend.stop(started.state)
+    assert not gone(server) and (Path(started.state["dir"]) / "server.json").exists()
+    assert [state["pid"] for _, state in await backend.running()] == [started.state["pid"]]
+    monkeypatch.undo()
+    await backend.stop(started.state)
+    assert gone(server) and group_members(started.state["pid"]) == [] and not Path(started.state["dir"]).exists()
+
+
+async def test_a_reused_group_id_is_not_the_server(tmp_path: Path) -> None:
+    """A state whose leader start time is not that of the process with its pid: not running, never signalled."""
+    started = await make_backend(tmp_path).start(spec(), Recorder().save, Recorder().report)
+    await kill_the_wrapper(started.state)
+    impostor = {**started.state, "create_time": started.state["create_time"] - 1000, "dir": str(tmp_path / "x")}
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)  # its own group, with a pid of its own
+    try:
+        other = {**impostor, "pid": sleeper.pid}
+        assert await make_backend(tmp_path).poll(other) == 1
+        await make_backend(tmp_path).stop(other)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert await make_backend(tmp_path).poll(started.state) is None
+    await make_backend(tmp_path).stop(started.state)
+    assert group_members(started.state["pid"]) == []

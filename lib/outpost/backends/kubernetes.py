@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 from traitlets.config import Config
 
-from outpost.backends import manifests
+from outpost.backends import manifests, output
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.backends.manifests import CONTAINER, KubernetesBackend, ServerNames
 from outpost.errors import BackendError, ConfigurationError, InvalidBody
@@ -198,7 +198,7 @@ class PodBackend:
             service = manifests.make_service(target, labels, annotations, selector, port, uid)
             await self._claim("service", service, spec.sid, user)
             await progress(30, f"Pod {target.pod} created, waiting for it to be ready")
-            await self._wait_ready(target, options, progress)
+            await self._wait_ready(target, options, progress, [*env.values(), *secret_env.values()])
         except _NameTaken:
             raise  # nothing was created, and what is there is not ours to remove
         except Exception as exc:
@@ -276,7 +276,15 @@ class PodBackend:
                 raise BackendError(f"the previous pod {name} is still terminating; try again shortly")
             await asyncio.sleep(0.5)
 
-    async def _wait_ready(self, target: ServerNames, options: KubernetesBackend, progress: Progress) -> None:
+    async def _wait_ready(
+        self, target: ServerNames, options: KubernetesBackend, progress: Progress, secrets: list[str]
+    ) -> None:
+        """Until the pod is ready; a failure's message ends with the container's last output (`secrets`: values
+        no line shown may hold)."""
+
+        async def tail() -> list[str]:
+            return output.clean_tail(await self.logs(state_of(target)), secrets)
+
         deadline = time.monotonic() + options.start_timeout
         seen: set[str] = set()
         percent = 30
@@ -289,15 +297,18 @@ class PodBackend:
                 await progress(percent, message)
             failure = start_failure(pod)
             if failure is not None:
-                raise BackendError(f"the server could not start: {failure}", detail=await self._tail(target))
+                raise BackendError(output.with_tail(f"the server could not start: {failure}", await tail()))
             if pod_ready(pod):
                 return
             if time.monotonic() > deadline:
                 waiting = ", ".join(w.get("reason", "") for w in waiting_states(pod.get("status", {})))
                 phase = pod.get("status", {}).get("phase") or "Pending"
                 raise BackendError(
-                    f"the server was not ready within {options.start_timeout:.0f} seconds "
-                    f"(pod {phase}{': ' + waiting if waiting else ''})"
+                    output.with_tail(
+                        f"the server was not ready within {options.start_timeout:.0f} seconds "
+                        f"(pod {phase}{': ' + waiting if waiting else ''})",
+                        await tail(),
+                    )
                 )
             await asyncio.sleep(options.start_poll_interval)
 
@@ -322,9 +333,6 @@ class PodBackend:
                 seen.add(key)
                 messages.append(f"{event.get('reason', 'Event')}: {event.get('message', '')}".strip())
         return messages
-
-    async def _tail(self, target: ServerNames, lines: int = 5) -> str:
-        return "\n".join((await self.logs(state_of(target)))[-lines:])
 
     async def poll(self, state: dict[str, Any]) -> int | None:
         return pod_exit_code(await self.read_pod(state["namespace"], state["pod"]))

@@ -11,15 +11,18 @@ reach; what the server needs (its home, certificate files) lives under `home_roo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,14 +33,17 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
-from outpost.backends import sockets
+from outpost.backends import output, sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.backends.privileges import ServerUser, server_user
 from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.files import private_dir
 from outpost.models import ServiceId
 
+log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
+KILL_WAIT = 5.0  # seconds for the kernel to end a group after SIGKILL
+KEPT_FAILED_STARTS = 20  # directories of failed starts (their output and exit code) kept in servers/failed
 FREE_PORT_ATTEMPTS = 3
 # Runs the command, then writes its exit status where poll can read it. The wrapper's stdin is the
 # exit-code file, opened for writing by the outpost in its own directory; the command gets /dev/null
@@ -124,6 +130,18 @@ def _free_port(ip: str) -> int:
     with socket.socket() as sock:
         sock.bind((ip, 0))
         return int(sock.getsockname()[1])
+
+
+def resolved_command(cmd: list[str], search_path: str) -> list[str]:
+    """`cmd` with its program found where the servers' `sh` would not look: a bare name that is not on
+    their PATH runs from next to the outpost's own interpreter, where `pip install` put it (a venv's bin
+    that no activated venv puts on PATH, e.g. `.venv/bin/outpost dev`)."""
+    if not cmd or os.sep in cmd[0] or shutil.which(cmd[0], path=search_path):
+        return cmd
+    beside = Path(sys.executable).parent / cmd[0]  # not resolved: a venv's python is a symlink out of it
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside), *cmd[1:]]
+    return cmd
 
 
 def _connect_host(ip: str) -> str:
@@ -336,8 +354,9 @@ class LocalBackend:
         cwd.mkdir(parents=True, exist_ok=True)
         port = options.port or _free_port(options.ip)
         scheme, env = self._environment(spec, options, files, home, port)
+        cmd = resolved_command([*options.cmd, *options.args], env.get("PATH", os.defpath))
         try:
-            proc = self._spawn([*options.cmd, *options.args], workdir, env, cwd)
+            proc = self._spawn(cmd, workdir, env, cwd)
         except (OSError, ValueError):
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(files, ignore_errors=True)
@@ -354,10 +373,28 @@ class LocalBackend:
             await save_state(state)
             await progress(50, f"Server process started on the outpost (port {port}), waiting for it to answer")
             await self._wait_ready(state, options.start_timeout)
+        except BackendError as exc:  # it exited or never answered: the message ends with what it printed
+            tail = output.file_tail(workdir / "output.log", [*spec.env.values(), *options.env.values()])
+            await self._discard(spec.sid, state)
+            raise BackendError(output.with_tail(exc.message, tail), exc.detail) from None
         except BaseException:  # nothing will stop this server once the caller forgets it
             await self.stop(state)
             raise
         return Started(address=f"{scheme}://{state['host']}:{port}", state=state)
+
+    async def _discard(self, sid: ServiceId, state: dict[str, Any]) -> None:
+        """Stop a server whose start failed, but keep its output and exit code for whoever asks why. Its record
+        is forgotten at once (and each start has its own id), so the newest KEPT_FAILED_STARTS are kept."""
+        await self.stop(state, keep_output=True)
+        if (Path(state["dir"]) / "server.json").exists():
+            return  # its processes outlived the stop: the reconciler finds it there
+        failed = private_dir(self._servers / "failed")
+        kept = failed / Path(state["dir"]).name
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(state["dir"], kept)
+        for old in sorted(failed.iterdir(), key=_modified)[:-KEPT_FAILED_STARTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("the output of the failed start of %s is kept in %s", sid, kept / "output.log")
 
     def _spawn(self, cmd: list[str], workdir: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
         """The server's process group, as the server's user. Its output and exit status go to files the
@@ -423,38 +460,52 @@ class LocalBackend:
             return None
         try:
             return int((Path(state["dir"]) / "exit_code").read_text().strip())
-        except (OSError, ValueError, KeyError):
-            return 1  # gone without a recorded status: killed from outside
+        except (OSError, ValueError, KeyError):  # no status recorded: the wrapper was killed, maybe not the server
+            return None if _group_lives(state) else 1
 
-    async def stop(self, state: dict[str, Any]) -> None:
-        if _running(state):
-            await self._terminate(int(state["pid"]), float(state.get("stop_timeout", 5.0)), state)
-        for directory in ("dir", "files"):
-            if state.get(directory):
-                shutil.rmtree(state[directory], ignore_errors=True)
+    async def stop(self, state: dict[str, Any], *, keep_output: bool = False) -> None:
+        """Stop every process of the server's group. Its files go only once they are gone: server.json, the
+        identity file, tells the reconciler that something may still run. `keep_output`: the rest stays."""
+        if (_running(state) or _group_lives(state)) and not await self._terminate(state):
+            log.warning(
+                "processes of a server (process group %s) outlived SIGKILL; %s stays for the reconciler",
+                state["pid"], Path(state["dir"]) / "server.json",
+            )  # fmt: skip
+            return
+        if state.get("files"):
+            shutil.rmtree(state["files"], ignore_errors=True)
+        if state.get("dir"):
+            if not keep_output:
+                shutil.rmtree(state["dir"], ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (Path(state["dir"]) / "server.json").unlink()
 
-    async def _terminate(self, pgid: int, grace: float, state: dict[str, Any]) -> None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    async def _terminate(self, state: dict[str, Any]) -> bool:
+        """SIGTERM to the server's group, SIGKILL after its stop_timeout; whether no live process is left."""
+        pgid = int(state["pid"])
+        for sig, wait in ((signal.SIGTERM, float(state.get("stop_timeout", 5.0))), (signal.SIGKILL, KILL_WAIT)):
             try:
                 os.killpg(pgid, sig)
             except ProcessLookupError:
-                return
+                return True
             deadline = time.monotonic() + wait
             pause = 0.001  # most servers are gone within milliseconds: look again soon, then every 20 ms
             seen_members = False
             while time.monotonic() < deadline:
                 if not _running(state):
                     if not _group_exists(pgid):
-                        return
+                        return True
                     # Members left: zombies not collected yet (ours are, by the event loop, once we
-                    # yield), or live orphans. Only at the next look, a scan of every process.
+                    # yield), or live processes. Only at the next look, a scan of every process.
                     if seen_members and not _live_in_group(pgid):
-                        return
+                        return True
                     seen_members = True
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.02)
+        return not (_running(state) or _group_lives(state))
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
+        """The servers of this data directory with a live process, found by their identity files."""
         found = []
         for marker in self._servers.glob("*/server.json"):
             try:
@@ -462,7 +513,7 @@ class LocalBackend:
                 sid = ServiceId(**state.pop("service"))
             except (OSError, ValueError, TypeError, KeyError):
                 continue
-            if _running(state):
+            if _running(state) or _group_lives(state):
                 found.append((sid, state))
         return found
 
@@ -494,6 +545,46 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
         file.write(text)
     partial.replace(path)
+
+
+def _leader_created(pgid: int) -> float | None:
+    """The start time of the process whose pid is `pgid` (a group's leader has the group's id), or None."""
+    if _HAS_PROC:
+        try:
+            return _started_at(_proc_stat(pgid))
+        except (OSError, IndexError, ValueError):
+            return None
+    import psutil
+
+    try:
+        return float(psutil.Process(pgid).create_time())
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _group_lives(state: dict[str, Any]) -> bool:
+    """Whether a live process is left in the server's process group, whose leader is the `sh` wrapper we
+    started (pid and start time in `state`). The kernel gives a group's id to no new process while any member
+    lives: a process with that pid and another start time means the group has ended. With the wrapper gone
+    (killed from outside), its members are the server's; looking for them is a look at every process."""
+    try:
+        pgid, create_time = int(state["pid"]), float(state["create_time"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    if not _group_exists(pgid):
+        return False
+    leader = _leader_created(pgid)
+    if leader is not None and abs(leader - create_time) > 0.01:
+        return False
+    return _live_in_group(pgid)
+
+
+def _modified(path: Path) -> float:
+    """When a directory changed last; 0 when it is gone (another failed start removed it meanwhile)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _group_exists(pgid: int) -> bool:
