@@ -58,8 +58,8 @@ PER_USER_MAX = 2
 STARTS_PER_USER = 3
 QUICK_COUNT = 60
 REFUSALS = ("FlavorFull", "UserOverLimit")
-# Keys the outpost keeps that say nothing about servers: recent logins of the login limiter.
-UNRELATED_KEYS = ("outpost:auth:",)
+# Keys the outpost keeps that say nothing about running servers: the login limiter, stops' tombstones.
+UNRELATED_KEYS = ("outpost:auth:", "outpost:stopped:")
 
 
 @dataclass(frozen=True)
