@@ -100,6 +100,9 @@ c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned 
 # c.OutpostSpawner.ssh_port = {options.ssh_port}
 # c.OutpostSpawner.ssh_username = "{settings.ssh_username}"
 # c.OutpostSpawner.ssh_key = "/path/to/the/hub/private/key"
+# A hub running as root runs ssh as uid 1000: key, known_hosts and control socket must be uid 1000's.
+# c.OutpostSpawner.ssh_forward_options = {{"ControlPath": "/uid-1000-dir/cm-%C",
+#                                          "UserKnownHostsFile": "/uid-1000-dir/known_hosts"}}
 # ------------------------------------------------------------------------"""
 
 
