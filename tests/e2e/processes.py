@@ -179,6 +179,18 @@ def assert_no_orphans(name: str, known: Iterable[psutil.Process], marker: str, p
         raise AssertionError(f"processes left behind by {name}:\n" + "\n".join(described))
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group, from a scan of every process (psutil, not the backend's code)."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return found
+
+
 def kill_all(procs: Iterable[psutil.Process]) -> None:
     for proc in procs:
         try:

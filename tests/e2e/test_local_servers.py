@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import start_body
 from tests.e2e import harness
-from tests.e2e.processes import VENV_BIN, marked_processes, wait_until
+from tests.e2e.processes import VENV_BIN, group_members, marked_processes, wait_until
 from tests.e2e.test_outpost_dev import start_tiny_servers
 
 pytestmark = pytest.mark.e2e
@@ -72,18 +72,6 @@ def test_default_command_runs_without_an_activated_venv(tmp_path: Path, hub_api:
         harness.stop_outpost(outpost)
 
 
-def live_in_group(pgid: int) -> list[int]:
-    """The live processes of a process group, from a scan of every process."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return found
-
-
 def test_killing_a_servers_wrapper_orphans_nothing(tmp_path: Path) -> None:
     """kill -9 of the `sh` wrapper alone: the server still polls as running, and stop ends its whole group."""
     outpost = harness.start_outpost(tmp_path, f"orphan-{tmp_path.name}", config=harness.outpost_values(tmp_path))
@@ -92,12 +80,12 @@ def test_killing_a_servers_wrapper_orphans_nothing(tmp_path: Path) -> None:
         [wrapper] = [p for p in outpost.proc.descendants() if p.cmdline()[:2] == ["/bin/sh", "-c"]]
         wrapper.kill()
         wait_until("the wrapper's end", lambda: not psutil.pid_exists(wrapper.pid), timeout=10)
-        assert live_in_group(wrapper.pid), "the server should outlive its wrapper"
+        assert group_members(wrapper.pid), "the server should outlive its wrapper"
         with outpost.client() as api:
             assert api.get("/services/srv/1").json() == {"status": None}
             assert httpx.get(address, timeout=5).json()["user"] == "erin"  # and it still serves
             assert api.delete("/services/srv/1").status_code == 200
-        assert live_in_group(wrapper.pid) == []
+        assert group_members(wrapper.pid) == []
         assert marked_processes("(no marker)", [outpost.data_dir / "servers"]) == []  # nothing works in there
     finally:
         harness.stop_outpost(outpost)

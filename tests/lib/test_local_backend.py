@@ -33,6 +33,7 @@ from outpost.backends.sockets import _proc_listeners
 from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.models import ServiceId
 from tests.conftest import OWN_USER, TINY_SERVER
+from tests.e2e.processes import group_members
 from tests.sshd.helpers import until
 from tests.support.recorder import Recorder
 
@@ -305,18 +306,6 @@ async def test_a_hub_cannot_widen_the_addresses_its_misc_ip_may_choose(tmp_path:
             spec({"ip": "0.0.0.0", "allowed_ips": ["0.0.0.0"]}), Recorder().save, Recorder().report
         )
     assert await make_backend(tmp_path).running() == []
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live processes of a process group, from a scan of every process (psutil, not the backend's code)."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return found
 
 
 def under(path: Path) -> list[int]:
