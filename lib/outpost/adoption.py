@@ -11,7 +11,6 @@ from typing import Any
 from outpost.errors import UndecryptableRecord
 from outpost.models import ServiceId
 from outpost.runtime import Runtime
-from outpost.store import key_tombstone
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ async def readopt(runtime: Runtime, sid: ServiceId) -> bool:
     """A poll found no record. If the server runs (and was not stopped), re-adopt it at once: the hub takes
     a poll's 404 for "stopped", and would then stop it. True when a record is there now. Backends that
     keep no identity are not even asked (a Kubernetes listing per unknown poll would cost for nothing)."""
-    if not runtime.backend.keeps_identity or await runtime.store.redis.exists(key_tombstone(sid)):
+    if not runtime.backend.keeps_identity or await runtime.store.stopped(sid):
         return False
     for found, state in await runtime.backend.running():
         if found == sid:

@@ -590,6 +590,10 @@ class Store:
         """The hub stopped a service this outpost does not know: never re-adopt a server of it."""
         await self.redis.set(key_tombstone(sid), "1", ex=TOMBSTONE_TTL_SECONDS)
 
+    async def stopped(self, sid: ServiceId) -> bool:
+        """Whether a stop of this service left its tombstone (its server is never re-adopted)."""
+        return bool(await self.redis.exists(key_tombstone(sid)))
+
     async def identity(self, sid: ServiceId) -> str:
         """What a lost record of this running service is rebuilt from, sealed with the Fernet key."""
         values = await self.redis.hmget(key_record(sid), [*IDENTITY_FIELDS, "body", "answer"])
