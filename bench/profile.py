@@ -144,7 +144,7 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
 
     from starlette.requests import Request
 
-    from outpost import api
+    from outpost.routes import http as api
     from outpost.models import ServiceId
     from outpost.runtime import close_runtime, get_runtime, use_settings
     from outpost.store import PLAIN_FIELDS, POLL_FIELDS, key_record

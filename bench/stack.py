@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from outpost.embedded_redis import EmbeddedRedis
+from outpost.cli.embedded_redis import EmbeddedRedis
 from outpost.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

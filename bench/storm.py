@@ -47,7 +47,7 @@ from bench.report import storm_lines
 from bench.stack import HUBS, basic_auth, say, start_body
 from outpost.backends.base import StartSpec, load_backend_config
 from outpost.backends.local import LocalBackend, default_home_root
-from outpost.embedded_redis import EmbeddedRedis
+from outpost.cli.embedded_redis import EmbeddedRedis
 from outpost.models import ServiceId
 from outpost.store import key_flavor_slots, key_user_slots
 

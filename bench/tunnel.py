@@ -343,7 +343,7 @@ async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, targ
     from cryptography.fernet import Fernet
 
     from outpost.crypto import Crypt
-    from outpost.embedded_redis import EmbeddedRedis
+    from outpost.cli.embedded_redis import EmbeddedRedis
     from outpost.flavors import Limits
     from outpost.models import ServiceId
     from outpost.store import Store

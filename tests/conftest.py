@@ -31,9 +31,9 @@ from starlette.routing import Route
 from traitlets.config import Config
 
 from outpost.backends.local import LocalBackend
-from outpost.devserver import build_router, functions_dir
-from outpost.embedded_redis import EmbeddedRedis
-from outpost.envfile import admin_environment
+from outpost.cli.devserver import build_router, functions_dir
+from outpost.cli.embedded_redis import EmbeddedRedis
+from outpost.cli.envfile import admin_environment
 from outpost.runtime import close_runtime, use_settings
 from outpost.settings import Settings
 

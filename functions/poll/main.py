@@ -4,7 +4,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from outpost import api, operations, pod_status, timer
+from outpost.routes import http as api
+from outpost.lifecycle import start as operations
+from outpost.lifecycle import pod_status
+from outpost.lifecycle import timer
 
 ROUTES = [
     api.Route("GET", "/ping", operations.ping, public=True),

@@ -4,7 +4,9 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from outpost import api, events, operations
+from outpost.routes import http as api
+from outpost.lifecycle import events
+from outpost.lifecycle import start as operations
 
 ROUTES = [
     api.Route("POST", "/services", operations.start_service),

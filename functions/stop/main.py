@@ -4,7 +4,8 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from outpost import api, operations
+from outpost.routes import http as api
+from outpost.lifecycle import start as operations
 
 ROUTES = [
     api.Route("DELETE", "/services/{name}", operations.stop_service),  # a name, never empty

@@ -2,7 +2,7 @@
 
 Configured like flavors (the Helm values' `credits:` or upstream's `OUTPOST_CREDITS_PATH` file): a
 `credits` map of name -> values (answered as written), `hubs` sets and `users` sets matched with the
-flavor rules' machinery. Pure; the routes live in `outpost.operations`.
+flavor rules' machinery. Pure; the routes live in `outpost.routes.handlers`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The exception tree; `outpost.api.error_response` is the only place these become HTTP.
+"""The exception tree; `outpost.routes.http.error_response` is the only place these become HTTP.
 
 OutpostError
  ├── ConfigurationError          500  the outpost's own configuration is wrong

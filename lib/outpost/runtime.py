@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import httpx
 
     from outpost.backends.base import Backend
-    from outpost.events import Background
+    from outpost.lifecycle.events import Background
     from outpost.hub import HubClient
 
 _configured: Settings | None = None
@@ -145,7 +145,7 @@ class Runtime:
 
     @cached_property
     def background(self) -> Background:
-        from outpost.events import Background
+        from outpost.lifecycle.events import Background
 
         return Background(self)
 

@@ -10,7 +10,7 @@ import httpx
 from bench.outpost_dev import OutpostDev
 from bench.stack import HUBS, basic_auth
 from bench.storm import CAPPED, STORM_HUBS, MidStorm, RedisTarget, leftovers, make_plan, run
-from outpost.embedded_redis import EmbeddedRedis
+from outpost.cli.embedded_redis import EmbeddedRedis
 
 
 def test_the_plan_asks_for_more_than_the_limits_allow() -> None:

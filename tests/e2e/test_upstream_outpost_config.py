@@ -110,7 +110,7 @@ def test_a_server_starts_polls_and_stops_with_upstreams_config(hub: Hub, outpost
     hub.stop(user, "lab")
     # extra_log_handlers got the outpost's log lines, in log_format with log_datafmt's dates.
     lines = (e2e_dir / "extra.log").read_text().splitlines()
-    pattern = re.compile(r"\[I \d{4}-\d\d-\d\d outpost.operations\] started e2ehub/lab/\S+")
+    pattern = re.compile(r"\[I \d{4}-\d\d-\d\d outpost.lifecycle.start\] started e2ehub/lab/\S+")
     assert any(pattern.fullmatch(line) for line in lines), lines
     assert [s for s in outpost.services() if s["name"] == "lab"] == []
     wait_until("the server's port to close", lambda: _closed(int(seen[3])), timeout=20)

@@ -17,12 +17,12 @@ import redis.asyncio as aioredis
 from cloudevents.conversion import to_structured
 from functions_framework.aio import create_asgi_app
 
-from outpost.devserver import functions_dir
-from outpost.embedded_redis import EmbeddedRedis
-from outpost.events import make_event
+from outpost.cli.devserver import functions_dir
+from outpost.cli.embedded_redis import EmbeddedRedis
+from outpost.lifecycle.events import make_event
 from outpost.flavors import Limits
 from outpost.models import Phase, ServiceId
-from outpost.reconcile import reconcile
+from outpost.lifecycle.reconcile import reconcile
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from outpost.store import key_index, key_record

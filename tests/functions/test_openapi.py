@@ -9,7 +9,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from outpost.devserver import functions_dir
+from outpost.cli.devserver import functions_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from outpost import auth, errors
-from outpost.api import Call, Route, _find
+from outpost.routes.http import Call, Route, _find
 from outpost.crypto import Crypt
-from outpost.devserver import functions_dir
+from outpost.cli.devserver import functions_dir
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy
 from outpost.flavors import Usage, admission, allowed_flavors
 from outpost.models import MAX_NAME_LENGTH, StartRequest

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from outpost.openapi import openapi_document
+from outpost.routes.openapi import openapi_document
 from tests.fuzz.harness import (
     BASE_URL,
     FUZZ,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from outpost.embedded_redis import redis_server_binary
+from outpost.cli.embedded_redis import redis_server_binary
 from outpost.settings import Settings
 from tests.ha.cluster import MASTER, Cluster
 

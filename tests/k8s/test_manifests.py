@@ -13,7 +13,7 @@ from traitlets.config import Config
 from outpost.backends import manifests
 from outpost.backends.manifests import KubernetesBackend, ServerNames
 from outpost.models import ServiceId
-from outpost.pod_status import pod_exit_code, pod_ready, start_failure
+from outpost.lifecycle.pod_status import pod_exit_code, pod_ready, start_failure
 from tests.k8s.conftest import exited_status, running_status, validate, waiting_status
 
 SID = ServiceId("hubA", "srv", "1")

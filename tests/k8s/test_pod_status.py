@@ -13,7 +13,7 @@ import kmock
 import pytest
 from cloudevents.http import CloudEvent
 
-from outpost import pod_status
+from outpost.lifecycle import pod_status
 from outpost.errors import InvalidEvent
 from outpost.models import ServiceId, ServiceMeta
 from outpost.runtime import Runtime, get_runtime

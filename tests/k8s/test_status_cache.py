@@ -14,7 +14,7 @@ import pytest_asyncio
 from cloudevents.conversion import to_binary
 from functions_framework.aio import create_asgi_app
 
-from outpost import pod_status
+from outpost.lifecycle import pod_status
 from outpost.models import ServiceId
 from outpost.runtime import Runtime
 from outpost.store import key_record

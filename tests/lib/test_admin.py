@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from outpost import admin
+from outpost.cli import admin
 from outpost.crypto import Crypt
 from outpost.flavors import Limits
 from outpost.models import ServiceId

@@ -14,7 +14,7 @@ from traitlets.config import Config
 from outpost.backends.base import StartSpec
 from outpost.backends.local import LocalBackend, default_home_root
 from outpost.backends.privileges import ROOT_REFUSAL, ServerUser, lookup_user, server_user, unusable_path
-from outpost.dev import choose_server_user
+from outpost.cli.dev import choose_server_user
 from outpost.errors import BackendError, ConfigurationError, OverrideNotAllowed
 from outpost.files import private_dir, write_private
 from outpost.models import ServiceId

@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet
 
 from outpost.errors import ConfigurationError
 from outpost.settings import Settings, load_settings
-from outpost.upstream_import import database_url
+from outpost.cli.upstream_import import database_url
 from tests.lib.test_credits import CONFIG as CREDITS
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from outpost.devserver import functions_dir
+from outpost.cli.devserver import functions_dir
 from outpost.ratelimit import hub_bucket, source_id
 from tests.e2e.harness import chp_command
 from tests.e2e.processes import Proc, base_env, free_port, listening, wait_until

@@ -26,7 +26,7 @@ from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply
 from outpost.backends.manifests import CONTAINER, KubernetesBackend, ServerNames
 from outpost.errors import BackendError, ConfigurationError, InvalidBody
 from outpost.models import ServiceId
-from outpost.pod_status import pod_exit_code, pod_ready, start_failure, waiting_states
+from outpost.lifecycle.pod_status import pod_exit_code, pod_ready, start_failure, waiting_states
 
 log = logging.getLogger(__name__)
 

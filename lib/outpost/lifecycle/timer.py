@@ -9,9 +9,9 @@ import logging
 
 from cloudevents.http import CloudEvent
 
-from outpost import pod_status
-from outpost.operations import abandon
-from outpost.reconcile import reconcile
+from outpost.lifecycle import pod_status
+from outpost.lifecycle.start import abandon
+from outpost.lifecycle.reconcile import reconcile
 from outpost.runtime import Runtime
 
 log = logging.getLogger(__name__)

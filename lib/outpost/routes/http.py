@@ -23,7 +23,7 @@ from starlette.routing import compile_path
 from outpost import errors, logs
 from outpost.auth import authenticate
 from outpost.logs import new_request_id
-from outpost.metrics import request_metrics
+from outpost.routes.metrics import request_metrics
 from outpost.runtime import Runtime, get_runtime
 
 EventHandler = Callable[[Runtime, CloudEvent], Awaitable[None]]

@@ -8,9 +8,12 @@ from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from outpost import errors, logs, metrics, pod_status, quota, upstream_config
-from outpost.adoption import readopt
-from outpost.api import Call, Reply
+from outpost import errors, logs, upstream_config
+from outpost.routes import metrics
+from outpost.lifecycle import pod_status
+from outpost.lifecycle import quota
+from outpost.lifecycle.adoption import readopt
+from outpost.routes.http import Call, Reply
 from outpost.backends import output
 from outpost.backends.base import Started, StartSpec
 from outpost.credits import hub_credits, user_credits
@@ -35,7 +38,7 @@ async def ping(call: Call) -> Reply:
 
 
 async def describe_api(call: Call) -> Reply:
-    from outpost.openapi import openapi_document  # only for /openapi.json
+    from outpost.routes.openapi import openapi_document  # only for /openapi.json
 
     return Reply(openapi_document())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from outpost import admin
+from outpost.cli import admin
 from outpost.errors import ConfigurationError
 from outpost.runtime import get_runtime
 

@@ -21,16 +21,18 @@ from redis.exceptions import RedisError
 from traitlets.config import Config
 
 import sshd
-from outpost import devkeys as keys
-from outpost import devlock, envfile, logs
-from outpost.devserver import build_router
-from outpost.embedded_redis import EmbeddedRedis
+from outpost.cli import devkeys as keys
+from outpost import logs
+from outpost.cli import devlock
+from outpost.cli import envfile
+from outpost.cli.devserver import build_router
+from outpost.cli.embedded_redis import EmbeddedRedis
 from outpost.errors import ConfigurationError
 from outpost.files import write_private
 from outpost.runtime import Runtime, close_runtime, get_runtime, use_settings
 from outpost.settings import Settings, load_settings
-from outpost.shutdown import Signals, say
-from outpost.timer import run_timer
+from outpost.cli.shutdown import Signals, say
+from outpost.lifecycle.timer import run_timer
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 5  # for open HTTP requests and SSH connections at shutdown
@@ -140,7 +142,7 @@ def listening_socket(host: str, port: int, flag: str) -> socket.socket:
 
 async def stop_all_servers() -> int:
     """Stop every server this outpost knows, all at once (each stop is bounded by its backend)."""
-    from outpost.operations import stop_if_known
+    from outpost.lifecycle.start import stop_if_known
 
     runtime = await get_runtime()
     known = [meta.id async for meta in runtime.store.all_hubs_services()]

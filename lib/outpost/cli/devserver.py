@@ -6,7 +6,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from outpost.api import route_path
+from outpost.routes.http import route_path
 from outpost.errors import ConfigurationError
 
 FUNCTIONS = {"start": "start_service", "poll": "poll_service", "stop": "stop_service"}
@@ -14,7 +14,7 @@ FUNCTIONS = {"start": "start_service", "poll": "poll_service", "stop": "stop_ser
 
 def functions_dir() -> Path:
     """The repository's `functions/` folder (the package is installed from the checkout)."""
-    for candidate in (Path(__file__).resolve().parents[2] / "functions", Path.cwd() / "functions"):
+    for candidate in (Path(__file__).resolve().parents[3] / "functions", Path.cwd() / "functions"):
         if (candidate / "poll" / "main.py").is_file():
             return candidate
     raise ConfigurationError("cannot find the functions/ folder; run `outpost dev` from the repository")

@@ -1,7 +1,7 @@
 """Clean up after crashes, on every timer tick: records stuck starting or stopping past a deadline, and
 servers that run without a record.
 
-A running server without a record is either "record lost" or an orphan: re-adopted (outpost.adoption) when
+A running server without a record is either "record lost" or an orphan: re-adopted (outpost.lifecycle.adoption) when
 its backend kept its identity and no stop of it left a tombstone, stopped otherwise."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import datetime as dt
 import logging
 from typing import NamedTuple
 
-from outpost.adoption import adopt
+from outpost.lifecycle.adoption import adopt
 from outpost.models import Phase
-from outpost.operations import abandon
+from outpost.lifecycle.start import abandon
 from outpost.runtime import Runtime
 from outpost.store import key_record
 

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _admin(args: argparse.Namespace) -> int:
-    from outpost import admin
+    from outpost.cli import admin
     from outpost.models import ServiceId
     from outpost.runtime import build_runtime
     from outpost.settings import load_settings
@@ -72,7 +72,7 @@ async def _admin(args: argparse.Namespace) -> int:
             await admin.rotate_keys(runtime, print)
             print(admin.AFTER_ROTATION)
         elif args.command == "import-upstream":
-            from outpost.upstream_import import database_url, import_upstream
+            from outpost.cli.upstream_import import database_url, import_upstream
 
             url = database_url(runtime.settings, args.database)
             summary = await import_upstream(
@@ -92,7 +92,7 @@ async def _admin(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from outpost.dev import DevOptions, run_dev
+    from outpost.cli.dev import DevOptions, run_dev
 
     options = DevOptions(
         api_host=args.api_host, api_port=args.api_port, ssh_port=args.ssh_port,
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.env_file is not None:
-            from outpost import envfile
+            from outpost.cli import envfile
 
             envfile.load(args.env_file)
         if args.command == "dev":  # logs as its settings say (OUTPOST_LOG_FORMAT), once they are read

@@ -47,7 +47,7 @@ async def show_service(runtime: Runtime, sid: ServiceId) -> str:
 
 
 async def stop_service(runtime: Runtime, sid: ServiceId) -> str:
-    from outpost.operations import stop_if_known
+    from outpost.lifecycle.start import stop_if_known
 
     if await runtime.store.meta(sid) is None:
         raise ConfigurationError(f"no service {sid}")
@@ -76,7 +76,7 @@ AFTER_ROTATION = (
 
 def refuse_rotation_under_dev(settings: Settings) -> None:
     """A running `outpost dev` reads with the keys it started with: rotating under it makes its polls 409."""
-    from outpost import devlock
+    from outpost.cli import devlock
 
     pid = devlock.holder(Path(settings.data_dir))
     if pid is not None:

@@ -60,7 +60,7 @@ def _too_old(event: CloudEvent) -> bool:
 
 async def handle_event(runtime: Runtime, event: CloudEvent) -> None:
     """Do the work an event asks for; returning acknowledges it, raising asks for a redelivery."""
-    from outpost import operations
+    from outpost.lifecycle import start as operations
 
     kinds = {value: key for key, value in EVENT_TYPES.items()}
     kind = kinds.get(event["type"])
