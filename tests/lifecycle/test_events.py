@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from outpost.errors import EventsUnavailable
+from outpost.lifecycle.events import Background
 from outpost.models import ServiceId
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
@@ -22,7 +23,7 @@ async def test_a_submitted_start_reaches_the_sink_as_one_cloudevent(
     make_settings: Callable[..., Settings], hub_receiver: HubReceiver
 ) -> None:
     make_settings(events_sink=hub_receiver.url + "/outpost/outpost")
-    await (await get_runtime()).background.submit("start", SID)
+    await Background(await get_runtime()).submit("start", SID)
     [call] = hub_receiver.calls
     assert call["path"] == "/outpost/outpost"
     event: dict[str, Any] = call["json"]
@@ -36,7 +37,7 @@ async def test_a_sink_that_refuses_makes_the_request_fail_as_unavailable(
     make_settings(events_sink=hub_receiver.url)
     hub_receiver.status = 503
     with pytest.raises(EventsUnavailable):
-        await (await get_runtime()).background.submit("stop", SID)
+        await Background(await get_runtime()).submit("stop", SID)
 
 
 @pytest.mark.parametrize(
