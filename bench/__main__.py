@@ -90,7 +90,7 @@ async def _pending_records(stack: Stack, names: list[str]) -> None:
 
 async def _stop_everything(stack: Stack) -> int:
     """Stop every server the local backend started for any hub in the main database."""
-    from outpost.lifecycle.start import stop_if_known
+    from outpost.lifecycle.stop import stop_if_known
     from outpost.runtime import build_runtime
 
     runtime = build_runtime(stack.settings())

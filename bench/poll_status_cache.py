@@ -118,7 +118,7 @@ async def run(polls_per_round: int, rounds: int, api_delay: float, workdir: Path
             logs = workdir / "logs"
             start = spawn("start", "start_service", FUNCTIONS / "start" / "main.py", env, logs)
             poll = spawn("poll", "poll_service", FUNCTIONS / "poll" / "main.py", env, logs)
-            events = spawn("pod-status", "pod_status_event", FUNCTIONS / "poll" / "main.py", env, logs)
+            events = spawn("pod-status", "pod_status_event", FUNCTIONS / "pod_status" / "main.py", env, logs)
             functions += [start, poll, events]
             for function in functions:
                 await asyncio.to_thread(function.wait_listening)

@@ -144,8 +144,8 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
 
     from starlette.requests import Request
 
-    from outpost.routes import http as api
     from outpost.models import ServiceId
+    from outpost.routes import http as api
     from outpost.runtime import close_runtime, get_runtime, use_settings
     from outpost.store import PLAIN_FIELDS, POLL_FIELDS, key_record
 

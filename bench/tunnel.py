@@ -342,8 +342,8 @@ async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, targ
     import redis.asyncio as aioredis
     from cryptography.fernet import Fernet
 
-    from outpost.crypto import Crypt
     from outpost.cli.embedded_redis import EmbeddedRedis
+    from outpost.crypto import Crypt
     from outpost.flavors import Limits
     from outpost.models import ServiceId
     from outpost.store import Store

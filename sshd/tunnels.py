@@ -114,4 +114,8 @@ async def recreate_configured(runtime: Runtime, claimer: str = "") -> RecreateRe
     ssh_recreate_at_start traits, see `outpost.upstream_config.tunnel_recreation`)."""
     from outpost.upstream_config import tunnel_recreation
 
-    return await recreate_tunnels(runtime.store, runtime.hub, await tunnel_recreation(runtime), claimer=claimer)
+    async def stored_hubs() -> set[str]:
+        return {meta.id.hub async for meta in runtime.store.all_hubs_services()}
+
+    wanted = await tunnel_recreation(runtime.upstream, runtime.settings, stored_hubs)
+    return await recreate_tunnels(runtime.store, runtime.hub, wanted, claimer=claimer)

@@ -1,24 +1,21 @@
-"""Start function: `POST /services`, plus the broker's deliveries of background start/stop events."""
+"""Start function: `POST /services`. An async start is handed to the broker as an event (functions/events)."""
 
 import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from outpost.routes import http as api
-from outpost.lifecycle import events
-from outpost.lifecycle import start as operations
+from outpost.lifecycle.events import Background
+from outpost.routes import handlers
+from outpost.routes.http import Route, dispatch
+from outpost.runtime import use_background
 
+use_background(Background)
 ROUTES = [
-    api.Route("POST", "/services", operations.start_service),
-    api.Route("GET", "/metrics", operations.metrics_text, public=True),  # not on the public route
+    Route("POST", "/services", handlers.start_service),
+    Route("GET", "/metrics", handlers.metrics_text, public=True),  # not on the public route
 ]
 
 
 @functions_framework.aio.http
 async def start_service(request: Request) -> Response:
-    return await api.dispatch(request, ROUTES)
-
-
-@functions_framework.aio.http
-async def start_service_event(request: Request) -> Response:
-    return await api.receive_event(request, events.handle_event)
+    return await dispatch(request, ROUTES)

@@ -1,24 +1,27 @@
-"""Clients built lazily from Settings, one set per running event loop, closed with `aclose()`."""
+"""Clients built lazily from Settings, one set per running event loop, closed with `aclose()`. How background
+work is handed on is chosen by the entry point (`use_background`), not here: it runs the lifecycle, above us."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from traitlets.config import Config
 
 from outpost import logs
-from outpost.backends.base import load_backend_config
+from outpost.backends.base import Backend, load_backend_config
 from outpost.callbacks import CallbackPolicy
 from outpost.credits import CreditPolicy
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
+from outpost.models import ServiceId
 from outpost.proxies import TrustedProxies
 from outpost.ratelimit import Limits, LoginGuard
 from outpost.redis_client import redis_client
@@ -32,14 +35,20 @@ from outpost.upstream_config import (
     with_global_max,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cold start: a poll function never calls a hub, so it never imports httpx
     import httpx
 
-    from outpost.backends.base import Backend
-    from outpost.lifecycle.events import Background
     from outpost.hub import HubClient
 
+
+class Background(Protocol):
+    """Where async starts and stops go: `outpost.lifecycle.events.Background`, handed in by the entry point."""
+
+    async def submit(self, kind: str, sid: ServiceId) -> None: ...
+
+
 _configured: Settings | None = None
+_background: Callable[[Runtime], Background] | None = None
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
 
 
@@ -71,7 +80,7 @@ class Runtime:
 
     @cached_property
     def hub(self) -> HubClient:
-        from outpost.hub import HubClient
+        from outpost.hub import HubClient  # cold start: see `http`
 
         return HubClient(self.http, self.settings.hub_retries, self.callbacks)
 
@@ -145,9 +154,11 @@ class Runtime:
 
     @cached_property
     def background(self) -> Background:
-        from outpost.lifecycle.events import Background
-
-        return Background(self)
+        if _background is None:
+            raise ConfigurationError(
+                "this entry point hands no work to the background (outpost.runtime.use_background)"
+            )
+        return _background(self)
 
     async def aclose(self) -> None:
         if self.tasks:
@@ -166,6 +177,12 @@ def use_settings(settings: Settings | None) -> None:
     global _configured
     _configured = settings
     _runtimes.clear()
+
+
+def use_background(background: Callable[[Runtime], Background]) -> None:
+    """Hand async starts and stops to this (called by the entry points that take them)."""
+    global _background
+    _background = background
 
 
 def replication_of(settings: Settings) -> Replication:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from outpost.backends.base import Started
     from outpost.flavor_rules import FlavorPolicy
     from outpost.models import ServiceId
-    from outpost.runtime import Runtime
+    from outpost.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -218,15 +218,16 @@ def hub_client_options(upstream: JupyterHubOutpost, default_timeout: float) -> d
     return {"verify": verify, "timeout": timeout}
 
 
-async def tunnel_recreation(runtime: Runtime) -> Callable[[str], Awaitable[bool]]:
+async def tunnel_recreation(
+    upstream: JupyterHubOutpost, settings: Settings, stored_hubs: Callable[[], Awaitable[set[str]]]
+) -> Callable[[str], Awaitable[bool]]:
     """Which hubs' tunnels to recreate at start: `ssh_recreate_at_start_global(wrapper, hubs)` once
-    (truthy: none per hub), then `ssh_recreate_at_start(wrapper, hub)` per hub unless that hub has
-    `hubOptions.<hub>.recreateTunnels` of its own; without either, our setting (default: recreate)."""
-    upstream = runtime.upstream
+    (truthy: none per hub; `stored_hubs` are the hubs with services), then `ssh_recreate_at_start(wrapper,
+    hub)` per hub unless that hub has `hubOptions.<hub>.recreateTunnels` of its own; without either, our
+    setting (default: recreate)."""
     overall = upstream.ssh_recreate_at_start_global
     if callable(overall):
-        hubs = sorted({meta.id.hub async for meta in runtime.store.all_hubs_services()})
-        done = bool(await _call(overall, upstream, hubs))
+        done = bool(await _call(overall, upstream, sorted(await stored_hubs())))
     else:
         done = bool(overall)
     per_hub = upstream.ssh_recreate_at_start
@@ -235,8 +236,8 @@ async def tunnel_recreation(runtime: Runtime) -> Callable[[str], Awaitable[bool]
     async def wanted(hub: str) -> bool:
         if done:
             return False
-        if per_hub is None or hub in runtime.settings.hub_options:
-            return runtime.settings.recreates_tunnels(hub)
+        if per_hub is None or hub in settings.hub_options:
+            return settings.recreates_tunnels(hub)
         if hub not in decided:
             decided[hub] = bool(await _call(per_hub, upstream, hub) if callable(per_hub) else per_hub)
         return decided[hub]

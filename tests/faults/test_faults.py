@@ -19,10 +19,10 @@ from functions_framework.aio import create_asgi_app
 
 from outpost.cli.devserver import functions_dir
 from outpost.cli.embedded_redis import EmbeddedRedis
-from outpost.lifecycle.events import make_event
 from outpost.flavors import Limits
-from outpost.models import Phase, ServiceId
+from outpost.lifecycle.events import make_event
 from outpost.lifecycle.reconcile import reconcile
+from outpost.models import Phase, ServiceId
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from outpost.store import key_index, key_record
@@ -144,4 +144,4 @@ async def test_async_start_survives_a_hub_that_is_down(api: httpx.AsyncClient) -
 
 
 def load_function_target(target: str) -> Any:
-    return create_asgi_app(target=target, source=str(functions_dir() / "start" / "main.py"))
+    return create_asgi_app(target=target, source=str(functions_dir() / "events" / "main.py"))

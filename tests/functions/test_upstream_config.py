@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +170,20 @@ async def test_functions_serve_under_the_base_path(settings: Settings, monkeypat
         assert (await poll.get("/outposts/services", headers=A)).status_code == 404
 
 
+async def _tunnel_recreation() -> Callable[[str], Awaitable[bool]]:
+    from outpost.upstream_config import tunnel_recreation
+
+    runtime = await get_runtime()
+
+    async def stored_hubs() -> set[str]:
+        return {meta.id.hub async for meta in runtime.store.all_hubs_services()}
+
+    return await tunnel_recreation(runtime.upstream, runtime.settings, stored_hubs)
+
+
 async def test_tunnel_recreation_asks_upstreams_hooks(
     make_settings: Callable[..., Settings], backend_config: Path
 ) -> None:
-    from outpost.upstream_config import tunnel_recreation
-
     backend_config.write_text(
         "async def per_hub(wrapper, jupyterhub_name):\n"
         "    assert wrapper.__class__.__name__ == 'JupyterHubOutpost'\n"
@@ -182,17 +191,17 @@ async def test_tunnel_recreation_asks_upstreams_hooks(
         "c.JupyterHubOutpost.ssh_recreate_at_start = per_hub\n"
     )
     make_settings(hub_options={"hubC": {"recreateTunnels": False}})
-    wanted = await tunnel_recreation(await get_runtime())
+    wanted = await _tunnel_recreation()
     assert [await wanted(hub) for hub in ("hubA", "hubB", "hubC")] == [True, False, False]
 
     backend_config.write_text("c.JupyterHubOutpost.ssh_recreate_at_start_global = lambda wrapper, hubs: True\n")
     make_settings()
-    wanted = await tunnel_recreation(await get_runtime())
+    wanted = await _tunnel_recreation()
     assert [await wanted(hub) for hub in ("hubA", "hubB")] == [False, False]  # the global hook did it all
 
     backend_config.write_text("")
     make_settings(hub_options={"hubB": {"recreateTunnels": False}})
-    wanted = await tunnel_recreation(await get_runtime())
+    wanted = await _tunnel_recreation()
     assert [await wanted(hub) for hub in ("hubA", "hubB")] == [True, False]  # ours: recreate unless told not to
 
 

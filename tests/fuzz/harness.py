@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, settings
 
 from outpost.crypto import Crypt
 from outpost.hub import HubClient
+from outpost.lifecycle.stop import stop_if_known
 from outpost.models import ServiceId
-from outpost.lifecycle.start import stop_if_known
 from outpost.runtime import Runtime
 from outpost.settings import Settings
 from outpost.store import key_index, key_record, key_user_slots

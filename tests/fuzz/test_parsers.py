@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from outpost import auth, errors
-from outpost.routes.http import Call, Route, _find
-from outpost.crypto import Crypt
 from outpost.cli.devserver import functions_dir
+from outpost.crypto import Crypt
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy
 from outpost.flavors import Usage, admission, allowed_flavors
 from outpost.models import MAX_NAME_LENGTH, StartRequest
 from outpost.ratelimit import Limits, LoginGuard
+from outpost.routes.http import Call, Route, _find
 from outpost.settings import Settings, load_settings
 from tests.fuzz.harness import FUZZ, STATS
 

@@ -18,9 +18,9 @@ from outpost import errors
 from outpost.backends.base import StartSpec
 from outpost.backends.local import LocalBackend
 from outpost.crypto import Crypt
+from outpost.lifecycle.stop import stop_if_known
 from outpost.models import ServiceId
 from outpost.routes.openapi import openapi_document
-from outpost.lifecycle.start import stop_if_known
 from outpost.settings import load_settings
 from tests.conftest import OWN_USER, TINY_SERVER
 from tests.fuzz.harness import MAX_BODY_BYTES, Fuzz, Seed, basic

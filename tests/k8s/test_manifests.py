@@ -12,8 +12,8 @@ from traitlets.config import Config
 
 from outpost.backends import manifests
 from outpost.backends.manifests import KubernetesBackend, ServerNames
-from outpost.models import ServiceId
 from outpost.lifecycle.pod_status import pod_exit_code, pod_ready, start_failure
+from outpost.models import ServiceId
 from tests.k8s.conftest import exited_status, running_status, validate, waiting_status
 
 SID = ServiceId("hubA", "srv", "1")

@@ -13,8 +13,8 @@ import kmock
 import pytest
 from cloudevents.http import CloudEvent
 
-from outpost.lifecycle import pod_status
 from outpost.errors import InvalidEvent
+from outpost.lifecycle import pod_status
 from outpost.models import ServiceId, ServiceMeta
 from outpost.runtime import Runtime, get_runtime
 from outpost.settings import Settings

@@ -24,13 +24,13 @@ from tests.k8s.test_pod_status import POD, hub_body, pod_event, pod_reads
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")
-POLL_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "poll" / "main.py"
+POD_STATUS_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "pod_status" / "main.py"
 
 
 @pytest.fixture(scope="session")
 def pod_status_app() -> Any:
-    """The ApiServerSource's sink: `pod_status_event` in the poll function's file."""
-    return create_asgi_app(target="pod_status_event", source=str(POLL_SOURCE))
+    """The ApiServerSource's sink: `pod_status_event`, the pod-status function."""
+    return create_asgi_app(target="pod_status_event", source=str(POD_STATUS_SOURCE))
 
 
 @pytest_asyncio.fixture

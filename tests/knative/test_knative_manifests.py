@@ -18,9 +18,9 @@ FUNCTIONS = {
     "outpost-start": ("/app/functions/start/main.py", "start_service", "outpost-functions"),
     "outpost-poll": ("/app/functions/poll/main.py", "poll_service", "outpost-functions-reader"),
     "outpost-stop": ("/app/functions/stop/main.py", "stop_service", "outpost-functions"),
-    "outpost-events": ("/app/functions/start/main.py", "start_service_event", "outpost-functions"),
-    "outpost-timer": ("/app/functions/poll/main.py", "poll_timer_event", "outpost-functions"),
-    "outpost-pod-status": ("/app/functions/poll/main.py", "pod_status_event", "outpost-functions-reader"),
+    "outpost-events": ("/app/functions/events/main.py", "start_service_event", "outpost-functions"),
+    "outpost-timer": ("/app/functions/timer/main.py", "poll_timer_event", "outpost-functions"),
+    "outpost-pod-status": ("/app/functions/pod_status/main.py", "pod_status_event", "outpost-functions-reader"),
 }
 PUBLIC = {"outpost-start", "outpost-poll", "outpost-stop"}
 SECRET_ENV = {

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
+from outpost.cli.upstream_import import database_url
 from outpost.errors import ConfigurationError
 from outpost.settings import Settings, load_settings
-from outpost.cli.upstream_import import database_url
 from tests.lib.test_credits import CONFIG as CREDITS
 
 

@@ -25,8 +25,8 @@ from outpost.backends import manifests, output
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.backends.manifests import CONTAINER, KubernetesBackend, ServerNames
 from outpost.errors import BackendError, ConfigurationError, InvalidBody
-from outpost.models import ServiceId
 from outpost.lifecycle.pod_status import pod_exit_code, pod_ready, start_failure, waiting_states
+from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
 

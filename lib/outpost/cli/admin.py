@@ -9,9 +9,11 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from outpost.cli import devlock
 from outpost.env_policy import RUNS_CODE_EXAMPLES, screen_env
 from outpost.errors import ConfigurationError, OutpostError
 from outpost.flavor_rules import FlavorPolicy, HubRule, UserRule
+from outpost.lifecycle.stop import stop_if_known
 from outpost.models import ServiceId, ServiceMeta
 from outpost.overrides import VERBATIM
 from outpost.runtime import Runtime, build_runtime
@@ -47,8 +49,6 @@ async def show_service(runtime: Runtime, sid: ServiceId) -> str:
 
 
 async def stop_service(runtime: Runtime, sid: ServiceId) -> str:
-    from outpost.lifecycle.start import stop_if_known
-
     if await runtime.store.meta(sid) is None:
         raise ConfigurationError(f"no service {sid}")
     await stop_if_known(runtime, sid)
@@ -76,8 +76,6 @@ AFTER_ROTATION = (
 
 def refuse_rotation_under_dev(settings: Settings) -> None:
     """A running `outpost dev` reads with the keys it started with: rotating under it makes its polls 409."""
-    from outpost.cli import devlock
-
     pid = devlock.holder(Path(settings.data_dir))
     if pid is not None:
         raise ConfigurationError(

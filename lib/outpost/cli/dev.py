@@ -21,18 +21,18 @@ from redis.exceptions import RedisError
 from traitlets.config import Config
 
 import sshd
-from outpost.cli import devkeys as keys
 from outpost import logs
-from outpost.cli import devlock
-from outpost.cli import envfile
+from outpost.cli import devkeys as keys
+from outpost.cli import devlock, envfile
 from outpost.cli.devserver import build_router
 from outpost.cli.embedded_redis import EmbeddedRedis
+from outpost.cli.shutdown import Signals, say
 from outpost.errors import ConfigurationError
 from outpost.files import write_private
+from outpost.lifecycle.stop import stop_if_known
+from outpost.lifecycle.timer import run_timer
 from outpost.runtime import Runtime, close_runtime, get_runtime, use_settings
 from outpost.settings import Settings, load_settings
-from outpost.cli.shutdown import Signals, say
-from outpost.lifecycle.timer import run_timer
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 5  # for open HTTP requests and SSH connections at shutdown
@@ -142,8 +142,6 @@ def listening_socket(host: str, port: int, flag: str) -> socket.socket:
 
 async def stop_all_servers() -> int:
     """Stop every server this outpost knows, all at once (each stop is bounded by its backend)."""
-    from outpost.lifecycle.start import stop_if_known
-
     runtime = await get_runtime()
     known = [meta.id async for meta in runtime.store.all_hubs_services()]
     outcomes = await asyncio.gather(*(stop_if_known(runtime, sid) for sid in known), return_exceptions=True)

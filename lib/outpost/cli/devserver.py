@@ -6,8 +6,8 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from outpost.routes.http import route_path
 from outpost.errors import ConfigurationError
+from outpost.routes.http import route_path
 
 FUNCTIONS = {"start": "start_service", "poll": "poll_service", "stop": "stop_service"}
 

@@ -1,4 +1,5 @@
-"""Background work as CloudEvents: emitted by the API, handled idempotently (delivery is at least once).
+"""Background work as CloudEvents: emitted by async starts and stops, handled idempotently (delivery is at
+least once).
 
 `Background.submit` runs the handler in this process (`outpost dev`) or posts the event to the
 Knative broker (`Settings.events_sink`), whose Trigger delivers it to `start_service_event`.
@@ -9,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 
 from outpost.errors import EventsUnavailable, InvalidBody
+from outpost.lifecycle.start import run_background_start
+from outpost.lifecycle.stop import abandon, stop_if_known
 from outpost.models import ServiceId
-
-if TYPE_CHECKING:
-    from outpost.runtime import Runtime
+from outpost.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ def _too_old(event: CloudEvent) -> bool:
 
 async def handle_event(runtime: Runtime, event: CloudEvent) -> None:
     """Do the work an event asks for; returning acknowledges it, raising asks for a redelivery."""
-    from outpost.lifecycle import start as operations
-
     kinds = {value: key for key, value in EVENT_TYPES.items()}
     kind = kinds.get(event["type"])
     if kind is None:
@@ -76,15 +75,17 @@ async def handle_event(runtime: Runtime, event: CloudEvent) -> None:
     if event.get("knativeerrordest"):
         # The broker gave up on this event: do not leave the hub waiting for a start that never runs.
         log.error("%s event for %s dead-lettered (%s)", kind, sid, event.get("knativeerrorcode"))
-        await operations.abandon(runtime, sid, "The outpost could not process the request; please try again.")
+        await abandon(runtime, sid, "The outpost could not process the request; please try again.")
     elif kind == "start":
-        await operations.run_background_start(runtime, sid)
+        await run_background_start(runtime, sid)
     else:
-        await operations.stop_if_known(runtime, sid)
+        await stop_if_known(runtime, sid)
     await runtime.store.once(marker)
 
 
 class Background:
+    """The entry points' `outpost.runtime.Background`: events handled here, or posted to the sink."""
+
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
@@ -97,7 +98,7 @@ class Background:
             task.add_done_callback(self._runtime.tasks.discard)
             return
         headers, body = to_structured(event)
-        import httpx
+        import httpx  # cold start: only a function that posts events loads httpx
 
         try:
             response = await self._runtime.sink_http.post(sink, headers=headers, content=body)

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from cloudevents.http import CloudEvent
 
 from outpost.backends import manifests
 from outpost.errors import InvalidEvent
 from outpost.models import Phase, ServiceMeta
-
-if TYPE_CHECKING:
-    from outpost.backends.kubernetes import PodBackend
-    from outpost.runtime import Runtime
-    from outpost.store import PollView
+from outpost.runtime import Runtime
+from outpost.store import PollView
 
 log = logging.getLogger(__name__)
 RESYNC_LOCK_SECONDS = 55.0
@@ -97,14 +93,19 @@ def pod_exit_code(pod: dict[str, Any] | None) -> int | None:
     return None  # Pending, Running, Unknown (a node that lost contact may come back)
 
 
-def _pods(runtime: Runtime) -> PodBackend | None:
-    """The kubernetes backend, if that is the one in use (without importing the client otherwise)."""
+@runtime_checkable
+class PodReader(Protocol):
+    """What the kubernetes backend offers beyond `Backend`: reading its pods."""
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]: ...
+
+
+def _pods(runtime: Runtime) -> PodReader | None:
+    """The backend, if it runs pods (the kubernetes backend); without importing the client otherwise."""
     backend = runtime.backend
-    module = sys.modules.get("outpost.backends.kubernetes")
-    if module is None or not isinstance(backend, module.PodBackend):
-        return None
-    pods: PodBackend = backend
-    return pods
+    return backend if isinstance(backend, PodReader) else None
 
 
 def fresh_seconds(runtime: Runtime) -> float:

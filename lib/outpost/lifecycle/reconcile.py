@@ -11,8 +11,8 @@ import logging
 from typing import NamedTuple
 
 from outpost.lifecycle.adoption import adopt
+from outpost.lifecycle.stop import abandon
 from outpost.models import Phase
-from outpost.lifecycle.start import abandon
 from outpost.runtime import Runtime
 from outpost.store import key_record
 

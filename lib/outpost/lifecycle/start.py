@@ -1,62 +1,45 @@
-"""The use cases, one function per route, composed from the store, the backend and the hub client."""
+"""Starting a server: the hub's request checked and admitted, the backend run (now or in the background),
+the address claimed and answered."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Awaitable
-from http import HTTPStatus
 from typing import Any, TypeVar
 
+from prometheus_client import Histogram
+
 from outpost import errors, logs, upstream_config
-from outpost.routes import metrics
-from outpost.lifecycle import pod_status
-from outpost.lifecycle import quota
-from outpost.lifecycle.adoption import readopt
-from outpost.routes.http import Call, Reply
 from outpost.backends import output
 from outpost.backends.base import Started, StartSpec
-from outpost.credits import hub_credits, user_credits
 from outpost.env_policy import screen_env
 from outpost.flavors import runtime_seconds
 from outpost.hooks import sanitized
-from outpost.models import ACTIVE_PHASES, TERMINAL_PHASES, Phase, ServiceId, StartRequest
+from outpost.lifecycle import quota
+from outpost.lifecycle.notes import callback_notes
+from outpost.models import Phase, ServiceId, StartRequest
 from outpost.overrides import refused_overrides, refused_templates
 from outpost.runtime import Runtime
 from outpost.store import Claim
 
 log = logging.getLogger(__name__)
 Written = TypeVar("Written")
+START_SECONDS = Histogram(
+    "outpost_start_seconds", "Time to start a server (backend included), by outcome", ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)  # fmt: skip
 
 
-def _service_id(call: Call) -> ServiceId:
-    return ServiceId(call.hub, call.params["name"], call.params.get("start_id", "0"))
-
-
-async def ping(call: Call) -> Reply:
-    return Reply({"ping": "pong!"})
-
-
-async def describe_api(call: Call) -> Reply:
-    from outpost.routes.openapi import openapi_document  # only for /openapi.json
-
-    return Reply(openapi_document())
-
-
-async def metrics_text(call: Call) -> Reply:
-    text, media_type = await metrics.render(call.runtime)
-    return Reply(text, media_type=media_type)
-
-
-async def start_service(call: Call) -> Reply:
-    request = call.json(StartRequest)
-    sid = ServiceId(call.hub, request.name, request.start_id)
-    runtime = call.runtime
-    options = runtime.settings.hub(call.hub)
-    refused = refused_overrides(call.hub, request.misc, options.allowed_overrides, runtime.hooks.allow_override)
+async def request_start(runtime: Runtime, hub: str, request: StartRequest, *, in_background: bool) -> str | None:
+    """A hub's start request: checked, admitted and recorded PENDING, then started now (the address the
+    hub gets) or handed to the background (None: the hub hears of it through its events URL)."""
+    sid = ServiceId(hub, request.name, request.start_id)
+    options = runtime.settings.hub(hub)
+    refused = refused_overrides(hub, request.misc, options.allowed_overrides, runtime.hooks.allow_override)
     if refused:
         raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {errors.shown(refused)}.")
-    if not await upstream_config.allows_override(runtime.upstream, call.hub, request.misc):
+    if not await upstream_config.allows_override(runtime.upstream, hub, request.misc):
         raise errors.OverrideNotAllowed(
             f"This outpost does not allow overriding: {errors.shown(sorted(request.misc))}."
         )
@@ -72,7 +55,7 @@ async def start_service(call: Call) -> Reply:
             "Its administrator can allow them for this hub (hubOptions.<hub>.allowedEnv)."
         )
     request = request.model_copy(update={"env": screened.env})
-    decision = await quota.admit(runtime, call.hub, request)
+    decision = await quota.admit(runtime, hub, request)
     certs = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
     created = await runtime.store.create(
         sid,
@@ -80,22 +63,21 @@ async def start_service(call: Call) -> Reply:
         user_id=request.env.get("JUPYTERHUB_USER_ID", ""),
         flavor=request.flavor,
         body=request.without_certs(),
-        certs=certs if call.is_async and request.certs else None,
+        certs=certs if in_background and request.certs else None,
         limits=decision.limits,
         runtime_seconds=runtime_seconds(decision.flavor) if decision.flavor else None,
     )
     if not created.ok:
         raise quota.refused_by_store(decision, request.flavor or "", created.refusal, created.count)
-    log.info("start requested for %s (%s)", sid, "async" if call.is_async else "sync")
-    if call.is_async:
+    log.info("start requested for %s (%s)", sid, "async" if in_background else "sync")
+    if in_background:
         try:
             await runtime.background.submit("start", sid)
         except errors.EventsUnavailable:
             await runtime.store.forget(sid)
             raise
-        return Reply({"service": ""}, HTTPStatus.ACCEPTED)
-    answer = await _start(runtime, sid, request.without_certs(), certs, announce_tunnel=False)
-    return Reply({"service": answer})
+        return None
+    return await _start(runtime, sid, request.without_certs(), certs, announce_tunnel=False)
 
 
 async def run_background_start(runtime: Runtime, sid: ServiceId) -> None:
@@ -131,7 +113,7 @@ async def _start(
 
     async def give_up(failure: errors.OutpostError) -> None:
         """Forget the record of a failed start and say so."""
-        metrics.START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
+        START_SECONDS.labels("failed").observe(time.perf_counter() - clock)
         # The whole message: a backend's ends with the server's last output (bounded by backends.output).
         log.warning("start of %s failed: %s", sid, logs.escape(failure.message, limit=output.MESSAGE_CHARS))
         await runtime.store.forget(sid)
@@ -149,7 +131,7 @@ async def _start(
         resources=dict(flavor.resources) if flavor else {},
     )
     await progress(10, "Start request received by the outpost")
-    for note in _callback_notes(runtime, sid, env, announce=True):
+    for note in callback_notes(runtime, sid, env, announce=True):
         await progress(10, note)  # shown while the server starts, when the events URL itself is called
     clock = time.perf_counter()
     try:
@@ -167,7 +149,7 @@ async def _start(
         taken = errors.AddressTaken(_host_port(address))
         await give_up(taken)
         raise taken
-    metrics.START_SECONDS.labels("started").observe(time.perf_counter() - clock)
+    START_SECONDS.labels("started").observe(time.perf_counter() - clock)
     if claim.found not in (Phase.PENDING, Phase.STARTING):
         # A stop arrived while we were starting: it wins.
         await runtime.backend.stop(started.state)
@@ -180,16 +162,6 @@ async def _start(
         await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, sid)
     log.info("started %s", sid)
     return address
-
-
-def _callback_notes(runtime: Runtime, sid: ServiceId, env: dict[str, str], *, announce: bool = False) -> list[str]:
-    """What the hub's user is told about callback URLs of this start the outpost does not call; with
-    `announce`, each is logged too, naming the variable and the hub (never the URL or a token)."""
-    refused = runtime.callbacks.refusals(sid.hub, env)
-    if announce:
-        for variable, reason in refused:
-            log.warning("%s of hub %s is not called for %s: %s", variable, sid.hub, sid, reason)
-    return [f"outpost: {variable} is not called: {reason}" for variable, reason in refused]
 
 
 async def _answer(runtime: Runtime, sid: ServiceId, env: dict[str, str], started: Started) -> str:
@@ -255,96 +227,3 @@ async def _server_gone(runtime: Runtime, holder: ServiceId) -> bool:
 def _unexpected(exc: Exception, sid: ServiceId) -> errors.BackendError:
     log.error("backend failed for %s", sid, exc_info=(type(exc), exc, exc.__traceback__))
     return errors.BackendError(f"the outpost's backend failed ({type(exc).__name__}); see the outpost's log")
-
-
-async def poll_service(call: Call) -> Reply:
-    runtime = call.runtime
-    sid = _service_id(call)
-    view = await runtime.store.poll_record(sid)
-    if view is None and await readopt(runtime, sid):
-        view = await runtime.store.poll_record(sid)
-    if view is None:
-        raise errors.UnknownService()
-    meta, state = view, view.state
-    status: int | None = None
-    if meta.phase in TERMINAL_PHASES:
-        status = meta.exit_code or 0
-    elif meta.phase == Phase.RUNNING and state is not None:
-        status = await pod_status.cached_poll(runtime, meta, state)
-        if status is not None:  # gone: the one write a poll makes, so its address leaves the index at once
-            await runtime.store.mark_ended(sid, status)
-    reply: dict[str, Any] = {"status": status}
-    if call.query.get("collect_logs", "").lower() == "true":
-        body, _, _ = await runtime.store.secrets(sid)
-        logs = await runtime.backend.logs(state) if state is not None else []
-        reply["logs"] = _callback_notes(runtime, sid, body.get("env", {})) + logs
-    return Reply(reply)
-
-
-async def stop_service(call: Call) -> Reply:
-    runtime = call.runtime
-    sid = _service_id(call)
-    if await runtime.store.meta(sid) is None:
-        await runtime.store.tombstone(sid)  # a server of it found running later is not re-adopted
-        raise errors.UnknownService()
-    if call.is_async:
-        await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))
-        await runtime.background.submit("stop", sid)
-        return Reply({}, HTTPStatus.ACCEPTED)
-    logs = await _stop(runtime, sid, collect_logs=call.query.get("collect_logs", "").lower() == "true")
-    return Reply({"logs": logs})
-
-
-async def abandon(runtime: Runtime, sid: ServiceId, message: str) -> None:
-    """Give up on a service: stop whatever runs, forget it, and tell the hub the spawn failed."""
-    meta = await runtime.store.meta(sid)
-    if meta is None:
-        return
-    body, _, _ = await runtime.store.secrets(sid)
-    await stop_if_known(runtime, sid)
-    await runtime.hub.progress(body.get("env", {}), sid, 100, message, failed=True)
-
-
-async def stop_if_known(runtime: Runtime, sid: ServiceId) -> None:
-    """A background stop, or the dev server's shutdown; a no-op for a service already gone."""
-    if await runtime.store.meta(sid) is not None:
-        await _stop(runtime, sid, collect_logs=False)
-
-
-async def _stop(runtime: Runtime, sid: ServiceId, *, collect_logs: bool) -> list[str]:
-    await runtime.store.transition(sid, Phase.STOPPING, (*ACTIVE_PHASES, *TERMINAL_PHASES))
-    body, state, _ = await runtime.store.secrets(sid)  # undecryptable: 409, and the record is kept
-    logs: list[str] = _callback_notes(runtime, sid, body.get("env", {})) if collect_logs else []
-    if state is not None:
-        logs += await runtime.backend.logs(state) if collect_logs else []
-        with metrics.STOP_SECONDS.time():
-            await runtime.backend.stop(state)
-    await runtime.store.forget(sid)
-    log.info("stopped %s", sid)
-    await quota.send_flavor_update(runtime, sid, body.get("env", {}))
-    return logs
-
-
-async def list_services(call: Call) -> Reply:
-    return Reply([meta.listing() for meta in await call.runtime.store.list_hub(call.hub)])
-
-
-async def list_flavors(call: Call) -> Reply:
-    return Reply(await quota.menu(call.runtime, call.hub))
-
-
-async def user_flavors(call: Call) -> Reply:
-    """The menu narrowed to one user; the body is that user's authentication dict."""
-    return Reply(await quota.menu(call.runtime, call.hub, call.json_object()))
-
-
-async def list_credits(call: Call) -> Reply:
-    """`GET /credits/` (upstream 2.1, for the JupyterHub Credit Service): this hub's credits."""
-    return Reply(hub_credits(call.runtime.credit_policy, call.hub))
-
-
-async def credits_of_user(call: Call) -> Reply:
-    """`POST /usercredits`: one user's credits; the body is that user's authentication dict."""
-    runtime = call.runtime
-    auth = await upstream_config.user_authentication(runtime.upstream, call.json_object())
-    return Reply(user_credits(runtime.credit_policy, call.hub, auth, runtime.hooks.normalise_authentication))

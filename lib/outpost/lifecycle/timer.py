@@ -10,8 +10,8 @@ import logging
 from cloudevents.http import CloudEvent
 
 from outpost.lifecycle import pod_status
-from outpost.lifecycle.start import abandon
 from outpost.lifecycle.reconcile import reconcile
+from outpost.lifecycle.stop import abandon
 from outpost.runtime import Runtime
 
 log = logging.getLogger(__name__)

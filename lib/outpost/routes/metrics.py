@@ -1,4 +1,5 @@
-"""Prometheus metrics of the functions; served at /metrics, which the public route does not expose."""
+"""Prometheus metrics of the functions: the request metrics, and /metrics (which the public route does not
+expose). The start and stop durations are defined where they are measured (`outpost.lifecycle.start`, `.stop`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,6 @@ from outpost.store import key_flavor_slots, key_index
 
 REQUESTS = Counter("outpost_requests_total", "API requests by route and status", ["route", "method", "status"])
 REQUEST_SECONDS = Histogram("outpost_request_seconds", "API request duration by route", ["route", "method"])
-START_SECONDS = Histogram(
-    "outpost_start_seconds", "Time to start a server (backend included), by outcome", ["outcome"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-)  # fmt: skip
-STOP_SECONDS = Histogram("outpost_stop_seconds", "Time to stop a server (backend included)")
 
 
 @functools.lru_cache(maxsize=1024)  # labels() validates and locks on every call; the poll path is hot
