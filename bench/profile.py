@@ -145,7 +145,7 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
     from starlette.requests import Request
 
     from outpost.models import ServiceId
-    from outpost.routes import http as api
+    from outpost.routes import http
     from outpost.runtime import close_runtime, get_runtime, use_settings
     from outpost.store import PLAIN_FIELDS, POLL_FIELDS, key_record
 
@@ -195,7 +195,7 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
             "Starlette Request + query_params",
             lambda: _sync(lambda: Request(scope, receive).query_params),
         ),
-        ("api.dispatch, whole poll", lambda: api.dispatch(Request(scope, receive), module.ROUTES)),
+        ("http.dispatch, whole poll", lambda: http.dispatch(Request(scope, receive), module.ROUTES)),
     ]
     rows: list[tuple[str, float | str]] = []
     for label, fn in candidates:

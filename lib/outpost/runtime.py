@@ -62,7 +62,7 @@ class Runtime:
     @cached_property
     def http(self) -> httpx.AsyncClient:
         """The client for hubs' URLs: it connects only to addresses the outpost may call."""
-        from outpost.guarded_http import callback_client
+        from outpost.guarded_http import callback_client  # cold start: see above (it loads httpx)
 
         return callback_client(
             self.settings.own_ports(), **hub_client_options(self.upstream, self.settings.hub_timeout_seconds)
@@ -73,7 +73,7 @@ class Runtime:
         """The client for the event sink. A plain-HTTP sink (the Knative broker, inside the cluster)
         uses no TLS, so nothing to verify and no CA bundle to load, a large share of an async start's
         cold start (docs/performance.md). An https sink is verified as usual."""
-        import httpx
+        import httpx  # cold start: see `http`
 
         plain = httpx.URL(self.settings.events_sink or "").scheme == "http"  # schemes compare lower-cased
         return httpx.AsyncClient(timeout=self.settings.hub_timeout_seconds, verify=not plain)

@@ -20,18 +20,17 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Instance, Integer, List, Type, Unicode, Union
 from traitlets.config import Config, Configurable
 
+from outpost.backends.base import Started
 from outpost.backends.standins import SpawnerView
 from outpost.errors import ConfigurationError, InvalidBody
+from outpost.flavor_rules import FlavorPolicy
+from outpost.models import ServiceId
+from outpost.settings import Settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cold start: only the hub client's options need them
     import ssl
 
     import httpx
-
-    from outpost.backends.base import Started
-    from outpost.flavor_rules import FlavorPolicy
-    from outpost.models import ServiceId
-    from outpost.settings import Settings
 
 log = logging.getLogger(__name__)
 

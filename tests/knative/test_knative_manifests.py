@@ -257,3 +257,12 @@ def test_crd_checker_catches_eventing_typos(manifests: dict[str, list[dict[str, 
     broker["spec"]["delivry"] = broker["spec"].pop("delivery")
     assert any("'delivry' was unexpected" in e for e in cr_errors(broker, crd_schemas))
     assert cr_errors({"apiVersion": "serving.knative.dev/v2", "kind": "Service", "metadata": {}}, crd_schemas)
+
+
+@pytest.mark.parametrize("service", sorted(FUNCTIONS))
+def test_each_service_runs_a_function_its_folder_defines(service: str) -> None:
+    """FUNCTION_SOURCE is a deployable's folder under functions/ (the image's /app), and defines FUNCTION_TARGET."""
+    source, target, _ = FUNCTIONS[service]
+    main = REPO / source.removeprefix("/app/")
+    assert main.parent.parent == REPO / "functions" and main.is_file()
+    assert re.search(rf"^async def {target}\(", main.read_text(), re.MULTILINE)

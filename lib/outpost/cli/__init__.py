@@ -118,7 +118,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, ConfigurationError) else 1
     except KeyboardInterrupt:  # before `outpost dev` handles signals itself, or in an admin command
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
