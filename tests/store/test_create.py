@@ -117,7 +117,7 @@ async def test_a_second_start_of_a_service_is_told_it_exists_unless_a_limit_is_r
     assert isinstance(quota.refused(decision, "big", again), errors.ServiceExists)
     for name in ("two", "three"):
         assert (await start(store, decision, "big", name=name)).ok
-    # As when the pre-check ran first: a user at a limit hears of the limit, also for a service that exists.
+    # The limits are checked first: a user at a limit hears of the limit, also for a service that exists.
     assert (await start(store, decision, "big")).refusal == "flavor_full"
 
 

@@ -105,6 +105,9 @@ class Replication:
 
 
 class Store:
+    """Service records and everything that points at them (index, slots, addresses, expiry, tombstones), plus
+    the markers, locks and counters the rest of the outpost keeps in Redis."""
+
     def __init__(self, client: aioredis.Redis, crypt: Crypt, replication: Replication = Replication()) -> None:
         self._redis = client
         self.crypt = crypt
