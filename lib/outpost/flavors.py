@@ -2,7 +2,7 @@
 messages of refusals.
 
 Pure: the configuration and matching live in `outpost.flavor_rules`; counting, and the decision whether a
-limit is reached, live in the store's claim script (`outpost.store.keys.CREATE`).
+limit is reached, live in the store's create script (`outpost.store.keys.CREATE`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Limits:
-    """What the store's claim script enforces when it counts a start; -1 means unlimited."""
+    """What the store's create script enforces when it counts a start; -1 means unlimited."""
 
     flavor_max: int = -1
     per_user_max: int = -1
@@ -121,7 +121,7 @@ def _servers(n: int) -> str:
 
 
 def refusal_message(refusal: Refusal, label: str, limits: Limits, count: int) -> str:
-    """The sentence for a quota refusal: `count` servers reached the limit the store's claim script names."""
+    """The sentence for a quota refusal: `count` servers reached the limit the store's create script names."""
     if refusal is Refusal.FLAVOR_FULL:
         return (
             f"Flavor '{label}' is full ({count} of {limits.flavor_max} in use). "
@@ -169,7 +169,7 @@ def admission(
 
 
 def counted_refusal(decision: Admission, flavor_name: str, verdict: Refusal, count: int) -> Admission:
-    """The admission refused by the store's count: `verdict` is the limit its claim script found reached
+    """The admission refused by the store's count: `verdict` is the limit its create script found reached
     (checked in upstream's order: the user's in the flavor, the flavor's, the user's in total)."""
     label = decision.flavor.display_name if decision.flavor and decision.flavor.display_name else flavor_name
     message = refusal_message(verdict, label, decision.limits, count)

@@ -1,7 +1,7 @@
 """Flavors meet the store: admission, the hub's menu with live counts, and flavor updates to the hub.
 
 A start is admitted in two steps that never decide the same thing: `admit` checks whether the user may start
-the flavor at all (policy) and finds its limits; the store's claim script counts and decides, atomically,
+the flavor at all (policy) and finds its limits; the store's create script counts and decides, atomically,
 whether a limit is reached; `refused` turns its one answer into what the hub is told.
 """
 
@@ -43,7 +43,7 @@ async def admit(runtime: Runtime, hub: str, request: StartRequest) -> Admission:
 
 
 def refused(decision: Admission, flavor: str, created: Created) -> errors.OutpostError:
-    """What the hub is told when the store's claim script refused a start: the service exists, or a limit
+    """What the hub is told when the store's create script refused a start: the service exists, or a limit
     is reached (with the count the script found)."""
     if created.refusal == "exists":
         return errors.ServiceExists()

@@ -1,6 +1,6 @@
 """Flavor rules, the `/flavors` menu and admission: table-driven, no I/O.
 
-Whether a limit is reached is the store's claim script's to decide: tests/store/test_create.py."""
+Whether a limit is reached is the store's create script's to decide: tests/store/test_create.py."""
 
 from __future__ import annotations
 

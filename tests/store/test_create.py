@@ -1,4 +1,4 @@
-"""`Store.create`: the claim script is the one place a start's quota is decided, with the counts of that moment;
+"""`Store.create`: the create script is the one place a start's quota is decided, with the counts of that moment;
 `quota.refused` words its one answer for the hub. Real Redis."""
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ class Store:
         runtime_seconds: int | None = None,
     ) -> Created:
         """Store a PENDING record and take its slot, unless a limit is reached or it exists: the one decision
-        on a start's quota, made by the claim script with the counts of that moment."""
+        on a start's quota, made by the create script (`keys.CREATE`) with the counts of that moment."""
         now = dt.datetime.now(dt.UTC)
         end = now + dt.timedelta(seconds=runtime_seconds) if runtime_seconds else None
         fields: dict[str, str | bytes] = {

@@ -73,7 +73,7 @@ def decode_meta(values: Sequence[bytes | str | None]) -> ServiceMeta | None:
 
 @dataclass(frozen=True)
 class Created:
-    """The claim script's one answer to a start: `refusal` is "exists" or the limit reached (a
+    """The create script's one answer to a start: `refusal` is "exists" or the limit reached (a
     `outpost.flavors.Refusal` value), `count` the servers that reached it."""
 
     ok: bool
