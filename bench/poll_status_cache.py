@@ -33,7 +33,7 @@ from redis import Redis
 from bench.stack import FUNCTIONS, Stack, basic_auth, say
 from bench.stack import FunctionProcess as Function
 from outpost.models import ServiceId
-from outpost.store import key_record
+from outpost.store.keys import key_record
 from tests.k8s.cluster import ApiServer, Kubelet
 
 NAMESPACE = "bench"

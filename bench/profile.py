@@ -146,8 +146,10 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
 
     from outpost.models import ServiceId
     from outpost.routes import http
+    from outpost.redis_client import redis_client
     from outpost.runtime import close_runtime, get_runtime, use_settings
-    from outpost.store import PLAIN_FIELDS, POLL_FIELDS, key_record
+    from outpost.store.keys import key_record
+    from outpost.store.records import PLAIN_FIELDS, POLL_FIELDS
 
     use_settings(stack.settings())
     runtime = await get_runtime()
@@ -174,20 +176,20 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    view = await runtime.store.poll_view(sid)
+    view = await runtime.store.meta_and_state(sid)
     assert view is not None
-    state = view[1]
-    token = await runtime.store.redis.hget(key, "state")
-    redis = runtime.store.redis
+    state = view.state
+    redis = redis_client(runtime.settings)  # the raw commands under the store's reads, for comparison
+    token = await redis.hget(key, "state")
     candidates: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("redis PING (one round trip)", lambda: redis.ping()),
         (
-            f"HMGET {len(PLAIN_FIELDS) + 1} fields (poll_view's read)",
+            f"HMGET {len(PLAIN_FIELDS) + 1} fields (meta_and_state's read)",
             lambda: redis.hmget(key, [*PLAIN_FIELDS, "state"]),
         ),
         (f"HMGET {len(POLL_FIELDS)} fields (the poll's read)", lambda: redis.hmget(key, POLL_FIELDS)),
         ("decrypt state (Fernet)", lambda: _sync(runtime.store.crypt.decrypt_json, token)),
-        ("store.poll_view", lambda: runtime.store.poll_view(sid)),
+        ("store.meta_and_state", lambda: runtime.store.meta_and_state(sid)),
         ("store.poll_record", lambda: runtime.store.poll_record(sid)),
         ("backend.poll (local backend)", lambda: runtime.backend.poll(state or {})),
         ("settings.hub_credentials()", lambda: _sync(runtime.settings.hub_credentials)),
@@ -203,6 +205,7 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
             rows.append((label, await _per_call(fn)))
         except Exception as exc:  # the library moves; report what no longer fits
             rows.append((label, f"n/a ({type(exc).__name__}: {exc})"))
+    await redis.aclose()
     await close_runtime()
     use_settings(None)
     return rows

@@ -23,7 +23,7 @@ from bench.throughput import Target, auth_headers, measure
 from outpost.flavors import Limits
 from outpost.models import ServiceId
 from outpost.runtime import build_runtime
-from outpost.store import key_index, key_record
+from outpost.store.keys import key_index, key_record
 
 HUB = "hub0"
 PER_HUB_SMALL = 100

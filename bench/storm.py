@@ -49,7 +49,7 @@ from outpost.backends.base import StartSpec, load_backend_config
 from outpost.backends.local import LocalBackend, default_home_root
 from outpost.cli.embedded_redis import EmbeddedRedis
 from outpost.models import ServiceId
-from outpost.store import key_flavor_slots, key_user_slots
+from outpost.store.keys import key_flavor_slots, key_user_slots
 
 STORM_HUBS = tuple(list(HUBS)[:3])
 CAPPED = "capped"  # max count/3 servers across all hubs

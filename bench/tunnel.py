@@ -352,7 +352,7 @@ async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, targ
     stack.callback(redis.stop)
     crypt_key = Fernet.generate_key().decode()
     store = Store(aioredis.Redis.from_url(redis.url), Crypt([crypt_key]))
-    stack.push_async_callback(store.redis.aclose)
+    stack.push_async_callback(store.aclose)
     for i, port in enumerate(target_ports):
         sid = ServiceId("bench", f"server{i}", "1")
         body: dict[str, Any] = {"name": sid.name, "env": {}}

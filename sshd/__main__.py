@@ -34,7 +34,7 @@ async def connect(settings: Settings) -> AsyncIterator[Runtime]:
     """The store and hub client (`outpost.runtime`), checked at start and closed on exit."""
     runtime = build_runtime(settings)
     try:
-        await runtime.store.redis.ping()  # fail at start, not at the first forward
+        await runtime.store.ping()  # fail at start, not at the first forward
         yield runtime
     finally:
         await runtime.aclose()

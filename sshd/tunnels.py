@@ -12,13 +12,13 @@ import asyncio
 import inspect
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from outpost.models import ServiceId
-from outpost.store import TunnelTarget
 from sshd import metrics
+from sshd.lookup import Records, TunnelTarget, running_tunnels
 
 if TYPE_CHECKING:
     from outpost.runtime import Runtime
@@ -30,11 +30,9 @@ logger = logging.getLogger(__name__)
 CONCURRENCY = 8
 
 
-class TunnelSource(Protocol):
-    """`outpost.store.Store`: running services with their decrypted setup-tunnel URL and token, and the
+class TunnelSource(Records, Protocol):
+    """`outpost.store.Store`: the records running services are read from (`sshd.lookup`), and the
     claims that let one daemon of several recreate each tunnel."""
-
-    def running_tunnels(self) -> AsyncIterator[TunnelTarget]: ...
 
     async def claim_tunnel_recreation(self, sid: ServiceId, claimer: str) -> bool: ...
 
@@ -90,7 +88,7 @@ async def recreate_tunnels(
                 logger.warning("tunnel recreation failed service=%s: %s", about, error)
 
     async with asyncio.TaskGroup() as group:
-        async for target in source.running_tunnels():
+        async for target in running_tunnels(source):
             decision = wanted(target.id.hub) if target.setup_tunnel_url else False
             if not (await decision if inspect.isawaitable(decision) else decision):
                 counts["skipped"] += 1

@@ -1,6 +1,8 @@
-"""Which flavors a hub's user may start, the `/flavors` menu, and quota decisions with their messages.
+"""Which flavors a hub's user may start, the `/flavors` menu, the limits a start is counted against, and the
+messages of refusals.
 
-Pure: the configuration and matching live in `outpost.flavor_rules`; counting lives in `outpost.store`.
+Pure: the configuration and matching live in `outpost.flavor_rules`; counting, and the decision whether a
+limit is reached, live in the store's create script (`outpost.store.keys.CREATE`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ __all__ = [
     "Limits",
     "Normaliser",
     "Refusal",
-    "Usage",
     "admission",
     "allowed_flavors",
+    "counted_refusal",
     "flavor_menu",
     "refusal_message",
     "runtime_seconds",
@@ -40,17 +42,8 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Usage:
-    """Servers counted now: of the flavor (all hubs), of the user in that flavor, of the user in total."""
-
-    flavor_total: int = 0
-    user_flavor: int = 0
-    user_total: int = 0
-
-
-@dataclass(frozen=True)
 class Limits:
-    """What the store enforces atomically when it counts a start; -1 means unlimited."""
+    """What the store's create script enforces when it counts a start; -1 means unlimited."""
 
     flavor_max: int = -1
     per_user_max: int = -1
@@ -128,7 +121,7 @@ def _servers(n: int) -> str:
 
 
 def refusal_message(refusal: Refusal, label: str, limits: Limits, count: int) -> str:
-    """The sentence for a quota refusal, also when the store's atomic check refuses after the pre-check."""
+    """The sentence for a quota refusal: `count` servers reached the limit the store's create script names."""
     if refusal is Refusal.FLAVOR_FULL:
         return (
             f"Flavor '{label}' is full ({count} of {limits.flavor_max} in use). "
@@ -154,20 +147,13 @@ def _choices(allowed: Mapping[str, Flavor]) -> str:
 
 
 def admission(
-    policy: FlavorPolicy,
-    hub: str,
-    authentication: Mapping[str, Any] | None,
-    flavor_name: str | None,
-    usage: Usage,
+    policy: FlavorPolicy, hub: str, authentication: Mapping[str, Any] | None, flavor_name: str | None
 ) -> Admission:
-    """May this start go ahead, given the current `usage`? Checks run in upstream's order."""
+    """May this user start this flavor at all, and against which limits? Whether a limit is reached is the
+    store's to decide, with the counts of the moment it counts (`counted_refusal` words its answer)."""
     total = policy.max_per_user_total
     if not policy.configured:
-        limits = Limits(user_total_max=total)
-        if total != -1 and usage.user_total >= total:
-            message = refusal_message(Refusal.USER_TOTAL_LIMIT, "", limits, usage.user_total)
-            return Admission(limits, refusal=Refusal.USER_TOTAL_LIMIT, message=message)
-        return Admission(limits)
+        return Admission(Limits(user_total_max=total))
 
     allowed = allowed_flavors(policy, hub, authentication)
     if flavor_name is None:
@@ -179,14 +165,12 @@ def admission(
         return Admission(Limits(), refusal=Refusal.FLAVOR_NOT_ALLOWED, message=message)
 
     per_user = -1 if flavor.max_per_user is None else flavor.max_per_user
-    limits = Limits(flavor_max=flavor.max, per_user_max=per_user, user_total_max=total)
-    checks = (
-        (Refusal.USER_FLAVOR_LIMIT, per_user, usage.user_flavor),
-        (Refusal.FLAVOR_FULL, flavor.max, usage.flavor_total),
-        (Refusal.USER_TOTAL_LIMIT, total, usage.user_total),
-    )
-    for refusal, limit, count in checks:
-        if limit != -1 and count >= limit:
-            message = refusal_message(refusal, flavor.display_name or flavor_name, limits, count)
-            return Admission(limits, flavor, refusal, message)
-    return Admission(limits, flavor)
+    return Admission(Limits(flavor_max=flavor.max, per_user_max=per_user, user_total_max=total), flavor)
+
+
+def counted_refusal(decision: Admission, flavor_name: str, verdict: Refusal, count: int) -> Admission:
+    """The admission refused by the store's count: `verdict` is the limit its create script found reached
+    (checked in upstream's order: the user's in the flavor, the flavor's, the user's in total)."""
+    label = decision.flavor.display_name if decision.flavor and decision.flavor.display_name else flavor_name
+    message = refusal_message(verdict, label, decision.limits, count)
+    return Admission(decision.limits, decision.flavor, verdict, message)

@@ -1,4 +1,6 @@
-"""Failed logins are limited per source and per hub name, in Redis so every function instance agrees.
+"""Failed logins are limited per source and per hub name, counted in Redis so every function instance agrees.
+
+This module decides; `outpost.store.LoginCounters` counts.
 
 A source with too many failures is refused (429) before its password is even checked. A hub name
 under attack is only closed to sources that have not recently logged in as that hub, so the real
@@ -16,8 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-
-import redis.asyncio as aioredis
+from typing import Protocol
 
 from outpost.errors import TooManyAttempts
 
@@ -27,21 +28,24 @@ HUB_BUCKETS = 1024  # a few hubs rarely share one; sharing only closes one's new
 
 
 @dataclass(frozen=True)
-class Limits:
+class LoginLimits:
     per_source: int
     per_hub: int
     window_seconds: int
 
 
-# Counts failures in a window that starts with the first one. KEYS: counters. ARGV: window seconds
-_COUNT_IN_WINDOW = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-  counts[i] = redis.call('INCR', key)
-  if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
-end
-return counts
-"""
+class FailureCounts(Protocol):
+    """`outpost.store.LoginCounters`: the shared counts, by source id and hub bucket."""
+
+    async def standing(self, source: str, bucket: str) -> tuple[bool, int]: ...
+
+    async def known_source(self, bucket: str, source: str) -> bool: ...
+
+    async def count_failure(self, source: str, bucket: str, window_seconds: int) -> int: ...
+
+    async def block(self, source: str, seconds: int) -> None: ...
+
+    async def note_known_source(self, bucket: str, source: str) -> None: ...
 
 
 def _digest(value: str) -> str:
@@ -59,16 +63,11 @@ def hub_bucket(hub: str) -> str:
     return str(int(_digest(hub)[:8], 16) % HUB_BUCKETS)
 
 
-def _key(kind: str, value: str) -> str:
-    return f"outpost:auth:{kind}:{value}"
-
-
 class LoginGuard:
     """Takes sources and hub names as the request gave them; only their ids reach Redis and memory."""
 
-    def __init__(self, client: aioredis.Redis, limits: Limits) -> None:
-        self._redis = client
-        self._count = client.register_script(_COUNT_IN_WINDOW)
+    def __init__(self, counts: FailureCounts, limits: LoginLimits) -> None:
+        self._counts = counts
         self._limits = limits
         self._checked: dict[tuple[str, str], float] = {}
         self._good_noted: dict[tuple[str, str], float] = {}
@@ -79,11 +78,11 @@ class LoginGuard:
         now = time.monotonic()
         if self._checked.get((caller, bucket), 0.0) > now:
             return
-        blocked, hub_failures = await self._redis.mget(_key("block", caller), _key("fails-hub", bucket))
+        blocked, hub_failures = await self._counts.standing(caller, bucket)
         if blocked:
             raise TooManyAttempts(retry_after=self._limits.window_seconds)
-        if int(hub_failures or 0) >= self._limits.per_hub:
-            if not await self._redis.sismember(_key("good", bucket), caller):
+        if hub_failures >= self._limits.per_hub:
+            if not await self._counts.known_source(bucket, caller):
                 raise TooManyAttempts(retry_after=self._limits.window_seconds)
         if len(self._checked) > 10_000:
             self._checked.clear()
@@ -93,11 +92,8 @@ class LoginGuard:
         caller, bucket = source_id(source), hub_bucket(hub)
         window = self._limits.window_seconds
         self._checked.pop((caller, bucket), None)
-        source_failures, _ = await self._count(
-            keys=[_key("fails-source", caller), _key("fails-hub", bucket)], args=[window]
-        )
-        if int(source_failures) >= self._limits.per_source:
-            await self._redis.set(_key("block", caller), "1", ex=window)
+        if await self._counts.count_failure(caller, bucket, window) >= self._limits.per_source:
+            await self._counts.block(caller, window)
 
     async def succeeded(self, source: str, hub: str) -> None:
         """Remember this source as the hub's own (at most once a minute per instance)."""
@@ -105,10 +101,7 @@ class LoginGuard:
         now = time.monotonic()
         if self._good_noted.get((caller, bucket), 0.0) > now:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(_key("good", bucket), caller)
-            pipe.expire(_key("good", bucket), 7 * 86400)
-            await pipe.execute()
+        await self._counts.note_known_source(bucket, caller)
         if len(self._good_noted) > 10_000:
             self._good_noted.clear()
         self._good_noted[(caller, bucket)] = now + GOOD_REFRESH_SECONDS

@@ -1,7 +1,7 @@
 """The one Redis client of a process: from a URL, or the primary that Sentinel names, followed across failovers.
 
 Every command is retried with backoff while the connection fails (a primary killed, a failover under way,
-a demoted primary answering READONLY); the store makes its writes safe to repeat (see store.py)."""
+a demoted primary answering READONLY); the store makes its writes safe to repeat (see `outpost.store.keys`)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
 from outpost.models import ServiceId
 from outpost.proxies import TrustedProxies
-from outpost.ratelimit import Limits, LoginGuard
+from outpost.ratelimit import LoginGuard, LoginLimits
 from outpost.redis_client import redis_client
 from outpost.settings import Settings, load_settings
 from outpost.store import Replication, Store
@@ -100,8 +100,10 @@ class Runtime:
     @cached_property
     def guard(self) -> LoginGuard:
         settings = self.settings
-        limits = Limits(settings.auth_failures_per_source, settings.auth_failures_per_hub, settings.auth_window_seconds)
-        return LoginGuard(self.store.redis, limits)
+        limits = LoginLimits(
+            settings.auth_failures_per_source, settings.auth_failures_per_hub, settings.auth_window_seconds
+        )
+        return LoginGuard(self.store.logins, limits)
 
     @cached_property
     def config(self) -> Config:
@@ -169,7 +171,7 @@ class Runtime:
         for client in ("http", "sink_http"):
             if client in self.__dict__:
                 await self.__dict__[client].aclose()
-        await self.store.redis.aclose()
+        await self.store.aclose()
 
 
 def use_settings(settings: Settings | None) -> None:

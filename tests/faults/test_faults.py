@@ -25,7 +25,7 @@ from outpost.lifecycle.reconcile import reconcile
 from outpost.models import Phase, ServiceId
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
-from outpost.store import key_index, key_record
+from outpost.store.keys import key_index, key_record
 from tests.conftest import TINY_ENV, HubReceiver, basic, function_process, start_body
 from tests.support.waiting import wait_until
 

@@ -361,7 +361,7 @@ async def test_sshd_killed_under_load_recreates_every_tunnel_and_loses_nothing(
         # Nothing in Redis lost or altered; every record still decrypts to the same answer.
         assert await redis_snapshot(redis) == records_before
         for sid, answer in zip(sids, answers, strict=True):
-            assert (await store.secrets(sid))[2] == answer
+            assert (await store.secrets(sid)).answer == answer
         for daemon in (first, second):
             assert "forward refused" not in daemon.text, daemon.text
             assert "token-" not in daemon.text and "setuptunnel" not in daemon.text

@@ -34,7 +34,7 @@ from outpost.lifecycle.stop import stop_if_known
 from outpost.models import ServiceId
 from outpost.runtime import Runtime
 from outpost.settings import Settings
-from outpost.store import key_index, key_record, key_user_slots
+from outpost.store.keys import key_index, key_record, key_user_slots
 
 # Examples per property. CI keeps the small default, derandomized so a green run stays green; a long
 # run sets e.g. OUTPOST_FUZZ_EXAMPLES=2000 and explores new inputs each time.

@@ -21,11 +21,12 @@ from outpost import auth, errors
 from outpost.cli.devserver import functions_dir
 from outpost.crypto import Crypt
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy
-from outpost.flavors import Usage, admission, allowed_flavors
+from outpost.flavors import Refusal, admission, allowed_flavors, counted_refusal
 from outpost.models import MAX_NAME_LENGTH, StartRequest
-from outpost.ratelimit import Limits, LoginGuard
+from outpost.ratelimit import LoginGuard, LoginLimits
 from outpost.routes.http import Call, Route, _find
 from outpost.settings import Settings, load_settings
+from outpost.store import LoginCounters
 from tests.fuzz.harness import FUZZ, STATS
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
@@ -101,7 +102,9 @@ async def test_authenticate_accepts_valid_and_raises_only_unauthorized(
     redis: aioredis.Redis, header: str | None, valid: str | None
 ) -> None:
     counted()
-    guard = LoginGuard(redis, Limits(per_source=10**9, per_hub=10**9, window_seconds=60))  # never reached
+    guard = LoginGuard(
+        LoginCounters(redis), LoginLimits(per_source=10**9, per_hub=10**9, window_seconds=60)
+    )  # never reached
     if valid is not None:
         header = basic_header(valid, CREDENTIALS[valid])
         assert await auth.authenticate(header, "198.51.100.7", CREDENTIALS, guard) == valid
@@ -297,18 +300,21 @@ POLICY = FlavorPolicy.from_values(
     | json_values,
     hub=st.sampled_from(["hubA", "hubB", "other"]) | st.text(),
     flavor=st.none() | st.sampled_from(["small", "large", "none"]) | st.text(max_size=5),
-    usage=st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)),
+    count=st.integers(0, 5),
 )
 def test_flavor_rules_decide_on_any_authentication(
-    authentication: Any, hub: str, flavor: str | None, usage: tuple[int, int, int]
+    authentication: Any, hub: str, flavor: str | None, count: int
 ) -> None:
     """A `/userflavors` body and a start's `authentication` are whatever the hub's user has."""
     counted()
     auth_dict = authentication if isinstance(authentication, dict) else None
     allowed = allowed_flavors(POLICY, hub, auth_dict)
     assert set(allowed) <= {"small", "large"}
-    decision = admission(POLICY, hub, auth_dict, flavor, Usage(*usage))
+    decision = admission(POLICY, hub, auth_dict, flavor)
     assert decision.refusal is None or decision.message
+    if decision.allowed:  # whatever limit the store's count finds reached, the hub is told in words
+        for verdict in (Refusal.USER_FLAVOR_LIMIT, Refusal.FLAVOR_FULL, Refusal.USER_TOTAL_LIMIT):
+            assert counted_refusal(decision, flavor or "", verdict, count).message
 
 
 # --- routing ------------------------------------------------------------------------------------

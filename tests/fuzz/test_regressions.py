@@ -104,7 +104,7 @@ async def test_a_servers_home_belongs_to_one_hub_and_stays_in_the_data_dir(fuzz:
             if response.status_code == 400:  # refusing such a user name is a fix too
                 return
             assert response.status_code == 200, response.text
-            _, state = await fuzz.runtime.store.poll_view(ServiceId(hub, "home", "1")) or (None, None)
+            _, state = await fuzz.runtime.store.meta_and_state(ServiceId(hub, "home", "1")) or (None, None)
             assert state is not None
             homes[hub] = Path(psutil.Process(state["pid"]).cwd()).resolve()
         servers = (fuzz.data_dir / "servers").resolve()

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import kmock
 import pytest
+import redis.asyncio as aioredis
 from cloudevents.http import CloudEvent
 
 from outpost.errors import InvalidEvent
@@ -18,7 +19,7 @@ from outpost.lifecycle import pod_status
 from outpost.models import ServiceId, ServiceMeta
 from outpost.runtime import Runtime, get_runtime
 from outpost.settings import Settings
-from outpost.store import key_record
+from outpost.store.keys import key_record
 from tests.conftest import basic, start_body
 from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status
 
@@ -80,7 +81,7 @@ async def test_events_record_the_pods_status(
 
 
 async def test_events_about_other_pods_are_ignored(
-    stack: httpx.AsyncClient, runtime: Runtime, apiserver: ApiServer, kubelet: Kubelet
+    stack: httpx.AsyncClient, runtime: Runtime, apiserver: ApiServer, kubelet: Kubelet, redis: aioredis.Redis
 ) -> None:
     assert (await stack.post("/services", json=hub_body(), headers=A)).status_code == 200
     # Not ours (no labels), ours but without a record, not a pod, a pod that does not exist.
@@ -92,10 +93,10 @@ async def test_events_about_other_pods_are_ignored(
         "annotations": {**stranger["metadata"]["annotations"], "outpost.jupyter.org/start-id": "9"},
     }
     apiserver.objects["v1/pods", NAMESPACE, "stranger"] = stranger  # fmt: skip
-    keys_before = sorted(await runtime.store.redis.keys("*"))
+    keys_before = sorted(await redis.keys("*"))
     for event in (pod_event("other"), pod_event("stranger"), pod_event(kind="Service"), pod_event("nowhere")):
         await pod_status.handle_pod_event(runtime, event)
-    assert sorted(await runtime.store.redis.keys("*")) == keys_before
+    assert sorted(await redis.keys("*")) == keys_before
     assert (await meta(runtime)).observed_at == 0
     assert await runtime.store.meta(ServiceId("hubA", "srv", "9")) is None
 
@@ -121,10 +122,10 @@ async def test_malformed_events_are_refused(runtime: Runtime, data: Any) -> None
 
 
 async def test_cached_poll_uses_fresh_observations_only(
-    stack: httpx.AsyncClient, runtime: Runtime, apiserver: ApiServer, kubelet: Kubelet
+    stack: httpx.AsyncClient, runtime: Runtime, apiserver: ApiServer, kubelet: Kubelet, redis: aioredis.Redis
 ) -> None:
     assert (await stack.post("/services", json=hub_body(), headers=A)).status_code == 200
-    _, state = await runtime.store.poll_view(SID) or (None, None)
+    _, state = await runtime.store.meta_and_state(SID) or (None, None)
     assert state is not None
     await pod_status.handle_pod_event(runtime, pod_event())
     await kubelet.set_status(NAMESPACE, POD, exited_status(5))  # an event that has not arrived yet
@@ -134,13 +135,13 @@ async def test_cached_poll_uses_fresh_observations_only(
     assert pod_reads(apiserver) == reads  # without asking Kubernetes
 
     stale = time.time() - pod_status.fresh_seconds(runtime) - 1
-    await runtime.store.redis.hset(key_record(SID), "observed_at", repr(stale))
+    await redis.hset(key_record(SID), "observed_at", repr(stale))
     assert await pod_status.cached_poll(runtime, await meta(runtime), state) == 5  # read from the pod
     assert pod_reads(apiserver) == reads + 1
 
 
 async def test_resync_repairs_missed_events(
-    stack: httpx.AsyncClient, runtime: Runtime, apiserver: ApiServer, kubelet: Kubelet
+    stack: httpx.AsyncClient, runtime: Runtime, apiserver: ApiServer, kubelet: Kubelet, redis: aioredis.Redis
 ) -> None:
     for name in ("one", "two", "three"):
         assert (await stack.post("/services", json=hub_body(name=name), headers=A)).status_code == 200
@@ -153,7 +154,7 @@ async def test_resync_repairs_missed_events(
 
     old = "2020-01-01T00:00:00+00:00"
     for name in ("one", "two", "three"):
-        await runtime.store.redis.hset(key_record(ServiceId("hubA", name, "1")), "last_update", old)
+        await redis.hset(key_record(ServiceId("hubA", name, "1")), "last_update", old)
     lists = len(apiserver.requests_to(kmock.action.LIST, "pods"))
     assert await pod_status.resync(runtime) == 3
     assert len(apiserver.requests_to(kmock.action.LIST, "pods")) == lists + 1  # one listing per namespace

@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from cloudevents.conversion import to_binary
 from functions_framework.aio import create_asgi_app
 
 from outpost.lifecycle import pod_status
 from outpost.models import ServiceId
 from outpost.runtime import Runtime
-from outpost.store import key_record
+from outpost.store.keys import key_record
 from tests.conftest import basic
 from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status
 from tests.k8s.test_pod_status import POD, hub_body, pod_event, pod_reads
@@ -68,13 +69,18 @@ async def test_polls_answer_from_redis_while_events_keep_it_fresh(
 
 
 async def test_a_stale_status_falls_back_to_the_pod(
-    stack: httpx.AsyncClient, events: httpx.AsyncClient, runtime: Runtime, apiserver: ApiServer, kubelet: Kubelet
+    stack: httpx.AsyncClient,
+    events: httpx.AsyncClient,
+    runtime: Runtime,
+    apiserver: ApiServer,
+    kubelet: Kubelet,
+    redis: aioredis.Redis,
 ) -> None:
     assert (await stack.post("/services", json=hub_body(), headers=A)).status_code == 200
     await deliver(events)
     await kubelet.set_status(NAMESPACE, POD, exited_status(7))  # and that event is lost
     stale = time.time() - pod_status.fresh_seconds(runtime) - 1
-    await runtime.store.redis.hset(key_record(ServiceId("hubA", "srv", "1")), "observed_at", repr(stale))
+    await redis.hset(key_record(ServiceId("hubA", "srv", "1")), "observed_at", repr(stale))
     reads = pod_reads(apiserver)
     assert (await stack.get("/services/srv/1", headers=A)).json() == {"status": 7}
     assert pod_reads(apiserver) == reads + 1

@@ -1,4 +1,6 @@
-"""Flavor rules, the `/flavors` menu and admission: table-driven, no I/O."""
+"""Flavor rules, the `/flavors` menu and admission: table-driven, no I/O.
+
+Whether a limit is reached is the store's create script's to decide: tests/store/test_create.py."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from outpost.flavors import (
     FlavorPolicy,
     Limits,
     Refusal,
-    Usage,
     admission,
     allowed_flavors,
+    counted_refusal,
     flavor_menu,
     refusal_message,
     runtime_seconds,
@@ -424,67 +426,29 @@ def test_nothing_configured_allows_everything() -> None:
     assert p.configured is False
     assert allowed_flavors(p, "hubA", {"name": "alice"}) == {}
     assert flavor_menu(allowed_flavors(p, "hubA", None), {}) == {}
-    assert admission(p, "hubA", None, "anything", Usage(99, 99, 99)) == Admission(Limits())
-    assert admission(p, "hubA", None, None, Usage()).allowed
+    assert admission(p, "hubA", None, "anything") == Admission(Limits())
+    assert admission(p, "hubA", None, None).allowed
 
 
 def test_global_limit_applies_without_flavors() -> None:
     p = FlavorPolicy.from_values({"maxPerUserTotal": 2})
-    assert admission(p, "hubA", None, None, Usage(user_total=1)).allowed
-    refused = admission(p, "hubA", None, None, Usage(user_total=2))
-    assert refused.refusal is Refusal.USER_TOTAL_LIMIT
-    assert refused.limits == Limits(user_total_max=2)
+    assert admission(p, "hubA", None, None) == Admission(Limits(user_total_max=2))
 
 
-REFUSALS = [
-    pytest.param(
-        "gpu",
-        Usage(10, 0, 0),
-        Refusal.FLAVOR_FULL,
-        "Flavor 'gpu' is full (10 of 10 in use). Try again later or choose another flavor.",
-        id="full",
-    ),
-    pytest.param(
-        "gpux",
-        Usage(),
-        Refusal.FLAVOR_NOT_ALLOWED,  # as for a flavor that exists but is not this hub's
-        "You may not use flavor 'gpux'. Choose one of: cpu, gpu, big.",
-        id="unknown",
-    ),
-    pytest.param(
-        None,
-        Usage(),
-        Refusal.NO_FLAVOR,
-        "No flavor was chosen. Choose one of: cpu, gpu, big.",
-        id="missing",
-    ),
-    pytest.param(
-        "gpu",
-        Usage(1, 2, 2),
-        Refusal.USER_FLAVOR_LIMIT,
-        "You already run 2 of the 2 servers each user may run with flavor 'gpu'. Stop one before starting another.",
-        id="per-user",
-    ),
-    pytest.param(
-        "cpu",
-        Usage(100, 0, 3),
-        Refusal.USER_TOTAL_LIMIT,
-        "You already run 3 of the 3 servers each user may run on this Outpost. Stop one before starting another.",
-        id="global",
-    ),
-    pytest.param(
-        "big",
-        Usage(3, 2, 2),
-        Refusal.FLAVOR_FULL,
-        "Flavor 'big' is full (3 of 3 in use). Try again later or choose another flavor.",
-        id="full-before-global",
-    ),
-]
-
-
-@pytest.mark.parametrize(("flavor", "usage", "refusal", "message"), REFUSALS)
-def test_admission_refusals(flavor: str | None, usage: Usage, refusal: Refusal, message: str) -> None:
-    result = admission(policy(maxPerUserTotal=3), "hubA", {"name": "alice"}, flavor, usage)
+@pytest.mark.parametrize(
+    ("flavor", "refusal", "message"),
+    [
+        pytest.param(
+            "gpux",
+            Refusal.FLAVOR_NOT_ALLOWED,  # as for a flavor that exists but is not this hub's
+            "You may not use flavor 'gpux'. Choose one of: cpu, gpu, big.",
+            id="unknown",
+        ),
+        pytest.param(None, Refusal.NO_FLAVOR, "No flavor was chosen. Choose one of: cpu, gpu, big.", id="missing"),
+    ],
+)
+def test_admission_refusals(flavor: str | None, refusal: Refusal, message: str) -> None:
+    result = admission(policy(maxPerUserTotal=3), "hubA", {"name": "alice"}, flavor)
     assert (result.allowed, result.refusal, result.message) == (False, refusal, message)
 
 
@@ -495,21 +459,22 @@ def test_admission_not_allowed_for_this_user() -> None:
             "banned": {"authentication": {"name": "mallory"}, "forbidden": True},
         }
     )
-    result = admission(p, "hubA", {"name": "eve", "groups": ["guest"]}, "gpu", Usage())
+    result = admission(p, "hubA", {"name": "eve", "groups": ["guest"]}, "gpu")
     assert result.refusal is Refusal.FLAVOR_NOT_ALLOWED
     assert result.message == "You may not use flavor 'gpu'. Choose one of: cpu."
-    banned = admission(p, "hubA", {"name": "mallory"}, "cpu", Usage())
+    banned = admission(p, "hubA", {"name": "mallory"}, "cpu")
     assert banned.message == "You may not use flavor 'cpu'. No flavor is available to you on this Outpost."
 
 
 def test_admission_allows_and_exposes_limits_after_overrides() -> None:
     hubs = {"h": {"jupyterhub_name": "hubA", "flavorsOverride": {"gpu": {"max": 4, "maxPerUser": -1}}}}
-    result = admission(policy(hubs=hubs, maxPerUserTotal=5), "hubA", None, "gpu", Usage(3, 9, 4))
+    result = admission(policy(hubs=hubs, maxPerUserTotal=5), "hubA", None, "gpu")
     assert result.allowed and result.message == ""
     assert result.limits == Limits(flavor_max=4, per_user_max=-1, user_total_max=5)
     assert result.flavor is not None and result.flavor.resources == {"gpu": 1}
-    full = admission(policy(hubs=hubs), "hubA", None, "gpu", Usage(4, 0, 0))
+    full = counted_refusal(admission(policy(hubs=hubs), "hubA", None, "gpu"), "gpu", Refusal.FLAVOR_FULL, 4)
     assert full.refusal is Refusal.FLAVOR_FULL and "(4 of 4 in use)" in full.message
+    assert full.limits == Limits(flavor_max=4, per_user_max=-1, user_total_max=-1)
 
 
 def test_message_uses_display_name_and_singular() -> None:
@@ -519,7 +484,8 @@ def test_message_uses_display_name_and_singular() -> None:
         "Stop one before starting another."
     )
     p = FlavorPolicy.from_values({"flavors": {"cpu": {"max": 1, "display_name": "2 GB, 1 CPU"}}})
-    assert admission(p, "hubA", None, "cpu", Usage(1, 0, 0)).message.startswith("Flavor '2 GB, 1 CPU' is full")
+    full = counted_refusal(admission(p, "hubA", None, "cpu"), "cpu", Refusal.FLAVOR_FULL, 1)
+    assert full.message.startswith("Flavor '2 GB, 1 CPU' is full")
     with pytest.raises(ValueError, match="not a quota refusal"):
         refusal_message(Refusal.NO_FLAVOR, "x", limits, 0)
 

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from outpost.lifecycle.timer import expire_services
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
-from outpost.store import key_index
+from outpost.store.keys import key_index
 from tests.conftest import TINY_ENV, HubReceiver, basic, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from outpost.models import ServiceId
 from outpost.runtime import get_runtime
-from outpost.store import ADDRESSES, key_index, key_record
+from outpost.store.keys import ADDRESSES, key_index, key_record
 from tests.conftest import TINY_ENV, HubReceiver, basic, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -89,7 +89,7 @@ async def test_poll_reports_exit_code_of_a_crashed_server(api: httpx.AsyncClient
     assert await redis.hgetall(record) == running  # a poll of a running server writes nothing
     assert list((await redis.hgetall(ADDRESSES)).values()) == [record.encode()]
     # Kill the server behind the outpost's back: poll must then answer its exit status.
-    _, state = await (await get_runtime()).store.poll_view(ServiceId("hubA", "srv", "1")) or (None, None)
+    _, state = await (await get_runtime()).store.meta_and_state(ServiceId("hubA", "srv", "1")) or (None, None)
     assert state is not None
     for child in psutil.Process(state["pid"]).children(recursive=True):
         child.kill()

@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _admin(args: argparse.Namespace) -> int:
+    from outpost import rotation
     from outpost.cli import admin
     from outpost.models import ServiceId
     from outpost.runtime import build_runtime
@@ -69,7 +70,7 @@ async def _admin(args: argparse.Namespace) -> int:
     runtime = build_runtime(settings)
     try:
         if args.command == "rotate-key":
-            await admin.rotate_keys(runtime, print)
+            await rotation.rotate_keys(runtime.store, print)
             print(admin.AFTER_ROTATION)
         elif args.command == "import-upstream":
             from outpost.cli.upstream_import import database_url, import_upstream

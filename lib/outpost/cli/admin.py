@@ -1,4 +1,4 @@
-"""What the administrator's commands do: list, show and stop services, check the setup, rotate keys.
+"""What the administrator's commands do: list, show and stop services, check the setup (rotation: `outpost.rotation`).
 
 Nothing here prints a secret: listings show metadata and addresses only.
 """
@@ -55,18 +55,6 @@ async def stop_service(runtime: Runtime, sid: ServiceId) -> str:
     return f"stopped {sid}"
 
 
-async def rotate_keys(runtime: Runtime, say: Say) -> int:
-    """Re-encrypt every record under the first key. Safe during traffic and resumable."""
-    records = fields = 0
-    async for key in runtime.store.record_keys():
-        fields += await runtime.store.rotate_record(key)
-        records += 1
-        if records % 500 == 0:
-            say(f"... {records} records checked, {fields} fields re-encrypted")
-    say(f"{records} records checked, {fields} fields re-encrypted under the first key")
-    return fields
-
-
 AFTER_ROTATION = (
     "Every process that reads these records needs the new key first in OUTPOST_CRYPT_KEY (new,old) before "
     "this runs, or its reads answer 409; drop the old key once this reports 0 fields. "
@@ -119,7 +107,7 @@ async def check(config_file: Path | None, say: Say) -> bool:
                 say(f"FAIL {name}: {exc.message}")
                 healthy = False
         try:
-            await asyncio.wait_for(runtime.store.redis.ping(), timeout=5)
+            await asyncio.wait_for(runtime.store.ping(), timeout=5)
             say("ok   Redis reachable")
         except Exception as exc:  # any failure to reach Redis is the same finding for the admin
             say(f"FAIL Redis: cannot reach it ({type(exc).__name__}); check OUTPOST_REDIS_URL")

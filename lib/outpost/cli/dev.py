@@ -161,7 +161,7 @@ class _ApiServer(uvicorn.Server):
 
 async def _reach(url: str) -> None:
     try:
-        await asyncio.wait_for((await get_runtime()).store.redis.ping(), timeout=10)
+        await asyncio.wait_for((await get_runtime()).store.ping(), timeout=10)
     except (RedisError, OSError, TimeoutError) as exc:
         raise ConfigurationError(
             f"cannot reach Redis at {_redacted(url)} ({type(exc).__name__}); check OUTPOST_REDIS_URL, "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from outpost.cli import admin
+from outpost import rotation
 from outpost.errors import ConfigurationError
 from outpost.runtime import get_runtime
 
@@ -45,9 +45,9 @@ def begin_rotation(key_file: Path) -> bool:
     return True
 
 
-async def finish_rotation(key_file: Path, say: admin.Say) -> None:
+async def finish_rotation(key_file: Path, say: rotation.Say) -> None:
     """Re-encrypt every record under the new (first) key, then keep only that key in `key_file`."""
-    await admin.rotate_keys(await get_runtime(), say)
+    await rotation.rotate_keys((await get_runtime()).store, say)
     first = key_file.read_text().strip().split(",", 1)[0]
     _replace(key_file, first)
     say(f"key rotated: {key_file} holds the new key only")

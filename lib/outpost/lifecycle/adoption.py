@@ -1,7 +1,7 @@
 """Re-adopting a running server whose record Redis lost (a failover that dropped the last writes, a volume
 gone): its backend keeps its identity, sealed with the Fernet key, next to it (`Backend.remember`), and the
 record is rebuilt from that as RUNNING. Never when a stop of it left a tombstone: the hub's DELETE of a
-service the outpost does not know, or any stop the outpost did (store.py `_FORGET`)."""
+service the outpost does not know, or any stop the outpost did (`outpost.store.keys.FORGET`)."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ async def handle_event(runtime: Runtime, event: CloudEvent) -> None:
         log.warning("dropping stale %s event for %s", kind, sid)
         return
     marker = f"{event['source']}:{event['id']}"
-    if await runtime.store.redis.exists(f"outpost:once:{marker}"):
+    if await runtime.store.seen(marker):
         return
     if event.get("knativeerrordest"):
         # The broker gave up on this event: do not leave the hub waiting for a start that never runs.

@@ -20,7 +20,7 @@ from outpost.backends import manifests
 from outpost.errors import InvalidEvent
 from outpost.models import Phase, ServiceMeta
 from outpost.runtime import Runtime
-from outpost.store import PollView
+from outpost.store import PollRecord
 
 log = logging.getLogger(__name__)
 RESYNC_LOCK_SECONDS = 55.0
@@ -112,7 +112,7 @@ def fresh_seconds(runtime: Runtime) -> float:
     return runtime.settings.timer_interval_seconds * FRESH_TICKS
 
 
-async def cached_poll(runtime: Runtime, meta: ServiceMeta | PollView, state: dict[str, Any]) -> int | None:
+async def cached_poll(runtime: Runtime, meta: ServiceMeta | PollRecord, state: dict[str, Any]) -> int | None:
     """The poll of a RUNNING service: what pod events saw, while fresh; else ask the backend."""
     if meta.observed_at and time.time() - meta.observed_at < fresh_seconds(runtime):
         return meta.observed_exit
@@ -170,9 +170,9 @@ async def resync(runtime: Runtime) -> int:
         async for meta in runtime.store.all_hubs_services():
             if meta.phase != Phase.RUNNING:
                 continue
-            view = await runtime.store.poll_view(meta.id)
-            if view is not None and view[1] is not None:
-                running.setdefault(view[1]["namespace"], []).append((view[0], view[1]))
+            view = await runtime.store.meta_and_state(meta.id)
+            if view is not None and view.state is not None:
+                running.setdefault(view.state["namespace"], []).append((view.meta, view.state))
         written = 0
         for namespace, services in running.items():
             at = time.time()

@@ -1,4 +1,9 @@
-"""Flavors meet the store: admission with live counts, the hub's menu, and flavor updates to the hub."""
+"""Flavors meet the store: admission, the hub's menu with live counts, and flavor updates to the hub.
+
+A start is admitted in two steps that never decide the same thing: `admit` checks whether the user may start
+the flavor at all (policy) and finds its limits; the store's create script counts and decides, atomically,
+whether a limit is reached; `refused` turns its one answer into what the hub is told.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from outpost import errors, upstream_config
-from outpost.flavors import (
-    Admission,
-    Refusal,
-    Usage,
-    admission,
-    allowed_flavors,
-    flavor_menu,
-    refusal_message,
-)
+from outpost.flavors import Admission, Refusal, admission, allowed_flavors, counted_refusal, flavor_menu
 from outpost.models import ServiceId, StartRequest
 from outpost.runtime import Runtime
+from outpost.store import Created
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +29,26 @@ _ERRORS: dict[Refusal, type[errors.SpawnRefused]] = {
 
 
 async def admit(runtime: Runtime, hub: str, request: StartRequest) -> Admission:
-    """Decide with the counts of now; the store repeats the quota checks atomically when it counts."""
-    flavor = request.flavor or ""
+    """The flavor this user may start and its limits (`Admission.limits`, for `Store.create` to count
+    against); raises when the user may not start it at all."""
     decision = admission(
         runtime.flavor_policy,
         hub,
         await upstream_config.user_authentication(runtime.upstream, request.authentication),
         request.flavor,
-        Usage(*await runtime.store.usage(hub, request.user, flavor)),
     )
     if decision.refusal is not None:
         raise _ERRORS[decision.refusal](decision.message)
     return decision
 
 
-def refused_by_store(decision: Admission, flavor: str, verdict: str, count: int) -> errors.OutpostError:
-    """The error for a refusal of the store's atomic check (another start took the last slot)."""
-    if verdict == "exists":
+def refused(decision: Admission, flavor: str, created: Created) -> errors.OutpostError:
+    """What the hub is told when the store's create script refused a start: the service exists, or a limit
+    is reached (with the count the script found)."""
+    if created.refusal == "exists":
         return errors.ServiceExists()
-    refusal = Refusal(verdict)
-    label = decision.flavor.display_name if decision.flavor and decision.flavor.display_name else flavor
-    return _ERRORS[refusal](refusal_message(refusal, label, decision.limits, count))
+    verdict = Refusal(created.refusal)
+    return _ERRORS[verdict](counted_refusal(decision, flavor, verdict, created.count).message)
 
 
 async def menu(runtime: Runtime, hub: str, authentication: Mapping[str, Any] | None = None) -> dict[str, Any]:

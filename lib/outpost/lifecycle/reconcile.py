@@ -14,7 +14,6 @@ from outpost.lifecycle.adoption import adopt
 from outpost.lifecycle.stop import abandon
 from outpost.models import Phase
 from outpost.runtime import Runtime
-from outpost.store import key_record
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 60.0
@@ -38,7 +37,7 @@ async def reconcile(runtime: Runtime, now: dt.datetime | None = None) -> Reconci
             stuck += 1
     orphans = adopted = 0
     for sid, state in await runtime.backend.running():
-        if await runtime.store.redis.exists(key_record(sid)):
+        if await runtime.store.exists(sid):
             continue
         verdict = await adopt(runtime, sid, state)
         if verdict == "adopted":

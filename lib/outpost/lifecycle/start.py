@@ -68,7 +68,7 @@ async def request_start(runtime: Runtime, hub: str, request: StartRequest, *, in
         runtime_seconds=runtime_seconds(decision.flavor) if decision.flavor else None,
     )
     if not created.ok:
-        raise quota.refused_by_store(decision, request.flavor or "", created.refusal, created.count)
+        raise quota.refused(decision, request.flavor or "", created)
     log.info("start requested for %s (%s)", sid, "async" if in_background else "sync")
     if in_background:
         try:
@@ -214,10 +214,10 @@ async def _claim_address(runtime: Runtime, sid: ServiceId, host_port: str, answe
 async def _server_gone(runtime: Runtime, holder: ServiceId) -> bool:
     """Whether the backend says the holder's server has stopped; when it cannot tell, the holder keeps it."""
     try:
-        view = await runtime.store.poll_view(holder)
+        view = await runtime.store.meta_and_state(holder)
         if view is None:  # forgotten meanwhile
             return True
-        state = view[1]
+        state = view.state
         return state is not None and await runtime.backend.poll(state) is not None
     except Exception as exc:  # an undecryptable record, a backend that cannot be asked: no proof it is gone
         log.warning("cannot tell whether %s's server still runs (%s)", holder, type(exc).__name__)

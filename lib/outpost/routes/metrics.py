@@ -8,7 +8,6 @@ import functools
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from outpost.runtime import Runtime
-from outpost.store import key_flavor_slots, key_index
 
 REQUESTS = Counter("outpost_requests_total", "API requests by route and status", ["route", "method", "status"])
 REQUEST_SECONDS = Histogram("outpost_request_seconds", "API request duration by route", ["route", "method"])
@@ -28,14 +27,9 @@ async def render(runtime: Runtime) -> tuple[bytes, str]:
     """Refresh the gauges that live in Redis (cheap: one SCARD per hub, one GET per flavor), then render."""
     hubs = sorted(runtime.credentials)
     flavors = sorted(runtime.flavor_policy.flavors)
-    async with runtime.store.redis.pipeline(transaction=False) as pipe:
-        for hub in hubs:
-            pipe.scard(key_index(hub))
-        for flavor in flavors:
-            pipe.get(key_flavor_slots(flavor))
-        values = await pipe.execute()
-    for hub, count in zip(hubs, values[: len(hubs)], strict=True):
-        SERVICES.labels(hub=hub).set(int(count))
-    for flavor, count in zip(flavors, values[len(hubs) :], strict=True):
-        FLAVOR_SLOTS.labels(flavor=flavor).set(int(count or 0))
+    gauges = await runtime.store.gauges(hubs, flavors)
+    for hub, count in gauges.services.items():
+        SERVICES.labels(hub=hub).set(count)
+    for flavor, count in gauges.flavor_slots.items():
+        FLAVOR_SLOTS.labels(flavor=flavor).set(count)
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -13,7 +13,8 @@ from redis.exceptions import ResponseError
 
 from outpost.crypto import Crypt
 from outpost.models import Phase, ServiceId
-from outpost.store import Store, key_record
+from outpost.store import Store
+from outpost.store.keys import key_record
 
 CLIENT_NAME = "outpost-poll-reads"
 CRYPT = Crypt([Fernet.generate_key().decode()])

@@ -14,7 +14,8 @@ from cryptography.fernet import Fernet
 from outpost.crypto import Crypt
 from outpost.flavors import Limits
 from outpost.models import Phase, ServiceId
-from outpost.store import ADDRESSES, AddressOwner, Claim, Store, key_record
+from outpost.store import AddressOwner, Claim, Store
+from outpost.store.keys import ADDRESSES, key_record
 
 pytestmark = pytest.mark.asyncio
 
@@ -98,25 +99,27 @@ async def test_a_holder_seen_gone_does_not_excuse_another_live_holder(store: Sto
 
 
 @pytest.mark.parametrize("ended", [Phase.STOPPED, Phase.FAILED])
-async def test_an_ended_or_forgotten_holder_holds_nothing(store: Store, ended: Phase) -> None:
+async def test_an_ended_or_forgotten_holder_holds_nothing(store: Store, redis: aioredis.Redis, ended: Phase) -> None:
     first, second, third = [await created(store, name) for name in ("one", "two", "three")]
     await store.mark_running(first, "127.0.0.1:9002", "x")
-    await store.redis.hset(key_record(first), "phase", ended.value)  # as before a poll withdrew the address
+    await redis.hset(key_record(first), "phase", ended.value)  # as before a poll withdrew the address
     assert await store.mark_running(second, "127.0.0.1:9002", "y") == Claim(Phase.PENDING)
-    await store.redis.delete(key_record(second))  # a record deleted without its index entry
+    await redis.delete(key_record(second))  # a record deleted without its index entry
     assert await store.mark_running(third, "127.0.0.1:9002", "z") == Claim(Phase.PENDING)
 
 
-async def test_a_server_seen_gone_ends_its_record_and_withdraws_its_address_once(store: Store) -> None:
+async def test_a_server_seen_gone_ends_its_record_and_withdraws_its_address_once(
+    store: Store, redis: aioredis.Redis
+) -> None:
     sid = await created(store, "lab")
     await store.mark_running(sid, "127.0.0.1:9003", "x")
     assert await store.mark_ended(sid, 137) is True
     meta = await store.meta(sid)
     assert meta is not None and (meta.phase, meta.exit_code, meta.address) == (Phase.FAILED, 137, "127.0.0.1:9003")
     assert await store.address_owner("127.0.0.1", 9003) is None
-    before = await store.redis.hgetall(key_record(sid))
+    before = await redis.hgetall(key_record(sid))
     assert await store.mark_ended(sid, 137) is False  # the next poll writes nothing
-    assert await store.redis.hgetall(key_record(sid)) == before
+    assert await redis.hgetall(key_record(sid)) == before
     clean = await created(store, "clean")
     await store.mark_running(clean, "127.0.0.1:9004", "x")
     assert await store.mark_ended(clean, 0) is True
@@ -151,9 +154,9 @@ async def test_an_earlier_start_of_the_same_server_yields_its_address_and_no_one
     assert await store.address_owner("jupyter-lab.ns.svc", 8888) == AddressOwner("hubA", "lab", "2", Phase.RUNNING)
 
 
-async def test_a_start_without_an_address_is_running_and_indexes_nothing(store: Store) -> None:
+async def test_a_start_without_an_address_is_running_and_indexes_nothing(store: Store, redis: aioredis.Redis) -> None:
     """An administrator's sanitize_start_response may answer "": the server posts its address itself."""
     sid = await created(store, "self-announcing")
     assert await store.mark_running(sid, "", "") == Claim(Phase.PENDING)
     assert await phase_of(store, sid) == Phase.RUNNING
-    assert await store.redis.hgetall(ADDRESSES) == {}
+    assert await redis.hgetall(ADDRESSES) == {}
