@@ -145,8 +145,8 @@ async def _parts(stack: Stack) -> list[tuple[str, float | str]]:
     from starlette.requests import Request
 
     from outpost.models import ServiceId
-    from outpost.routes import http
     from outpost.redis_client import redis_client
+    from outpost.routes import http
     from outpost.runtime import close_runtime, get_runtime, use_settings
     from outpost.store.keys import key_record
     from outpost.store.records import PLAIN_FIELDS, POLL_FIELDS

@@ -13,8 +13,6 @@ import pytest
 from cryptography.fernet import Fernet
 
 from outpost.cli import admin
-from outpost.crypto import Crypt
-from outpost.flavors import Limits
 from outpost.models import ServiceId
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
