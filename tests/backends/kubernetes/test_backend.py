@@ -11,10 +11,10 @@ import kmock
 import pytest
 
 from outpost.backends.base import StartSpec
-from outpost.backends.kubernetes import PodBackend, connect
+from outpost.backends.kubernetes.backend import PodBackend, connect
 from outpost.errors import BackendError, HostNotAllowed, InvalidBody
 from outpost.models import ServiceId
-from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status, running_status
+from tests.backends.kubernetes.conftest import NAMESPACE, ApiServer, Kubelet, exited_status, running_status
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -1,4 +1,4 @@
-"""The pure builders (dict equality, schema validity) and the pure reading of pod status."""
+"""The pure builders: dict equality and schema validity."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import kubernetes_validate
 import pytest
 from traitlets.config import Config
 
-from outpost.backends import manifests
-from outpost.backends.manifests import KubernetesBackend, ServerNames
+from outpost.backends.kubernetes import manifests
+from outpost.backends.kubernetes.manifests import KubernetesBackend, ServerNames
 from outpost.models import ServiceId
-from outpost.pod_status import pod_exit_code, pod_ready, start_failure
-from tests.k8s.conftest import exited_status, running_status, validate, waiting_status
+from tests.backends.kubernetes.conftest import validate
 
 SID = ServiceId("hubA", "srv", "1")
 TARGET = ServerNames("ns", "jupyter-alice--srv", "jupyter-alice--srv", "jupyter-alice--srv.ns.svc.cluster.local")
@@ -263,50 +262,3 @@ def test_service_of_ignores_what_is_not_ours() -> None:
     assert manifests.service_of({"labels": {}, "annotations": ANNOTATIONS}) is None
     assert manifests.service_of({"labels": LABELS, "annotations": {"outpost.jupyter.org/hub": "hubA"}}) is None
     assert manifests.service_of({}) is None
-
-
-@pytest.mark.parametrize(
-    ("pod", "code"),
-    [
-        (None, 1),
-        ({"status": {"phase": "Pending"}}, None),
-        ({"status": running_status({})}, None),
-        ({"status": waiting_status("ContainerCreating", "")}, None),
-        ({"status": {"phase": "Unknown"}}, None),
-        ({"status": exited_status(0)}, 0),
-        ({"status": exited_status(2)}, 2),
-        ({"status": {"phase": "Failed", "reason": "Evicted"}}, 1),
-        ({"status": {"phase": "Succeeded"}}, 0),
-        ({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": running_status({})}, 1),
-    ],
-)
-def test_pod_exit_code(pod: dict[str, Any] | None, code: int | None) -> None:
-    assert pod_exit_code(pod) == code
-
-
-@pytest.mark.parametrize(
-    ("status", "failure"),
-    [
-        ({"phase": "Pending"}, None),
-        (waiting_status("ContainerCreating", ""), None),
-        (waiting_status("ErrImagePull", "retrying"), None),  # the kubelet retries once before backing off
-        (waiting_status("ImagePullBackOff", "Back-off pulling image"), "ImagePullBackOff: Back-off pulling image"),
-        (waiting_status("CrashLoopBackOff", "back-off 10s"), "CrashLoopBackOff: back-off 10s"),
-        (waiting_status("InvalidImageName", ""), "InvalidImageName: the container cannot start"),
-        (exited_status(1), "the server exited with code 1 (Error)"),
-        ({"phase": "Failed", "reason": "Evicted", "message": "low on memory"},
-         "the server exited with code unknown (Evicted): low on memory"),
-        (running_status({}), None),
-    ],
-)  # fmt: skip
-def test_start_failure(status: dict[str, Any], failure: str | None) -> None:
-    assert start_failure({"status": status}) == failure
-
-
-def test_pod_ready() -> None:
-    assert pod_ready({"status": running_status({})})
-    assert not pod_ready({"status": {**running_status({}), "phase": "Pending"}})
-    assert not pod_ready({"metadata": {"deletionTimestamp": "x"}, "status": running_status({})})
-    not_ready = running_status({})
-    not_ready["containerStatuses"][0]["ready"] = False
-    assert not pod_ready({"status": not_ready})

@@ -21,12 +21,13 @@ from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 from traitlets.config import Config
 
-from outpost.backends import manifests, output
+from outpost.backends import output
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
-from outpost.backends.manifests import CONTAINER, KubernetesBackend, ServerNames
+from outpost.backends.kubernetes import manifests
+from outpost.backends.kubernetes.manifests import CONTAINER, KubernetesBackend, ServerNames
+from outpost.backends.kubernetes.pods import pod_exit_code, pod_ready, secret_of, start_failure, waiting_states
 from outpost.errors import BackendError, ConfigurationError, InvalidBody
 from outpost.models import ServiceId
-from outpost.pod_status import pod_exit_code, pod_ready, start_failure, waiting_states
 
 log = logging.getLogger(__name__)
 
@@ -388,20 +389,6 @@ class PodBackend:
             sid = manifests.service_of(metadata)
             if sid is None or metadata.get("deletionTimestamp"):
                 continue
-            target = ServerNames(namespace, metadata["name"], _secret_of(pod), "")
+            target = ServerNames(namespace, metadata["name"], secret_of(pod), "")
             found.append((sid, state_of(target)))
         return found
-
-
-def _secret_of(pod: dict[str, Any]) -> str:
-    """The server's Secret, as its pod refers to it (for pods found without their record)."""
-    spec = pod.get("spec", {})
-    for volume in spec.get("volumes") or []:
-        if volume.get("name") == manifests.CERTS_VOLUME:
-            return str(volume["secret"]["secretName"])
-    for container in spec.get("containers") or []:
-        for variable in container.get("env") or [] if container.get("name") == CONTAINER else []:
-            ref = variable.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                return str(ref["name"])
-    return ""
