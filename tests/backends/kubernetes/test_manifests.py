@@ -186,6 +186,41 @@ def test_service_and_secret() -> None:
         validate(obj)
 
 
+def test_identity_secret_is_owned_by_the_pod_and_carries_only_its_identity() -> None:
+    extra = {"team": "a"}
+    pod = manifests.make_pod(options(), TARGET, {**LABELS, **extra}, {**ANNOTATIONS, **extra}, {}, [], 8888, False)
+    pod["metadata"]["uid"] = "0b7e-uid"
+    secret = manifests.make_identity_secret(pod, "gAAAA-sealed")
+    assert secret == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "jupyter-alice--srv-identity",
+            "namespace": "ns",
+            "labels": LABELS,
+            "annotations": ANNOTATIONS,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "jupyter-alice--srv", "uid": "0b7e-uid"}],
+        },
+        "type": "Opaque",
+        "data": {"identity.sealed": base64.b64encode(b"gAAAA-sealed").decode()},
+    }
+    validate(secret)
+    longest = copy.deepcopy(pod)
+    longest["metadata"]["name"] = "x" * 63
+    validate(manifests.make_identity_secret(longest, "sealed"))
+
+    assert manifests.sealed_identity(secret, "jupyter-alice--srv", "0b7e-uid") == "gAAAA-sealed"
+    assert manifests.sealed_identity(secret, "jupyter-alice--srv", None) == "gAAAA-sealed"
+    assert manifests.sealed_identity(secret, "jupyter-alice--srv", "an-earlier-pod") is None
+    assert manifests.sealed_identity(secret, "jupyter-bob", None) is None  # another pod's
+    unmanaged = copy.deepcopy(secret)
+    unmanaged["metadata"]["labels"] = {}
+    assert not manifests.keeps_identity_of(unmanaged, "jupyter-alice--srv")
+    assert manifests.sealed_identity(unmanaged, "jupyter-alice--srv", None) is None
+    for data in ({}, {"identity.sealed": "not base64!"}, {"identity.sealed": base64.b64encode(b"\xff").decode()}):
+        assert manifests.sealed_identity({**secret, "data": data}, "jupyter-alice--srv", None) is None
+
+
 def test_the_schema_check_rejects_what_the_api_server_would() -> None:
     """The teardown check of every object sent is worth something: it does fail."""
     pod = manifests.make_pod(options(), TARGET, LABELS, ANNOTATIONS, {}, [], 8888, False)
