@@ -34,7 +34,7 @@ from bench.stack import FUNCTIONS, Stack, basic_auth, say
 from bench.stack import FunctionProcess as Function
 from outpost.models import ServiceId
 from outpost.store.keys import key_record
-from tests.k8s.cluster import ApiServer, Kubelet
+from tests.backends.kubernetes.cluster import ApiServer, Kubelet
 
 NAMESPACE = "bench"
 NAME = "cached"

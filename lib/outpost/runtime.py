@@ -140,7 +140,7 @@ class Runtime:
 
             return LocalBackend(self.config, self.settings.data_dir)
         if name == "kubernetes":
-            from outpost.backends.kubernetes import PodBackend
+            from outpost.backends.kubernetes.backend import PodBackend
 
             return PodBackend(self.config, self.settings.namespace)
         if name == "spawner":

@@ -21,9 +21,9 @@ from traitlets.config import Config
 
 from outpost.backends.spawner import SpawnerBackend
 from outpost.settings import Settings
+from tests.backends.test_spawner import spec
 from tests.conftest import TINY_SERVER, basic, settings_env
 from tests.e2e.processes import VENV_BIN
-from tests.k8s.test_spawner_adapter import spec
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -62,7 +62,7 @@ class Backend(Protocol):
         was lost (see `recall`) and stops the others."""
 
     async def remember(self, state: dict[str, Any], sealed: str) -> None:
-        """Keep a running server's sealed identity with the server (a file, an annotation)."""
+        """Keep a running server's sealed identity with the server (a file, a Secret the pod owns)."""
 
     async def recall(self, state: dict[str, Any]) -> str | None:
         """The sealed identity kept by `remember`, if any."""

@@ -33,7 +33,7 @@ async def adopt(runtime: Runtime, sid: ServiceId, state: dict[str, Any]) -> str:
 async def readopt(runtime: Runtime, sid: ServiceId) -> bool:
     """A poll found no record. If the server runs (and was not stopped), re-adopt it at once: the hub takes
     a poll's 404 for "stopped", and would then stop it. True when a record is there now. Backends that
-    keep no identity are not even asked (a Kubernetes listing per unknown poll would cost for nothing)."""
+    keep no identity are not even asked (listing their servers per unknown poll would cost for nothing)."""
     if not runtime.backend.keeps_identity or await runtime.store.stopped(sid):
         return False
     for found, state in await runtime.backend.running():

@@ -1,4 +1,4 @@
-"""What a pod's status means for its server, and that status in Redis so a poll is one Redis read: pod
+"""A pod's status (read by outpost.backends.kubernetes.pods) in Redis, so a poll is one Redis read: pod
 events (a Knative ApiServerSource), a resync on the timer's tick for the events that never came, and
 the rule by which a poll trusts what was seen.
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from outpost.backends import manifests
+from outpost.backends.kubernetes import manifests
+from outpost.backends.kubernetes.pods import PodReader, pod_exit_code
 from outpost.errors import InvalidEvent
 from outpost.models import Phase, ServiceMeta
 from outpost.runtime import Runtime
@@ -30,80 +30,8 @@ RESYNC_GRACE_SECONDS = 5.0
 FRESH_TICKS = 2.5
 
 
-# Waiting reasons after which the container will not start without someone changing something.
-FATAL_WAITING = frozenset(
-    {
-        "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CrashLoopBackOff",
-        "CreateContainerError", "RunContainerError",
-    }
-)  # fmt: skip
-
-
-def _container(pod: dict[str, Any]) -> dict[str, Any]:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    return next((status for status in statuses if status.get("name") == manifests.CONTAINER), {})
-
-
-def pod_ready(pod: dict[str, Any]) -> bool:
-    status = pod.get("status", {})
-    if pod.get("metadata", {}).get("deletionTimestamp") or status.get("phase") != "Running":
-        return False
-    return bool(_container(pod).get("ready"))
-
-
-def start_failure(pod: dict[str, Any]) -> str | None:
-    """Why this pod will never serve, or None while it may still come up."""
-    status = pod.get("status", {})
-    state = _container(pod).get("state", {})
-    terminated = state.get("terminated")
-    if terminated or status.get("phase") in ("Failed", "Succeeded"):
-        detail = terminated or {}
-        reason = detail.get("reason") or status.get("reason") or status.get("phase")
-        message = detail.get("message") or status.get("message") or ""
-        code = detail.get("exitCode", "unknown")
-        return f"the server exited with code {code} ({reason}){': ' + message if message else ''}"
-    for waiting in waiting_states(status):
-        if waiting.get("reason") in FATAL_WAITING:
-            return f"{waiting['reason']}: {waiting.get('message') or 'the container cannot start'}"
-    return None
-
-
-def waiting_states(status: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    for key in ("initContainerStatuses", "containerStatuses"):
-        for container in status.get(key) or []:
-            waiting = container.get("state", {}).get("waiting")
-            if waiting:
-                yield waiting
-
-
-def pod_exit_code(pod: dict[str, Any] | None) -> int | None:
-    """JupyterHub's poll answer for a pod: None while it runs (or may still), else an exit code."""
-    if pod is None:
-        return 1  # gone: deleted from outside, or evicted and collected
-    terminated = _container(pod).get("state", {}).get("terminated")
-    if terminated:
-        return int(terminated.get("exitCode", 1))
-    if pod.get("metadata", {}).get("deletionTimestamp"):
-        return 1  # being deleted: the server is going away
-    phase = pod.get("status", {}).get("phase")
-    if phase == "Succeeded":
-        return 0
-    if phase == "Failed":
-        return 1
-    return None  # Pending, Running, Unknown (a node that lost contact may come back)
-
-
-@runtime_checkable
-class PodReader(Protocol):
-    """What the kubernetes backend offers beyond `Backend`: reading its pods."""
-
-    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    async def list_pods(self, namespace: str) -> list[dict[str, Any]]: ...
-
-
 def _pods(runtime: Runtime) -> PodReader | None:
-    """The backend, if it runs pods (the kubernetes backend); without importing the client otherwise."""
+    """The kubernetes backend, if that is the one in use."""
     backend = runtime.backend
     return backend if isinstance(backend, PodReader) else None
 

@@ -19,9 +19,9 @@ from outpost.lifecycle import pod_status
 from outpost.models import ServiceId
 from outpost.runtime import Runtime
 from outpost.store.keys import key_record
+from tests.backends.kubernetes.conftest import NAMESPACE, ApiServer, Kubelet, exited_status
 from tests.conftest import basic
-from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status
-from tests.k8s.test_pod_status import POD, hub_body, pod_event, pod_reads
+from tests.lifecycle.test_pod_status import POD, hub_body, pod_event, pod_reads
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")

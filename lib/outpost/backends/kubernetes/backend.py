@@ -21,11 +21,12 @@ from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 from traitlets.config import Config
 
-from outpost.backends import manifests, output
+from outpost.backends import output
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
-from outpost.backends.manifests import CONTAINER, KubernetesBackend, ServerNames
+from outpost.backends.kubernetes import manifests
+from outpost.backends.kubernetes.manifests import CONTAINER, KubernetesBackend, ServerNames
+from outpost.backends.kubernetes.pods import pod_exit_code, pod_ready, secret_of, start_failure, waiting_states
 from outpost.errors import BackendError, ConfigurationError, InvalidBody
-from outpost.lifecycle.pod_status import pod_exit_code, pod_ready, start_failure, waiting_states
 from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,7 @@ class PodBackend:
         deletions.append(self._delete("delete_namespaced_service", state["service"], namespace))
         if state.get("secret"):
             deletions.append(self._delete("delete_namespaced_secret", state["secret"], namespace))
+        deletions.append(self._forget_identity(namespace, state["pod"]))
         results = await asyncio.gather(*deletions, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -370,15 +372,50 @@ class PodBackend:
             return []
         return raw.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
 
-    keeps_identity = False
+    # A running server's sealed identity is kept in a Secret owned by its pod (the functions may create
+    # Secrets, not patch pods), so a pod whose record is lost is re-adopted rather than stopped.
+    keeps_identity = True
 
     async def remember(self, state: dict[str, Any], sealed: str) -> None:
-        # Not kept yet (it needs a Secret of its own per server: the functions may not patch pods), so a
-        # pod whose record is lost is stopped as an orphan, as before.
-        return None
+        namespace, name = state["namespace"], state["pod"]
+        try:
+            pod = await self.read_pod(namespace, name)
+            if pod is None:
+                return  # gone already: there is nothing to re-adopt
+            body = manifests.make_identity_secret(pod, sealed)
+            try:
+                await self._call("create_namespaced_secret", namespace, body)
+                return
+            except k8s.ApiException as exc:
+                if exc.status != 409:
+                    raise
+            # Left by an earlier pod of this name (the cluster had not collected it yet): rewrite it,
+            # unless it is not ours at all.
+            secret = body["metadata"]["name"]
+            existing = await self._existing("secret", namespace, secret)
+            if existing is not None and not manifests.keeps_identity_of(existing, name):
+                log.warning("secret %s/%s is not this server's: its identity is not kept", namespace, secret)
+                return
+            await self._call("patch_namespaced_secret", secret, namespace, body)
+        except k8s.ApiException as exc:  # the server runs all the same; lost with its record, it is stopped
+            log.warning("cannot keep the identity of pod %s/%s: %s", namespace, name, _problem(exc))
+
+    async def _forget_identity(self, namespace: str, pod: str) -> None:
+        """Delete the pod's identity Secret: the cluster would collect it with the pod, but only later, and a
+        stopped server's identity must not outlive the stop. A Secret of that name not ours stays."""
+        name = manifests.identity_secret_name(pod)
+        secret = await self._existing("secret", namespace, name)
+        if secret is not None and manifests.keeps_identity_of(secret, pod):
+            await self._delete("delete_namespaced_secret", name, namespace)
 
     async def recall(self, state: dict[str, Any]) -> str | None:
-        return None
+        name = manifests.identity_secret_name(state["pod"])
+        try:
+            secret = await self._existing("secret", state["namespace"], name)
+        except k8s.ApiException as exc:  # e.g. not allowed to read Secrets: nothing to adopt from
+            log.warning("cannot read secret %s/%s: %s", state["namespace"], name, _problem(exc))
+            return None
+        return None if secret is None else manifests.sealed_identity(secret, state["pod"], state.get("uid"))
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
         namespace = await self.default_namespace()
@@ -388,20 +425,7 @@ class PodBackend:
             sid = manifests.service_of(metadata)
             if sid is None or metadata.get("deletionTimestamp"):
                 continue
-            target = ServerNames(namespace, metadata["name"], _secret_of(pod), "")
-            found.append((sid, state_of(target)))
+            target = ServerNames(namespace, metadata["name"], secret_of(pod), "")
+            # The uid tells recall which pod an identity Secret speaks for.
+            found.append((sid, {**state_of(target), "uid": metadata.get("uid")}))
         return found
-
-
-def _secret_of(pod: dict[str, Any]) -> str:
-    """The server's Secret, as its pod refers to it (for pods found without their record)."""
-    spec = pod.get("spec", {})
-    for volume in spec.get("volumes") or []:
-        if volume.get("name") == manifests.CERTS_VOLUME:
-            return str(volume["secret"]["secretName"])
-    for container in spec.get("containers") or []:
-        for variable in container.get("env") or [] if container.get("name") == CONTAINER else []:
-            ref = variable.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                return str(ref["name"])
-    return ""

@@ -2,7 +2,8 @@
 builders of the pod, Service and Secret of one server, as plain API dicts (checked by kubernetes-validate).
 
 Labels select (slugs, at most 63 characters); annotations carry the exact hub, server name, start_id
-and user, which is how a pod is traced back to its service.
+and user, which is how a pod is traced back to its service. A running server's sealed identity (what its
+lost record is rebuilt from) is kept in a Secret of its own, owned by the pod.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ ANNOTATION_NAME = "outpost.jupyter.org/name"
 ANNOTATION_START_ID = "outpost.jupyter.org/start-id"
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT}"
 CERTS_VOLUME = "jupyterhub-internal-certs"
+IDENTITY_KEY = "identity.sealed"
+_IDENTITY_LABELS = (LABEL_MANAGED_BY, LABEL_COMPONENT, LABEL_HUB, LABEL_USER, LABEL_SERVER, LABEL_START_ID)
+_IDENTITY_ANNOTATIONS = (ANNOTATION_HUB, ANNOTATION_NAME, ANNOTATION_START_ID, ANNOTATION_USER)
 # Files jupyterhub-singleuser reads with internal_ssl, where KubeSpawner puts them.
 SSL_FILES = {"keyfile": "ssl.key", "certfile": "ssl.crt", "cafile": "notebooks-ca_trust.crt"}
 # Environment values that go into the Secret instead of the pod spec (anyone who may read pods sees that).
@@ -373,3 +377,54 @@ def make_service(
             "ports": [{"name": "notebook", "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}],
         },
     }
+
+
+def identity_secret_name(pod: str) -> str:
+    """The Secret that keeps a pod's sealed identity (pod names have at most 63 characters, Secrets 253)."""
+    return f"{pod}-identity"
+
+
+def make_identity_secret(pod: dict[str, Any], sealed: str) -> dict[str, Any]:
+    """The sealed identity of a running pod's server, in a Secret owned by the pod: the cluster deletes it
+    with the pod. It carries the pod's identity labels and annotations (not the administrator's extras)."""
+    metadata = pod["metadata"]
+    labels, annotations = metadata.get("labels", {}), metadata.get("annotations", {})
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": identity_secret_name(metadata["name"]),
+            "namespace": metadata["namespace"],
+            "labels": {key: labels[key] for key in _IDENTITY_LABELS if key in labels},
+            "annotations": {key: annotations[key] for key in _IDENTITY_ANNOTATIONS if key in annotations},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": metadata["name"], "uid": metadata["uid"]}],
+        },
+        "type": "Opaque",
+        "data": {IDENTITY_KEY: base64.b64encode(sealed.encode()).decode()},
+    }
+
+
+def keeps_identity_of(secret: dict[str, Any], pod: str) -> bool:
+    """Whether a Secret is the identity Secret of a pod of this name (this one or an earlier one): ours, and
+    owned by that pod. Anything else of that name is someone else's, never rewritten or deleted."""
+    metadata = secret.get("metadata", {})
+    owners = metadata.get("ownerReferences") or []
+    owned = any(owner.get("kind") == "Pod" and owner.get("name") == pod for owner in owners)
+    return owned and service_of(metadata) is not None
+
+
+def sealed_identity(secret: dict[str, Any], pod: str, pod_uid: str | None) -> str | None:
+    """The sealed identity kept for this pod, if the Secret is its identity Secret and, when the pod's uid
+    is known, owned by that very pod: a Secret left from an earlier pod of that name does not speak for it."""
+    owners = secret.get("metadata", {}).get("ownerReferences") or []
+    if not keeps_identity_of(secret, pod):
+        return None
+    if pod_uid is not None and not any(owner.get("uid") == pod_uid for owner in owners):
+        return None
+    value = (secret.get("data") or {}).get(IDENTITY_KEY)
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except ValueError:  # not base64, or not text (UnicodeDecodeError is a ValueError)
+        return None

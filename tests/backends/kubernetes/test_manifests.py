@@ -1,4 +1,4 @@
-"""The pure builders (dict equality, schema validity) and the pure reading of pod status."""
+"""The pure builders: dict equality and schema validity."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import kubernetes_validate
 import pytest
 from traitlets.config import Config
 
-from outpost.backends import manifests
-from outpost.backends.manifests import KubernetesBackend, ServerNames
-from outpost.lifecycle.pod_status import pod_exit_code, pod_ready, start_failure
+from outpost.backends.kubernetes import manifests
+from outpost.backends.kubernetes.manifests import KubernetesBackend, ServerNames
 from outpost.models import ServiceId
-from tests.k8s.conftest import exited_status, running_status, validate, waiting_status
+from tests.backends.kubernetes.conftest import validate
 
 SID = ServiceId("hubA", "srv", "1")
 TARGET = ServerNames("ns", "jupyter-alice--srv", "jupyter-alice--srv", "jupyter-alice--srv.ns.svc.cluster.local")
@@ -187,6 +186,41 @@ def test_service_and_secret() -> None:
         validate(obj)
 
 
+def test_identity_secret_is_owned_by_the_pod_and_carries_only_its_identity() -> None:
+    extra = {"team": "a"}
+    pod = manifests.make_pod(options(), TARGET, {**LABELS, **extra}, {**ANNOTATIONS, **extra}, {}, [], 8888, False)
+    pod["metadata"]["uid"] = "0b7e-uid"
+    secret = manifests.make_identity_secret(pod, "gAAAA-sealed")
+    assert secret == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "jupyter-alice--srv-identity",
+            "namespace": "ns",
+            "labels": LABELS,
+            "annotations": ANNOTATIONS,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "jupyter-alice--srv", "uid": "0b7e-uid"}],
+        },
+        "type": "Opaque",
+        "data": {"identity.sealed": base64.b64encode(b"gAAAA-sealed").decode()},
+    }
+    validate(secret)
+    longest = copy.deepcopy(pod)
+    longest["metadata"]["name"] = "x" * 63
+    validate(manifests.make_identity_secret(longest, "sealed"))
+
+    assert manifests.sealed_identity(secret, "jupyter-alice--srv", "0b7e-uid") == "gAAAA-sealed"
+    assert manifests.sealed_identity(secret, "jupyter-alice--srv", None) == "gAAAA-sealed"
+    assert manifests.sealed_identity(secret, "jupyter-alice--srv", "an-earlier-pod") is None
+    assert manifests.sealed_identity(secret, "jupyter-bob", None) is None  # another pod's
+    unmanaged = copy.deepcopy(secret)
+    unmanaged["metadata"]["labels"] = {}
+    assert not manifests.keeps_identity_of(unmanaged, "jupyter-alice--srv")
+    assert manifests.sealed_identity(unmanaged, "jupyter-alice--srv", None) is None
+    for data in ({}, {"identity.sealed": "not base64!"}, {"identity.sealed": base64.b64encode(b"\xff").decode()}):
+        assert manifests.sealed_identity({**secret, "data": data}, "jupyter-alice--srv", None) is None
+
+
 def test_the_schema_check_rejects_what_the_api_server_would() -> None:
     """The teardown check of every object sent is worth something: it does fail."""
     pod = manifests.make_pod(options(), TARGET, LABELS, ANNOTATIONS, {}, [], 8888, False)
@@ -263,50 +297,3 @@ def test_service_of_ignores_what_is_not_ours() -> None:
     assert manifests.service_of({"labels": {}, "annotations": ANNOTATIONS}) is None
     assert manifests.service_of({"labels": LABELS, "annotations": {"outpost.jupyter.org/hub": "hubA"}}) is None
     assert manifests.service_of({}) is None
-
-
-@pytest.mark.parametrize(
-    ("pod", "code"),
-    [
-        (None, 1),
-        ({"status": {"phase": "Pending"}}, None),
-        ({"status": running_status({})}, None),
-        ({"status": waiting_status("ContainerCreating", "")}, None),
-        ({"status": {"phase": "Unknown"}}, None),
-        ({"status": exited_status(0)}, 0),
-        ({"status": exited_status(2)}, 2),
-        ({"status": {"phase": "Failed", "reason": "Evicted"}}, 1),
-        ({"status": {"phase": "Succeeded"}}, 0),
-        ({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": running_status({})}, 1),
-    ],
-)
-def test_pod_exit_code(pod: dict[str, Any] | None, code: int | None) -> None:
-    assert pod_exit_code(pod) == code
-
-
-@pytest.mark.parametrize(
-    ("status", "failure"),
-    [
-        ({"phase": "Pending"}, None),
-        (waiting_status("ContainerCreating", ""), None),
-        (waiting_status("ErrImagePull", "retrying"), None),  # the kubelet retries once before backing off
-        (waiting_status("ImagePullBackOff", "Back-off pulling image"), "ImagePullBackOff: Back-off pulling image"),
-        (waiting_status("CrashLoopBackOff", "back-off 10s"), "CrashLoopBackOff: back-off 10s"),
-        (waiting_status("InvalidImageName", ""), "InvalidImageName: the container cannot start"),
-        (exited_status(1), "the server exited with code 1 (Error)"),
-        ({"phase": "Failed", "reason": "Evicted", "message": "low on memory"},
-         "the server exited with code unknown (Evicted): low on memory"),
-        (running_status({}), None),
-    ],
-)  # fmt: skip
-def test_start_failure(status: dict[str, Any], failure: str | None) -> None:
-    assert start_failure({"status": status}) == failure
-
-
-def test_pod_ready() -> None:
-    assert pod_ready({"status": running_status({})})
-    assert not pod_ready({"status": {**running_status({}), "phase": "Pending"}})
-    assert not pod_ready({"metadata": {"deletionTimestamp": "x"}, "status": running_status({})})
-    not_ready = running_status({})
-    not_ready["containerStatuses"][0]["ready"] = False
-    assert not pod_ready({"status": not_ready})

@@ -1,4 +1,4 @@
-"""Fixtures on kmock's emulator (tests/k8s/cluster.py): the API server, the kubelet the test plays,
+"""Fixtures on kmock's emulator (tests/backends/kubernetes/cluster.py): the API server, the kubelet the test plays,
 connections, backends and the functions' runtime on them."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import yaml
 from kubernetes import client as k8s
 from traitlets.config import Config
 
-from outpost.backends.kubernetes import Connection, PodBackend
+from outpost.backends.kubernetes.backend import Connection, PodBackend
 from outpost.runtime import Runtime, get_runtime
 from outpost.settings import Settings
-from tests.k8s.cluster import (  # noqa: F401 (re-exported for the tests)
+from tests.backends.kubernetes.cluster import (  # noqa: F401 (re-exported for the tests)
     NAMESPACE,
     ApiServer,
     Kubelet,

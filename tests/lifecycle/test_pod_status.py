@@ -20,8 +20,8 @@ from outpost.models import ServiceId, ServiceMeta
 from outpost.runtime import Runtime, get_runtime
 from outpost.settings import Settings
 from outpost.store.keys import key_record
+from tests.backends.kubernetes.conftest import NAMESPACE, ApiServer, Kubelet, exited_status
 from tests.conftest import basic, start_body
-from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")

@@ -11,10 +11,10 @@ import kmock
 import pytest
 
 from outpost.backends.base import StartSpec
-from outpost.backends.kubernetes import PodBackend, connect
+from outpost.backends.kubernetes.backend import PodBackend, connect
 from outpost.errors import BackendError, HostNotAllowed, InvalidBody
 from outpost.models import ServiceId
-from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet, exited_status, running_status
+from tests.backends.kubernetes.conftest import NAMESPACE, ApiServer, Kubelet, exited_status, running_status
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -266,7 +266,57 @@ async def test_running_lists_managed_pods_for_the_reconciler(
     started = await backend.start(spec(), Recorder().save, Recorder().report)
     await kubelet.event(apiserver.live("pods")[NAMESPACE, "jupyter-alice--srv"], "Noise", "not a pod")
     apiserver.objects["v1/pods", NAMESPACE, "someone-else"] = {"metadata": {"name": "someone-else", "labels": {}}}
-    assert await backend.running() == [(ServiceId("hubA", "srv", "1"), started.state)]
+    uid = apiserver.live("pods")[NAMESPACE, "jupyter-alice--srv"]["metadata"]["uid"]
+    assert await backend.running() == [(ServiceId("hubA", "srv", "1"), {**started.state, "uid": uid})]
+
+
+async def test_the_identity_is_kept_in_a_secret_the_pod_owns_and_goes_with_the_stop(
+    apiserver: ApiServer, kubelet: Kubelet, make_backend: Callable[..., PodBackend]
+) -> None:
+    backend = make_backend()
+    started = await backend.start(spec(), Recorder().save, Recorder().report)
+    assert backend.keeps_identity
+    assert await backend.recall(started.state) is None  # nothing kept yet
+    await backend.remember(started.state, "sealed-1")
+    pod = apiserver.live("pods")[NAMESPACE, "jupyter-alice--srv"]
+    secret = apiserver.live("secrets")[NAMESPACE, "jupyter-alice--srv-identity"]
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "jupyter-alice--srv", "uid": pod["metadata"]["uid"]}
+    ]
+    assert secret["metadata"]["annotations"]["outpost.jupyter.org/start-id"] == "1"
+    assert base64.b64decode(secret["data"]["identity.sealed"]) == b"sealed-1"
+    [(sid, state)] = await backend.running()
+    assert sid == ServiceId("hubA", "srv", "1")
+    assert await backend.recall(state) == "sealed-1" and await backend.recall(started.state) == "sealed-1"
+
+    await backend.remember(started.state, "sealed-2")  # a repeated start's: the Secret is rewritten
+    assert await backend.recall(state) == "sealed-2"
+    # A Secret another pod of that name owned does not speak for this one.
+    assert await backend.recall({**state, "uid": "an-earlier-pod"}) is None
+
+    await backend.stop(started.state)
+    assert objects(apiserver) == {"pods": [], "services": [], "secrets": []}
+    assert await backend.recall(state) is None
+
+
+async def test_no_identity_is_kept_for_a_gone_pod_nor_over_someone_elses_secret(
+    apiserver: ApiServer, kubelet: Kubelet, make_backend: Callable[..., PodBackend]
+) -> None:
+    backend = make_backend()
+    started = await backend.start(spec(), Recorder().save, Recorder().report)
+    theirs = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"x": "eA=="},
+              "metadata": {"name": "jupyter-alice--srv-identity", "namespace": NAMESPACE}}  # fmt: skip
+    response = await apiserver.post(f"/api/v1/namespaces/{NAMESPACE}/secrets", json=theirs)
+    assert response.status == 200
+    await backend.remember(started.state, "sealed")
+    assert apiserver.live("secrets")[NAMESPACE, "jupyter-alice--srv-identity"]["data"] == {"x": "eA=="}
+    assert await backend.recall(started.state) is None
+
+    await backend.stop(started.state)
+    assert objects(apiserver)["secrets"] == ["jupyter-alice--srv-identity"]  # not ours to delete either
+    await apiserver.delete(f"/api/v1/namespaces/{NAMESPACE}/secrets/jupyter-alice--srv-identity")
+    await backend.remember(started.state, "sealed")  # the pod is gone: nothing to keep
+    assert objects(apiserver)["secrets"] == []
 
 
 async def test_connects_with_the_kubeconfig_and_its_namespace(

@@ -25,8 +25,8 @@ from outpost.backends.base import StartSpec
 from outpost.backends.spawner import SpawnerBackend, resolve
 from outpost.errors import AddressTaken, BackendError, ConfigurationError, HostNotAllowed
 from outpost.models import ServiceId
+from tests.backends.kubernetes.conftest import NAMESPACE, ApiServer, Kubelet
 from tests.conftest import TINY_SERVER
-from tests.k8s.conftest import NAMESPACE, ApiServer, Kubelet
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
