@@ -27,7 +27,7 @@ __all__ = [
     "Flavor",
     "FlavorConfigError",
     "FlavorPolicy",
-    "Limits",
+    "FlavorLimits",
     "Normaliser",
     "Refusal",
     "Usage",
@@ -49,7 +49,7 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Limits:
+class FlavorLimits:
     """What the store enforces atomically when it counts a start; -1 means unlimited."""
 
     flavor_max: int = -1
@@ -68,7 +68,7 @@ class Refusal(StrEnum):
 
 @dataclass(frozen=True)
 class Admission:
-    limits: Limits
+    limits: FlavorLimits
     flavor: Flavor | None = None  # the effective flavor (overrides applied); None without flavors
     refusal: Refusal | None = None
     message: str = ""  # for the user; empty when allowed
@@ -127,7 +127,7 @@ def _servers(n: int) -> str:
     return "server" if n == 1 else "servers"
 
 
-def refusal_message(refusal: Refusal, label: str, limits: Limits, count: int) -> str:
+def refusal_message(refusal: Refusal, label: str, limits: FlavorLimits, count: int) -> str:
     """The sentence for a quota refusal, also when the store's atomic check refuses after the pre-check."""
     if refusal is Refusal.FLAVOR_FULL:
         return (
@@ -163,7 +163,7 @@ def admission(
     """May this start go ahead, given the current `usage`? Checks run in upstream's order."""
     total = policy.max_per_user_total
     if not policy.configured:
-        limits = Limits(user_total_max=total)
+        limits = FlavorLimits(user_total_max=total)
         if total != -1 and usage.user_total >= total:
             message = refusal_message(Refusal.USER_TOTAL_LIMIT, "", limits, usage.user_total)
             return Admission(limits, refusal=Refusal.USER_TOTAL_LIMIT, message=message)
@@ -171,15 +171,17 @@ def admission(
 
     allowed = allowed_flavors(policy, hub, authentication)
     if flavor_name is None:
-        return Admission(Limits(), refusal=Refusal.NO_FLAVOR, message=f"No flavor was chosen. {_choices(allowed)}")
+        return Admission(
+            FlavorLimits(), refusal=Refusal.NO_FLAVOR, message=f"No flavor was chosen. {_choices(allowed)}"
+        )
     flavor = allowed.get(flavor_name)
     if flavor is None:
         # One answer whether the flavor is missing or another hub's: a hub learns only its own menu.
         message = f"You may not use flavor '{flavor_name}'. {_choices(allowed)}"
-        return Admission(Limits(), refusal=Refusal.FLAVOR_NOT_ALLOWED, message=message)
+        return Admission(FlavorLimits(), refusal=Refusal.FLAVOR_NOT_ALLOWED, message=message)
 
     per_user = -1 if flavor.max_per_user is None else flavor.max_per_user
-    limits = Limits(flavor_max=flavor.max, per_user_max=per_user, user_total_max=total)
+    limits = FlavorLimits(flavor_max=flavor.max, per_user_max=per_user, user_total_max=total)
     checks = (
         (Refusal.USER_FLAVOR_LIMIT, per_user, usage.user_flavor),
         (Refusal.FLAVOR_FULL, flavor.max, usage.flavor_total),

@@ -36,7 +36,7 @@ from redis.exceptions import LockError, NoScriptError
 
 from outpost.crypto import Crypt
 from outpost.errors import ReplicasBehind, UndecryptableRecord
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
 
 log = logging.getLogger(__name__)
@@ -469,7 +469,7 @@ class Store:
         flavor: str | None,
         body: dict[str, Any],
         certs: dict[str, Any] | None,
-        limits: Limits,
+        limits: FlavorLimits,
         runtime_seconds: int | None = None,
     ) -> Created:
         """Store a PENDING record and take its slot, unless it exists or a limit is reached."""

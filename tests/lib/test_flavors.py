@@ -10,8 +10,8 @@ from outpost.flavor_rules import matches
 from outpost.flavors import (
     Admission,
     FlavorConfigError,
+    FlavorLimits,
     FlavorPolicy,
-    Limits,
     Refusal,
     Usage,
     admission,
@@ -424,7 +424,7 @@ def test_nothing_configured_allows_everything() -> None:
     assert p.configured is False
     assert allowed_flavors(p, "hubA", {"name": "alice"}) == {}
     assert flavor_menu(allowed_flavors(p, "hubA", None), {}) == {}
-    assert admission(p, "hubA", None, "anything", Usage(99, 99, 99)) == Admission(Limits())
+    assert admission(p, "hubA", None, "anything", Usage(99, 99, 99)) == Admission(FlavorLimits())
     assert admission(p, "hubA", None, None, Usage()).allowed
 
 
@@ -433,7 +433,7 @@ def test_global_limit_applies_without_flavors() -> None:
     assert admission(p, "hubA", None, None, Usage(user_total=1)).allowed
     refused = admission(p, "hubA", None, None, Usage(user_total=2))
     assert refused.refusal is Refusal.USER_TOTAL_LIMIT
-    assert refused.limits == Limits(user_total_max=2)
+    assert refused.limits == FlavorLimits(user_total_max=2)
 
 
 REFUSALS = [
@@ -506,14 +506,14 @@ def test_admission_allows_and_exposes_limits_after_overrides() -> None:
     hubs = {"h": {"jupyterhub_name": "hubA", "flavorsOverride": {"gpu": {"max": 4, "maxPerUser": -1}}}}
     result = admission(policy(hubs=hubs, maxPerUserTotal=5), "hubA", None, "gpu", Usage(3, 9, 4))
     assert result.allowed and result.message == ""
-    assert result.limits == Limits(flavor_max=4, per_user_max=-1, user_total_max=5)
+    assert result.limits == FlavorLimits(flavor_max=4, per_user_max=-1, user_total_max=5)
     assert result.flavor is not None and result.flavor.resources == {"gpu": 1}
     full = admission(policy(hubs=hubs), "hubA", None, "gpu", Usage(4, 0, 0))
     assert full.refusal is Refusal.FLAVOR_FULL and "(4 of 4 in use)" in full.message
 
 
 def test_message_uses_display_name_and_singular() -> None:
-    limits = Limits(flavor_max=1, per_user_max=1, user_total_max=1)
+    limits = FlavorLimits(flavor_max=1, per_user_max=1, user_total_max=1)
     assert refusal_message(Refusal.USER_FLAVOR_LIMIT, "2 GB, 1 CPU", limits, 1) == (
         "You already run 1 of the 1 server each user may run with flavor '2 GB, 1 CPU'. "
         "Stop one before starting another."
