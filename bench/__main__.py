@@ -68,7 +68,7 @@ async def _backend_state(stack: Stack, name: str) -> dict[str, Any]:
 
 async def _pending_records(stack: Stack, names: list[str]) -> None:
     """Stored records without backend state: a stop of one does no backend work."""
-    from outpost.flavors import Limits
+    from outpost.flavors import FlavorLimits
     from outpost.models import ServiceId
     from outpost.runtime import build_runtime
 
@@ -82,7 +82,7 @@ async def _pending_records(stack: Stack, names: list[str]) -> None:
                 flavor=None,
                 body=start_body(name),
                 certs=None,
-                limits=Limits(),
+                limits=FlavorLimits(),
             )
     finally:
         await runtime.aclose()

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from bench.stack import HUBS, Stack, say, serving, start_body
 from bench.throughput import Target, auth_headers, measure
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import ServiceId
 from outpost.runtime import build_runtime
 from outpost.store.keys import key_index, key_record
@@ -37,7 +37,7 @@ async def _fill(stack: Stack, db: int, sids: Sequence[ServiceId], concurrency: i
         body = start_body(sid.name, sid.start_id, user=f"user-{sid.name}")
         async with gate:
             created = await runtime.store.create(
-                sid, user=f"user-{sid.name}", user_id="7", flavor=None, body=body, certs=None, limits=Limits()
+                sid, user=f"user-{sid.name}", user_id="7", flavor=None, body=body, certs=None, limits=FlavorLimits()
             )
         if not created.ok:
             raise RuntimeError(f"create {sid} refused: {created.refusal}")

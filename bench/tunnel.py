@@ -344,7 +344,7 @@ async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, targ
 
     from outpost.cli.embedded_redis import EmbeddedRedis
     from outpost.crypto import Crypt
-    from outpost.flavors import Limits
+    from outpost.flavors import FlavorLimits
     from outpost.models import ServiceId
     from outpost.store import Store
 
@@ -356,7 +356,7 @@ async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, targ
     for i, port in enumerate(target_ports):
         sid = ServiceId("bench", f"server{i}", "1")
         body: dict[str, Any] = {"name": sid.name, "env": {}}
-        await store.create(sid, user="u", user_id="1", flavor=None, body=body, certs=None, limits=Limits())
+        await store.create(sid, user="u", user_id="1", flavor=None, body=body, certs=None, limits=FlavorLimits())
         await store.mark_running(sid, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")
     port = free_port()
     values = {

@@ -24,7 +24,7 @@ AUTH_REFUSED = Counter(
 FORWARDS = Counter("outpost_sshd_forwards_total", "Forwards opened to a running service")
 FORWARDS_REFUSED = Counter(
     "outpost_sshd_forwards_refused_total", "Forwards refused, by reason", ["reason"]
-)  # reason: see sshd.server.Refusal
+)  # reason: see sshd.server.ForwardRefusal
 FORWARDS_OPEN = Gauge("outpost_sshd_forwards_open", "Forwards open now")
 FORWARD_BYTES = Counter(
     "outpost_sshd_forward_bytes_total", "Bytes carried by closed forwards", ["direction"]

@@ -26,7 +26,7 @@ from sshd.forwards import ChannelSide, Forward, ServiceSide
 from sshd.keys import AuthorizedKeys, Grant, KeyRefusal, load_host_key
 from sshd.limits import ConnectionCounter
 
-__all__ = ["ENCRYPTION_ALGS", "AddressLookup", "ForwardOnlyServer", "Listener", "Policy", "Refusal", "serve"]
+__all__ = ["ENCRYPTION_ALGS", "AddressLookup", "ForwardOnlyServer", "ForwardRefusal", "Listener", "Policy", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ SERVER_VERSION = "OutpostSSHD"
 REFUSED = "not a running service of this hub"
 
 
-class Refusal(enum.StrEnum):
+class ForwardRefusal(enum.StrEnum):
     """Why a forward was refused: the `reason=` of its log line and the metric's label."""
 
     NOT_A_SERVICE = "not-a-service"
@@ -163,10 +163,10 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         if grant is None or not self._claimed:  # asyncssh only asks after auth; never forward without it
             raise ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not authenticated")
         if not grant.permits(dest_host, dest_port):
-            self._log_refused(grant, dest_host, dest_port, Refusal.KEY_OPTIONS)
+            self._log_refused(grant, dest_host, dest_port, ForwardRefusal.KEY_OPTIONS)
             raise ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not permitted by this key's options")
         if self._channels >= self._policy.max_channels:
-            self._log_refused(grant, dest_host, dest_port, Refusal.CHANNEL_LIMIT)
+            self._log_refused(grant, dest_host, dest_port, ForwardRefusal.CHANNEL_LIMIT)
             raise ChannelOpenError(
                 asyncssh.OPEN_RESOURCE_SHORTAGE,
                 f"at most {self._policy.max_channels} channels per connection",
@@ -183,7 +183,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             try:
                 _, service = await loop.create_connection(lambda: ServiceSide(forward), host, port)
             except OSError as exc:
-                self._log_refused(grant, host, port, Refusal.CONNECT_FAILED, f"error={type(exc).__name__}")
+                self._log_refused(grant, host, port, ForwardRefusal.CONNECT_FAILED, f"error={type(exc).__name__}")
                 raise ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "service not reachable") from None
             if self._conn is None:  # the SSH connection went away while we connected
                 service.close()
@@ -199,14 +199,14 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         try:
             owner = await self._policy.lookup.address_owner(host, port)
         except Exception as exc:
-            self._log_refused(grant, host, port, Refusal.LOOKUP_FAILED, f"error={type(exc).__name__}")
+            self._log_refused(grant, host, port, ForwardRefusal.LOOKUP_FAILED, f"error={type(exc).__name__}")
             raise ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "service lookup failed") from None
         if owner is None:
-            self._log_refused(grant, host, port, Refusal.NOT_A_SERVICE)
+            self._log_refused(grant, host, port, ForwardRefusal.NOT_A_SERVICE)
         elif not grant.allows(owner.hub, host, port):
-            self._log_refused(grant, host, port, Refusal.OTHER_HUB, f"owner={escape(owner.hub)}")
+            self._log_refused(grant, host, port, ForwardRefusal.OTHER_HUB, f"owner={escape(owner.hub)}")
         elif owner.phase not in ACTIVE_PHASES:
-            self._log_refused(grant, host, port, Refusal.NOT_RUNNING, f"phase={owner.phase}")
+            self._log_refused(grant, host, port, ForwardRefusal.NOT_RUNNING, f"phase={owner.phase}")
         else:
             return owner
         # The client learns no more than this: whether another hub's service is there is not its business.
@@ -217,7 +217,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         if self._channels == 0:
             self._arm_idle_timer()
 
-    def _log_refused(self, grant: Grant, host: str, port: int, reason: Refusal, detail: str = "") -> None:
+    def _log_refused(self, grant: Grant, host: str, port: int, reason: ForwardRefusal, detail: str = "") -> None:
         metrics.FORWARDS_REFUSED.labels(reason.value).inc()
         logger.info(
             "forward refused hubs=%s dest=%s:%d peer=%s reason=%s%s",

@@ -80,6 +80,10 @@ def shown(names: list[str], limit: int = 20, length: int = 64) -> str:
     return ", ".join(parts) + more
 
 
+# The 419 body's "module": with the trailing dot, as the OutpostSpawner puts it right before the class.
+PROTOCOL_MODULE = "outpost.errors."
+
+
 class OutpostError(Exception):
     """Base class; `message` is safe to show to the hub, so it never holds request data."""
 
@@ -193,9 +197,13 @@ class SpawnFailed(OutpostError):
     default_message = "the server could not be started"
 
     def protocol_body(self) -> dict[str, Any]:
+        # The OutpostSpawner shows f"{module}{class}: {args}" to the user, so the pair names one of the
+        # classes below, by the module the hub would find it in: a subclass elsewhere (a backend's own
+        # error) shows as the public class it derives from, and a module that moves changes nothing.
+        public = next(cls for cls in type(self).__mro__ if cls.__module__ == __name__)
         return {
-            "module": f"{type(self).__module__}.",  # the OutpostSpawner shows f"{module}{class}: {args}"
-            "class": type(self).__name__,
+            "module": PROTOCOL_MODULE,
+            "class": public.__name__,
             "traceback": "",
             "args": [self.message],
             "kwargs": {},

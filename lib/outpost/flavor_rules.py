@@ -34,8 +34,8 @@ __all__ = [
     "HubMatch",
     "HubRule",
     "Normaliser",
-    "Runtime",
     "RuleModel",
+    "RuntimeLimit",
     "UserMatch",
     "UserRule",
     "best_rule",
@@ -75,7 +75,7 @@ class RuleModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
-class Runtime(RuleModel):
+class RuntimeLimit(RuleModel):
     """How long a server of this flavor may run before the Outpost stops it."""
 
     days: Amount = 0
@@ -83,7 +83,7 @@ class Runtime(RuleModel):
     minutes: Amount = 0
 
     @model_validator(mode="after")
-    def _not_zero(self) -> Runtime:
+    def _not_zero(self) -> RuntimeLimit:
         if self.seconds == 0:
             raise ValueError("must last at least one minute (days, hours or minutes)")
         return self
@@ -99,7 +99,7 @@ class Flavor(RuleModel):
     weight: StrictInt = 0
     max: Limit = -1  # servers of this flavor at once, all hubs and users together
     max_per_user: Limit | None = Field(default=None, alias="maxPerUser")
-    runtime: Runtime | None = None
+    runtime: RuntimeLimit | None = None
     resources: dict[str, Any] = Field(default_factory=dict)  # handed to the backend as is
 
 

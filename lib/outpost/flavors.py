@@ -29,7 +29,7 @@ __all__ = [
     "Flavor",
     "FlavorConfigError",
     "FlavorPolicy",
-    "Limits",
+    "FlavorLimits",
     "Normaliser",
     "Refusal",
     "admission",
@@ -42,7 +42,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Limits:
+class FlavorLimits:
     """What the store's create script enforces when it counts a start; -1 means unlimited."""
 
     flavor_max: int = -1
@@ -61,7 +61,7 @@ class Refusal(StrEnum):
 
 @dataclass(frozen=True)
 class Admission:
-    limits: Limits
+    limits: FlavorLimits
     flavor: Flavor | None = None  # the effective flavor (overrides applied); None without flavors
     refusal: Refusal | None = None
     message: str = ""  # for the user; empty when allowed
@@ -120,7 +120,7 @@ def _servers(n: int) -> str:
     return "server" if n == 1 else "servers"
 
 
-def refusal_message(refusal: Refusal, label: str, limits: Limits, count: int) -> str:
+def refusal_message(refusal: Refusal, label: str, limits: FlavorLimits, count: int) -> str:
     """The sentence for a quota refusal: `count` servers reached the limit the store's create script names."""
     if refusal is Refusal.FLAVOR_FULL:
         return (
@@ -153,19 +153,21 @@ def admission(
     store's to decide, with the counts of the moment it counts (`counted_refusal` words its answer)."""
     total = policy.max_per_user_total
     if not policy.configured:
-        return Admission(Limits(user_total_max=total))
+        return Admission(FlavorLimits(user_total_max=total))
 
     allowed = allowed_flavors(policy, hub, authentication)
     if flavor_name is None:
-        return Admission(Limits(), refusal=Refusal.NO_FLAVOR, message=f"No flavor was chosen. {_choices(allowed)}")
+        return Admission(
+            FlavorLimits(), refusal=Refusal.NO_FLAVOR, message=f"No flavor was chosen. {_choices(allowed)}"
+        )
     flavor = allowed.get(flavor_name)
     if flavor is None:
         # One answer whether the flavor is missing or another hub's: a hub learns only its own menu.
         message = f"You may not use flavor '{flavor_name}'. {_choices(allowed)}"
-        return Admission(Limits(), refusal=Refusal.FLAVOR_NOT_ALLOWED, message=message)
+        return Admission(FlavorLimits(), refusal=Refusal.FLAVOR_NOT_ALLOWED, message=message)
 
     per_user = -1 if flavor.max_per_user is None else flavor.max_per_user
-    return Admission(Limits(flavor_max=flavor.max, per_user_max=per_user, user_total_max=total), flavor)
+    return Admission(FlavorLimits(flavor_max=flavor.max, per_user_max=per_user, user_total_max=total), flavor)
 
 
 def counted_refusal(decision: Admission, flavor_name: str, verdict: Refusal, count: int) -> Admission:

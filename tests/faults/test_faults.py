@@ -19,7 +19,7 @@ from functions_framework.aio import create_asgi_app
 
 from outpost.cli.devserver import functions_dir
 from outpost.cli.embedded_redis import EmbeddedRedis
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.lifecycle.events import make_event
 from outpost.lifecycle.reconcile import reconcile
 from outpost.models import Phase, ServiceId
@@ -109,7 +109,7 @@ async def test_duplicate_cloudevents_start_one_server_and_stop_it_once(
         body = start_body(hub_url=hub_receiver.url)
         runtime = await get_runtime()
         created = await runtime.store.create(
-            SID, user="alice", user_id="7", flavor=None, body=body, certs=None, limits=Limits()
+            SID, user="alice", user_id="7", flavor=None, body=body, certs=None, limits=FlavorLimits()
         )
         assert created.ok
         headers, data = to_structured(make_event("start", SID))

@@ -13,7 +13,7 @@ from cloudevents.http import CloudEvent
 from functions_framework.aio import create_asgi_app
 
 from outpost.cli.devserver import functions_dir
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import ServiceId
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
@@ -39,7 +39,14 @@ def tick() -> tuple[dict[str, str], bytes]:
 async def test_a_tick_stops_a_service_past_its_runtime_limit(timer: httpx.AsyncClient) -> None:
     runtime = await get_runtime()
     created = await runtime.store.create(
-        SID, user="alice", user_id="7", flavor=None, body=start_body(), certs=None, limits=Limits(), runtime_seconds=1
+        SID,
+        user="alice",
+        user_id="7",
+        flavor=None,
+        body=start_body(),
+        certs=None,
+        limits=FlavorLimits(),
+        runtime_seconds=1,
     )
     assert created.ok
     headers, body = tick()

@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 from outpost import store as store_module
 from outpost.crypto import Crypt
 from outpost.errors import ConfigurationError
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import Phase, ServiceId
 from outpost.settings import load_settings
 from outpost.store import Store
@@ -19,7 +19,7 @@ from tests.conftest import basic, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 SID = ServiceId("hubA", "srv", "1")
-NO_LIMITS = Limits(flavor_max=-1, per_user_max=-1, user_total_max=-1)
+NO_LIMITS = FlavorLimits(flavor_max=-1, per_user_max=-1, user_total_max=-1)
 
 
 def _store(redis: aioredis.Redis) -> Store:

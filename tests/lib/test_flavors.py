@@ -12,8 +12,8 @@ from outpost.flavor_rules import matches
 from outpost.flavors import (
     Admission,
     FlavorConfigError,
+    FlavorLimits,
     FlavorPolicy,
-    Limits,
     Refusal,
     admission,
     allowed_flavors,
@@ -426,13 +426,13 @@ def test_nothing_configured_allows_everything() -> None:
     assert p.configured is False
     assert allowed_flavors(p, "hubA", {"name": "alice"}) == {}
     assert flavor_menu(allowed_flavors(p, "hubA", None), {}) == {}
-    assert admission(p, "hubA", None, "anything") == Admission(Limits())
+    assert admission(p, "hubA", None, "anything") == Admission(FlavorLimits())
     assert admission(p, "hubA", None, None).allowed
 
 
 def test_global_limit_applies_without_flavors() -> None:
     p = FlavorPolicy.from_values({"maxPerUserTotal": 2})
-    assert admission(p, "hubA", None, None) == Admission(Limits(user_total_max=2))
+    assert admission(p, "hubA", None, None) == Admission(FlavorLimits(user_total_max=2))
 
 
 @pytest.mark.parametrize(
@@ -470,15 +470,15 @@ def test_admission_allows_and_exposes_limits_after_overrides() -> None:
     hubs = {"h": {"jupyterhub_name": "hubA", "flavorsOverride": {"gpu": {"max": 4, "maxPerUser": -1}}}}
     result = admission(policy(hubs=hubs, maxPerUserTotal=5), "hubA", None, "gpu")
     assert result.allowed and result.message == ""
-    assert result.limits == Limits(flavor_max=4, per_user_max=-1, user_total_max=5)
+    assert result.limits == FlavorLimits(flavor_max=4, per_user_max=-1, user_total_max=5)
     assert result.flavor is not None and result.flavor.resources == {"gpu": 1}
     full = counted_refusal(admission(policy(hubs=hubs), "hubA", None, "gpu"), "gpu", Refusal.FLAVOR_FULL, 4)
     assert full.refusal is Refusal.FLAVOR_FULL and "(4 of 4 in use)" in full.message
-    assert full.limits == Limits(flavor_max=4, per_user_max=-1, user_total_max=-1)
+    assert full.limits == FlavorLimits(flavor_max=4, per_user_max=-1, user_total_max=-1)
 
 
 def test_message_uses_display_name_and_singular() -> None:
-    limits = Limits(flavor_max=1, per_user_max=1, user_total_max=1)
+    limits = FlavorLimits(flavor_max=1, per_user_max=1, user_total_max=1)
     assert refusal_message(Refusal.USER_FLAVOR_LIMIT, "2 GB, 1 CPU", limits, 1) == (
         "You already run 1 of the 1 server each user may run with flavor '2 GB, 1 CPU'. "
         "Stop one before starting another."

@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 
 from outpost import rotation
 from outpost.crypto import Crypt
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import ServiceId
 from outpost.runtime import build_runtime, get_runtime
 from outpost.settings import Settings
@@ -27,7 +27,7 @@ async def seed(store: Store, count: int, hub: str = "hubA") -> list[ServiceId]:
     for sid in ids:
         body = {"env": {"JUPYTERHUB_API_TOKEN": f"token-{sid.name}"}}
         created = await store.create(
-            sid, user="alice", user_id="1", flavor=None, body=body, certs=None, limits=Limits()
+            sid, user="alice", user_id="1", flavor=None, body=body, certs=None, limits=FlavorLimits()
         )
         assert created.ok
         await store.save_backend_state(sid, {"pid": 1})
@@ -74,7 +74,7 @@ async def test_pending_certs_are_rotated_and_keep_their_expiry(
     store = (await get_runtime()).store
     sid = ServiceId("hubA", "certs", "1")
     created = await store.create(
-        sid, user="alice", user_id="1", flavor=None, body={}, certs={"certs": {"k": "v"}}, limits=Limits()
+        sid, user="alice", user_id="1", flavor=None, body={}, certs={"certs": {"k": "v"}}, limits=FlavorLimits()
     )
     assert created.ok
     ttl = await redis.ttl(key_certs(sid))

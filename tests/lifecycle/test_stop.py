@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from outpost import errors
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.lifecycle.stop import request_stop
 from outpost.models import Phase, ServiceId
 from outpost.runtime import Runtime, get_runtime
@@ -30,7 +30,7 @@ class Recorded:
 
 async def stored(runtime: Runtime) -> None:
     created = await runtime.store.create(
-        SID, user="alice", user_id="7", flavor=None, body=start_body(), certs=None, limits=Limits()
+        SID, user="alice", user_id="7", flavor=None, body=start_body(), certs=None, limits=FlavorLimits()
     )
     assert created.ok
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import ServiceId
 from outpost.store import Store
 from sshd.server import Listener
@@ -57,7 +57,7 @@ async def run_service(
         flavor=None,
         body={"name": name, "env": env or {}},
         certs=None,
-        limits=Limits(),
+        limits=FlavorLimits(),
     )
     assert created.ok
     await store.mark_running(sid, address, f"http://{address}")

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 
 from outpost import errors, quota
 from outpost.crypto import Crypt
-from outpost.flavors import Admission, FlavorPolicy, Limits, admission
+from outpost.flavors import Admission, FlavorLimits, FlavorPolicy, admission
 from outpost.models import ServiceId
 from outpost.store import Created, Store, Usage
 from outpost.store.keys import slot_keys
@@ -101,7 +101,7 @@ async def test_under_every_limit_a_start_takes_one_slot_of_each(store: Store, re
 
 async def test_without_flavors_only_the_global_limit_counts(store: Store, redis: aioredis.Redis) -> None:
     decision = admission(FlavorPolicy.from_values({"maxPerUserTotal": 2}), "hubA", None, None)
-    assert decision.limits == Limits(user_total_max=2)
+    assert decision.limits == FlavorLimits(user_total_max=2)
     await counted(redis, "", Usage(50, 50, 1))
     assert (await start(store, decision, None)).ok
     refused = await start(store, decision, None, name="third")

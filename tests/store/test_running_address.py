@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
 from outpost.crypto import Crypt
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import Phase, ServiceId
 from outpost.store import AddressOwner, Claim, Store
 from outpost.store.keys import ADDRESSES, key_record
@@ -30,7 +30,7 @@ async def store(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[Store]:
 async def created(store: Store, name: str) -> ServiceId:
     sid = ServiceId("hubA", name, "1")
     done = await store.create(
-        sid, user="alice", user_id="1", flavor=None, body={"name": name}, certs=None, limits=Limits()
+        sid, user="alice", user_id="1", flavor=None, body={"name": name}, certs=None, limits=FlavorLimits()
     )
     assert done.ok
     return sid
@@ -142,7 +142,7 @@ async def test_an_earlier_start_of_the_same_server_yields_its_address_and_no_one
         (ServiceId("hubA", "lab", "2"), "alice"),
         (ServiceId("hubA", "lab", "3"), "bob"),
     ):
-        done = await store.create(sid, user=user, user_id="1", flavor=None, body={}, certs=None, limits=Limits())
+        done = await store.create(sid, user=user, user_id="1", flavor=None, body={}, certs=None, limits=FlavorLimits())
         assert done.ok
     await store.mark_running(earlier, "jupyter-lab.ns.svc:8888", "x")
     assert await store.mark_running(ServiceId("hubA", "lab", "3"), "jupyter-lab.ns.svc:8888", "y") == Claim(

@@ -33,7 +33,7 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
-from outpost.backends import output, sockets
+from outpost.backends import common, output, sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.backends.privileges import ServerUser, server_user
 from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
@@ -41,7 +41,6 @@ from outpost.files import private_dir
 from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
-LOG_TAIL_LINES = 200
 KILL_WAIT = 5.0  # seconds for the kernel to end a group after SIGKILL
 KEPT_FAILED_STARTS = 20  # directories of failed starts (their output and exit code) kept in servers/failed
 FREE_PORT_ATTEMPTS = 3
@@ -142,10 +141,6 @@ def resolved_command(cmd: list[str], search_path: str) -> list[str]:
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside), *cmd[1:]]
     return cmd
-
-
-def _connect_host(ip: str) -> str:
-    return "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -301,7 +296,7 @@ class LocalBackend:
 
     def _server_dir(self, sid: ServiceId) -> Path:
         """The server's directory: server.json, its output and its exit code, out of its reach."""
-        workdir = self._private_servers() / hashlib.sha256(str(sid).encode()).hexdigest()[:16]
+        workdir = self._private_servers() / common.service_dir_name(sid)
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(mode=0o700)
         return workdir
@@ -365,7 +360,7 @@ class LocalBackend:
         _reap_on_exit(proc)
         state = {
             "pid": proc.pid, "create_time": create_time, "dir": str(workdir), "files": str(files),
-            "host": _connect_host(options.ip), "port": port, "stop_timeout": options.stop_timeout,
+            "host": common.connect_host(options.ip), "port": port, "stop_timeout": options.stop_timeout,
         }  # fmt: skip
         # Lets the reconciler find this server even if the record never learns of it.
         (workdir / "server.json").write_text(json.dumps({**state, "service": asdict(spec.sid)}))
@@ -416,17 +411,11 @@ class LocalBackend:
         _passable_dir(files.parent)
         shutil.rmtree(files, ignore_errors=True)
         files.mkdir(mode=0o700)
-        for name in ("keyfile", "certfile", "cafile"):
-            path = files / name
-            path.write_text(certs.get(name, ""))
-            path.chmod(0o600)
-            self._user.owns(path)
+        paths = common.write_private_files(files, {name: certs.get(name, "") for name in common.SSL_ENV})
+        for path in paths.values():
+            self._user.owns(Path(path))
         self._user.owns(files)
-        return {
-            "JUPYTERHUB_SSL_KEYFILE": str(files / "keyfile"),
-            "JUPYTERHUB_SSL_CERTFILE": str(files / "certfile"),
-            "JUPYTERHUB_SSL_CLIENT_CA": str(files / "cafile"),
-        }
+        return common.ssl_env(paths)
 
     def _environment(
         self, spec: StartSpec, options: LocalProcessBackend, files: Path, home: Path, port: int
@@ -435,16 +424,12 @@ class LocalBackend:
         env.update(spec.env)
         env["HOME"] = str(home)
         env.update(options.env)
-        # JupyterHub's convention: limits are announced to the server (e.g. jupyter-resource-usage).
-        for key in ("mem_limit", "cpu_limit", "mem_guarantee", "cpu_guarantee"):
-            if key in spec.resources:
-                env[key.upper()] = str(spec.resources[key])
-        scheme = "http"
-        if spec.certs.get("keyfile") and spec.certs.get("certfile"):
-            scheme = "https"
+        env.update(common.resource_env(spec.resources))
+        tls = common.uses_tls(spec.certs)
+        if tls:
             env.update(self._install_certs(spec.certs, files))
-        prefix = spec.env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-        env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://{options.ip}:{port}{prefix}"
+        scheme = common.scheme(tls)
+        env["JUPYTERHUB_SERVICE_URL"] = common.service_url(scheme, options.ip, port, spec.env)
         return scheme, env
 
     async def _wait_ready(self, state: dict[str, Any], timeout: float) -> None:
@@ -518,8 +503,7 @@ class LocalBackend:
         return found
 
     async def remember(self, state: dict[str, Any], sealed: str) -> None:
-        path = _identity_file(state)
-        await asyncio.to_thread(_write_private, path, sealed)
+        await asyncio.to_thread(common.replace_private, _identity_file(state), sealed)
 
     async def recall(self, state: dict[str, Any]) -> str | None:
         try:
@@ -532,19 +516,12 @@ class LocalBackend:
             text = (Path(state["dir"]) / "output.log").read_text(errors="replace")
         except (OSError, KeyError):
             return []
-        return text.splitlines()[-LOG_TAIL_LINES:]
+        return common.log_tail(text)
 
 
 def _identity_file(state: dict[str, Any]) -> Path:
     """Next to server.json: the sealed identity a lost record is rebuilt from."""
     return Path(state["dir"]) / "identity.sealed"
-
-
-def _write_private(path: Path, text: str) -> None:
-    partial = path.with_suffix(".partial")
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        file.write(text)
-    partial.replace(path)
 
 
 def _leader_created(pgid: int) -> float | None:

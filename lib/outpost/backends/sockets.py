@@ -162,7 +162,8 @@ async def wait_until_served(
     pause = 0.005  # a quick server listens within milliseconds; a notebook server takes seconds
     while True:
         # A connect is the cheap look; whose socket answered is asked only then, in a thread: the kernel
-        # writes out every TCP socket of the host into /proc/net/tcp (15 ms for a thousand).
+        # writes out every TCP socket of the host into /proc/net/tcp, a cost that grows with the host's
+        # sockets (docs/performance.md).
         if await _accepts(host, port):
             found = await asyncio.to_thread(check, targets, port, members)
             if found is Ownership.OURS:

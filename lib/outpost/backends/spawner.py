@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import copy
 import functools
-import hashlib
 import inspect
 import logging
 import os
@@ -29,7 +28,7 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from outpost import names
-from outpost.backends import sockets
+from outpost.backends import common, sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec
 from outpost.backends.standins import HubStandIn, OrmSpawnerStandIn, user_of
 from outpost.errors import BackendError, ConfigurationError, HostNotAllowed, InvalidBody, shown
@@ -39,12 +38,7 @@ from outpost.models import ServiceId
 log = logging.getLogger(__name__)
 PROGRESS_DRAIN_SECONDS = 1.5  # a progress generator's last look after the start finished
 # What the spawner decides itself; everything else comes from the hub's env.
-_SPAWNER_DECIDES = (
-    "JUPYTERHUB_SERVICE_URL",
-    "JUPYTERHUB_SSL_KEYFILE",
-    "JUPYTERHUB_SSL_CERTFILE",
-    "JUPYTERHUB_SSL_CLIENT_CA",
-)
+_SPAWNER_DECIDES = ("JUPYTERHUB_SERVICE_URL", *common.SSL_ENV.values())
 _FROM_HUB = ("JUPYTERHUB_USER", "JUPYTERHUB_USER_ID", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_PREFIX")
 
 
@@ -57,19 +51,13 @@ class _HubEnvironment(Spawner):  # type: ignore[misc]
     def get_env(self) -> dict[str, str]:
         env = {key: os.environ[key] for key in self.env_keep if key in os.environ}
         env.update(self.request_env)
-        scheme = "https" if self.internal_ssl else "http"
-        prefix = self.request_env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-        decided = {"JUPYTERHUB_SERVICE_URL": f"{scheme}://{self.ip or '127.0.0.1'}:{self.port}{prefix}"}
+        scheme = common.scheme(self.internal_ssl)
+        url = common.service_url(scheme, self.ip or "127.0.0.1", self.port, self.request_env)
+        decided = {"JUPYTERHUB_SERVICE_URL": url}
         if self.cert_paths:
-            decided.update(
-                JUPYTERHUB_SSL_KEYFILE=self.cert_paths["keyfile"],
-                JUPYTERHUB_SSL_CERTFILE=self.cert_paths["certfile"],
-                JUPYTERHUB_SSL_CLIENT_CA=self.cert_paths["cafile"],
-            )
+            decided.update(common.ssl_env(self.cert_paths))
         env.update({key: value for key, value in decided.items() if key in _SPAWNER_DECIDES})
-        for key in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee"):
-            if getattr(self, key):
-                env[key.upper()] = str(getattr(self, key))
+        env.update(common.resource_env({key: getattr(self, key) for key in common.RESOURCE_KEYS}))
         for key, value in self.environment.items():  # the administrator's, last (as in JupyterHub)
             env[key] = value(self) if callable(value) else value
         return env
@@ -114,8 +102,7 @@ def _address(result: Any, ssl: bool) -> str:
     """A spawner's start() answer, (ip, port) or a URL, as "scheme://host:port"."""
     if isinstance(result, tuple | list):
         ip, port = result
-        host = "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
-        return f"{'https' if ssl else 'http'}://{host}:{int(port)}"
+        return f"{common.scheme(ssl)}://{common.connect_host(ip)}:{int(port)}"
     url = urlparse(str(result))
     if not url.hostname:
         raise BackendError(f"the spawner answered an address without a host: {result!r}")
@@ -175,7 +162,7 @@ class SpawnerBackend:
         if "dns_name_template" in overrides:
             self._check_service_name(spawner)
         state = self._state(spec.sid, spec.env, overrides, {})
-        ssl = bool(spec.certs.get("keyfile") and spec.certs.get("certfile"))
+        ssl = common.uses_tls(spec.certs)
         if ssl:
             state["certs_dir"] = str(await self._install_certs(spawner, spec))
         await save_state(state)  # before start: a stop must find what a crashed start left
@@ -214,14 +201,10 @@ class SpawnerBackend:
     async def _install_certs(self, spawner: Spawner, spec: StartSpec) -> Path:
         """Certificates as files, as JupyterHub hands them to a spawner (then its move_certs)."""
         private_dir(self._certs.parent)  # the data directory, when this backend is the first to create it
-        directory = private_dir(self._certs) / hashlib.sha256(str(spec.sid).encode()).hexdigest()[:16]
+        directory = private_dir(self._certs) / common.service_dir_name(spec.sid)
         directory.mkdir(exist_ok=True, mode=0o700)
-        paths: dict[str, str] = {}
-        for name, text in [*spec.certs.items(), *((f"trust-{k}", v) for k, v in spec.trust_bundles.items())]:
-            path = directory / name
-            path.write_text(text)
-            path.chmod(0o600)
-            paths[name] = str(path)
+        trust = {f"trust-{name}": text for name, text in spec.trust_bundles.items()}
+        paths = common.write_private_files(directory, {**spec.certs, **trust})
         spawner.internal_ssl = True
         spawner.internal_trust_bundles = {name: paths[f"trust-{name}"] for name in spec.trust_bundles}
         moved = spawner.move_certs({key: paths[key] for key in ("keyfile", "certfile", "cafile") if key in paths})

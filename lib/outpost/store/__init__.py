@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError
 
 from outpost.crypto import Crypt
 from outpost.errors import ReplicasBehind
-from outpost.flavors import Limits
+from outpost.flavors import FlavorLimits
 from outpost.models import Phase, ServiceId, ServiceMeta
 from outpost.store import lock
 from outpost.store.batcher import ReadBatcher
@@ -145,7 +145,7 @@ class Store:
         flavor: str | None,
         body: dict[str, Any],
         certs: dict[str, Any] | None,
-        limits: Limits,
+        limits: FlavorLimits,
         runtime_seconds: int | None = None,
     ) -> Created:
         """Store a PENDING record and take its slot, unless a limit is reached or it exists: the one decision

@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 from traitlets.config import Config
 
-from outpost.backends import output
+from outpost.backends import common, output
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
 from outpost.backends.kubernetes import manifests
 from outpost.backends.kubernetes.manifests import CONTAINER, KubernetesBackend, ServerNames
@@ -31,7 +31,6 @@ from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 200
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a hung API call must not pin a worker thread forever
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STALE_POD_DELETE_SECONDS = 30.0
@@ -171,10 +170,10 @@ class PodBackend:
     async def start(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec)
         user, user_id = spec.env.get("JUPYTERHUB_USER", ""), spec.env.get("JUPYTERHUB_USER_ID", "")
-        ssl = bool(spec.certs.get("keyfile") and spec.certs.get("certfile"))
+        ssl = common.uses_tls(spec.certs)
         if options.internal_ssl and not ssl:
             raise BackendError("internal_ssl is on, but the start request carried no certificates")
-        scheme, port = ("https" if ssl else "http"), options.port or 8888
+        scheme, port = common.scheme(ssl), options.port or 8888
         try:
             namespace = options.namespace or await self.default_namespace()
             home = await self.own_namespace()
@@ -366,11 +365,11 @@ class PodBackend:
                 state["pod"],
                 state["namespace"],
                 container=CONTAINER,
-                tail_lines=LOG_TAIL_LINES,
+                tail_lines=common.LOG_TAIL_LINES,
             )
         except k8s.ApiException:  # no pod, or its container never started: nothing to show
             return []
-        return raw.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        return common.log_tail(raw.decode(errors="replace"))
 
     # A running server's sealed identity is kept in a Secret owned by its pod (the functions may create
     # Secrets, not patch pods), so a pod whose record is lost is re-adopted rather than stopped.

@@ -17,6 +17,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, Union
 from traitlets.config import Configurable
 
 from outpost import names
+from outpost.backends import common
 from outpost.errors import HostNotAllowed, shown
 from outpost.models import ServiceId
 
@@ -230,23 +231,21 @@ def environment(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(plain, secret) variables of the server: the hub's env, the options' and what we decide."""
     env = {**hub_env, **options.environment}
-    prefix = hub_env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://{options.ip}:{port}{prefix}"
-    # JupyterHub's convention: limits are announced to the server (e.g. jupyter-resource-usage).
-    for key in ("mem_limit", "mem_guarantee"):
-        if getattr(options, key) is not None:
-            env[key.upper()] = memory_quantity(getattr(options, key))
-    for key in ("cpu_limit", "cpu_guarantee"):
-        if getattr(options, key) is not None:
-            env[key.upper()] = f"{getattr(options, key):g}"
+    env["JUPYTERHUB_SERVICE_URL"] = common.service_url(scheme, options.ip, port, hub_env)
+    env.update(common.resource_env({key: getattr(options, key) for key in common.RESOURCE_KEYS}, _quantity))
     if scheme == "https":
         mount = options.secret_mount_path.rstrip("/") + "/"
-        env["JUPYTERHUB_SSL_KEYFILE"] = mount + SSL_FILES["keyfile"]
-        env["JUPYTERHUB_SSL_CERTFILE"] = mount + SSL_FILES["certfile"]
-        env["JUPYTERHUB_SSL_CLIENT_CA"] = mount + SSL_FILES["cafile"]
+        env.update(common.ssl_env({name: mount + file for name, file in SSL_FILES.items()}))
     secret = {key: value for key, value in env.items() if _SECRET_ENV.search(key)}
     plain = {key: value for key, value in env.items() if key not in secret}
     return plain, secret
+
+
+def _quantity(key: str, value: object) -> str:
+    """A limit as the server is told it: memory in bytes (as KubeSpawner's), cores as a plain number."""
+    if key.startswith("mem_"):
+        return memory_quantity(value if isinstance(value, int) else str(value))
+    return f"{value:g}"
 
 
 def ssl_files(certs: dict[str, str], trust_bundles: dict[str, str]) -> dict[str, str]:
