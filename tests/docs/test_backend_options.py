@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from traitlets.config import Configurable
 
+from outpost.backends.kubernetes.manifests import KubernetesBackend
 from outpost.backends.local import LocalProcessBackend
-from outpost.backends.manifests import KubernetesBackend
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "backends.md"
 ROW = re.compile(r"^\| `(?:c\.\w+\.)?(\w+)` \| [^|]+ \| `([^`]*)` \|", re.MULTILINE)
