@@ -32,7 +32,6 @@ from tests.sshd.helpers import (
 )
 
 CLIENT = "127.0.0.1"
-
 UPSTREAM_OPTIONS = 'restrict,port-forwarding,command="/bin/echo No commands allowed"'
 
 

@@ -32,7 +32,6 @@ from tests.sshd.helpers import (
 )
 
 BULK_BYTES = 64 * 1024 * 1024
-
 CHUNK = 1024 * 1024
 
 
