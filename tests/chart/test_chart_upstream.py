@@ -200,4 +200,4 @@ def test_the_upstream_key_line_is_accepted_in_both_entry_forms() -> None:
     """What the chart passes on is what the daemon parses: the remote example's line, plain and for one hub."""
     (line,) = yaml.safe_load(EXAMPLES["remote"].read_text())["sshPublicKeys"]
     keys = AuthorizedKeys([line, SSHKeyEntry(hub="jupyterhub", key=line)])
-    assert len(keys) == 1 and len(list(keys.describe())) == 2  # logins with it: tests/sshd/test_key_options.py
+    assert len(keys) == 1 and len(list(keys.describe())) == 2  # logins with it: tests/sshd/test_keys.py

@@ -104,3 +104,35 @@ def test_escaped_braces_and_plain_placeholders_expand() -> None:
     fields = names.template_fields("alice", "7", "srv")
     assert names.template_fields_used("{{literal}}-{username}-{servername}") == ["username", "servername"]
     assert names.expand("{{x}}-{username}", fields) == "{x}-alice"
+
+
+def test_a_template_names_at_most_its_share_of_fields() -> None:
+    many = "-".join("{username}" for _ in range(names.TEMPLATE_FIELDS_MAX))
+    assert names.template_fields_used(many) == ["username"] * names.TEMPLATE_FIELDS_MAX
+    with pytest.raises(ValueError, match="more than 16 placeholders"):
+        names.template_fields_used(many + "{userid}")
+
+
+def test_unknown_fields_and_stray_braces_are_named() -> None:
+    fields = names.template_fields("alice", "7", "srv")
+    with pytest.raises(ValueError, match=r"unknown fields nope; known fields: .*\{username\}"):
+        names.expand("jupyter-{nope}", fields)
+    with pytest.raises(ValueError, match="write a literal brace as"):
+        names.expand("jupyter-{username", fields)
+
+
+@pytest.mark.parametrize(
+    ("host", "short", "expected"),
+    [
+        ("jupyter-alice.ns", False, True),
+        ("jupyter-alice.ns.svc", False, True),
+        ("Jupyter-Alice.NS.svc.cluster.local.", False, True),
+        ("jupyter-alice", False, False),
+        ("jupyter-alice", True, True),
+        ("jupyter-alice.other", True, False),
+        ("jupyter-alice.ns.svc.evil.example", False, False),
+        ("x.jupyter-alice.ns", False, False),
+    ],
+)
+def test_a_service_host_is_that_service_in_that_namespace(host: str, short: bool, expected: bool) -> None:
+    assert names.is_service_host(host, "jupyter-alice", "ns", "cluster.local", short=short) is expected

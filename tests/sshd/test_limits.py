@@ -1,85 +1,64 @@
-"""Channel cap, idle timeout and keepalive, against the real OpenSSH client."""
+"""How many connections one authorized key may hold open at once: the counter, and the cap as the
+daemon applies it (a key's public-key queries, which anyone can make, do not count)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
+from collections.abc import Callable
 
+import asyncssh
 import pytest
 
+from outpost.settings import Settings
 from outpost.store import Store
-from tests.sshd.helpers import (
-    Daemon,
-    OpenSSHFactory,
-    Target,
-    exchange,
-    forward,
-    forward_lines,
-    run_service,
-    started,
-    until,
-)
+from sshd.limits import ConnectionCounter
+from sshd.server import ForwardOnlyServer, Policy
+from tests.sshd.helpers import USER, ClientKey, Daemon, OpenSSHFactory, started, until
+
+
+def test_connection_counter() -> None:
+    counter = ConnectionCounter(limit=2)
+    first, second, third = object(), object(), object()
+    assert counter.claim("k", first) and counter.claim("k", first)  # asyncssh validates a key twice
+    assert counter.claim("k", second)
+    assert not counter.claim("k", third)
+    assert counter.claim("other", third)
+    counter.release("k", first)
+    assert counter.count("k") == 1
+    assert counter.claim("k", third)
+    counter.release("k", second)
+    counter.release("k", third)
+    counter.release("k", third)
+    assert counter.count("k") == 0
 
 
 @pytest.mark.asyncio
-async def test_channels_per_connection_are_capped(
-    start_daemon: Daemon,
-    openssh: OpenSSHFactory,
-    store: Store,
-    echo_server: Target,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """With a cap of 1, a second concurrent channel is refused; once the first closes, it opens."""
-    caplog.set_level(logging.INFO, logger="sshd")
-    daemon = await start_daemon(ssh_max_channels_per_connection=1)
-    await run_service(store, "a", "lab", echo_server.address)
-    client = await started(openssh, daemon)
-    local = await forward(client, echo_server)
-
-    reader, writer = await asyncio.open_connection("127.0.0.1", local)
-    writer.write(b"held")
-    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"
-    assert await exchange(local, b"second") == b""
-    await until(lambda: bool(forward_lines(caplog, "refused")), what="the refusal")
-    assert forward_lines(caplog, "refused")[0].endswith("reason=channel-limit")
-
-    writer.close()
-    await until(lambda: bool(forward_lines(caplog, "closed")), what="the first forward to close")
-    assert await exchange(local, b"third") == b"third"
-
-
-@pytest.mark.asyncio
-async def test_idle_connection_is_closed(
-    start_daemon: Daemon, openssh: OpenSSHFactory, store: Store, echo_server: Target
-) -> None:
-    """A connection without forwards for the idle timeout is closed; an open forward keeps it."""
-    daemon = await start_daemon(ssh_idle_timeout_seconds=1)
-    await run_service(store, "a", "lab", echo_server.address)
-    client = await started(openssh, daemon)
-    local = await forward(client, echo_server)
-    reader, writer = await asyncio.open_connection("127.0.0.1", local)
-    writer.write(b"x")
-    assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
-
-    await asyncio.sleep(1.5)  # longer than the timeout, with a channel open
-    assert (await client.mux("check")).returncode == 0
-    writer.close()
-    await until(lambda: not client.control_path.exists(), timeout=5, what="the idle master to be closed")
-
-
-@pytest.mark.asyncio
-async def test_unresponsive_client_is_dropped(
+async def test_connections_per_key_are_capped(
     start_daemon: Daemon, openssh: OpenSSHFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Keepalives find a client that stopped answering (here: SIGSTOP) and close its connection."""
+    """With a cap of 1, a key's second connection is refused until its first one closes."""
     caplog.set_level(logging.INFO, logger="sshd")
-    daemon = await start_daemon(ssh_keepalive_seconds=1)
-    client = await started(openssh, daemon)
-    pid = await client.master_pid()
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        await until(lambda: "connection closed" in caplog.text, timeout=8, what="the keepalive to give up")
-    finally:
-        os.kill(pid, signal.SIGCONT)
+    daemon = await start_daemon(ssh_max_connections_per_key=1)
+    first = await started(openssh, daemon, key="hub_a")
+    second = openssh(daemon.port, "hub_a")
+    assert (await second.start_master()).returncode == 255
+    assert "already 1 connections with this key" in caplog.text
+    await started(openssh, daemon, key="hub_b")  # the cap is per key
+
+    assert (await first.mux("exit")).returncode == 0
+    await until(lambda: "connection closed" in caplog.text, what="the daemon to see the first master go")
+    assert (await second.start_master()).returncode == 0
+    assert (await second.mux("check")).returncode == 0
+
+
+@pytest.mark.asyncio
+async def test_public_key_queries_do_not_fill_the_cap(
+    make_settings: Callable[..., Settings], client_keys: dict[str, ClientKey], store: Store
+) -> None:
+    """Public keys are public: asking "would you take this key?" without the private key must not
+    count against the cap, or anyone could lock a hub out."""
+    policy = Policy(make_settings(ssh_max_connections_per_key=1), store)
+    key = asyncssh.import_public_key(client_keys["hub_a"].public)
+    for _ in range(5):
+        assert ForwardOnlyServer(policy).validate_public_key(USER, key)
+    assert policy.connections.count(key.get_fingerprint()) == 0

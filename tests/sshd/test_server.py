@@ -1,11 +1,15 @@
-"""Local forwards through the daemon with the real OpenSSH client, as forwardbasespawner runs them."""
+"""The forward-only server with the real OpenSSH client: who may connect and what a connected key may
+do (local forwards to its hub's running services, as forwardbasespawner runs them; nothing else), the
+channel cap, the idle timeout and keepalive."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+import os
 import re
+import signal
 
 import httpx
 import pytest
@@ -15,6 +19,7 @@ from outpost.models import Phase
 from outpost.store import Store
 from sshd.server import REFUSED, Listener
 from tests.sshd.helpers import (
+    Daemon,
     OpenSSH,
     OpenSSHFactory,
     Target,
@@ -182,3 +187,115 @@ async def test_refuses_a_stopped_service(
     assert await exchange(local, b"gone") == b""
     await until(lambda: bool(forward_lines(caplog, "refused")), what="the refusal")
     assert forward_lines(caplog, "refused")[0].endswith("reason=not-a-service")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("key", "user"), [("stranger", "jhuboutpost"), ("hub_a", "root")])
+async def test_unknown_key_or_user_is_refused(daemon: Listener, openssh: OpenSSHFactory, key: str, user: str) -> None:
+    """A key that is not authorized, or an authorized key for another login name, cannot log in."""
+    client = openssh(daemon.port, key, user)
+    result = await client.start_master()
+    assert result.returncode == 255
+    assert "Permission denied (publickey)" in result.stderr
+    assert (await client.mux("check")).returncode != 0
+
+
+@pytest.mark.asyncio
+async def test_only_public_key_auth_is_offered(daemon: Listener, openssh: OpenSSHFactory) -> None:
+    """Asking for password or keyboard-interactive gets "publickey" as the only method on offer."""
+    client = openssh(daemon.port, "stranger")
+    result = await client.run(
+        *client.options("-oPreferredAuthentications=password,keyboard-interactive", multiplex=False),
+        "-T", client.destination, "true",
+    )  # fmt: skip
+    assert result.returncode == 255
+    assert "Permission denied (publickey)." in result.stderr
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("multiplex", [False, True], ids=["own-connection", "through-master"])
+@pytest.mark.parametrize(
+    ("flags", "command"),
+    [(["-T"], []), (["-T"], ["echo", "pwned"]), (["-s"], ["sftp"])],
+    ids=["shell", "exec", "sftp"],
+)
+async def test_sessions_are_refused(
+    daemon: Listener, openssh: OpenSSHFactory, flags: list[str], command: list[str], multiplex: bool
+) -> None:
+    """A shell, a command or a subsystem needs a session channel, which is never opened."""
+    client = await started(openssh, daemon) if multiplex else openssh(daemon.port)
+    result = await client.run(*client.options(multiplex=multiplex), *flags, client.destination, *command)
+    assert result.returncode == 255, result
+    assert "Session refused" in result.stderr
+    assert "pwned" not in result.stdout
+
+
+@pytest.mark.asyncio
+async def test_remote_forward_is_refused(daemon: Listener, openssh: OpenSSHFactory, echo_server: Target) -> None:
+    """-R would let a key holder listen inside the outpost's network: refused."""
+    client = await started(openssh, daemon)
+    result = await client.mux("forward", f"-R127.0.0.1:0:127.0.0.1:{echo_server.port}")
+    assert result.returncode != 0
+    assert "remote port forwarding failed" in result.stderr
+
+
+@pytest.mark.asyncio
+async def test_channels_per_connection_are_capped(
+    start_daemon: Daemon,
+    openssh: OpenSSHFactory,
+    store: Store,
+    echo_server: Target,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With a cap of 1, a second concurrent channel is refused; once the first closes, it opens."""
+    caplog.set_level(logging.INFO, logger="sshd")
+    daemon = await start_daemon(ssh_max_channels_per_connection=1)
+    await run_service(store, "a", "lab", echo_server.address)
+    client = await started(openssh, daemon)
+    local = await forward(client, echo_server)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+    writer.write(b"held")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"
+    assert await exchange(local, b"second") == b""
+    await until(lambda: bool(forward_lines(caplog, "refused")), what="the refusal")
+    assert forward_lines(caplog, "refused")[0].endswith("reason=channel-limit")
+
+    writer.close()
+    await until(lambda: bool(forward_lines(caplog, "closed")), what="the first forward to close")
+    assert await exchange(local, b"third") == b"third"
+
+
+@pytest.mark.asyncio
+async def test_idle_connection_is_closed(
+    start_daemon: Daemon, openssh: OpenSSHFactory, store: Store, echo_server: Target
+) -> None:
+    """A connection without forwards for the idle timeout is closed; an open forward keeps it."""
+    daemon = await start_daemon(ssh_idle_timeout_seconds=1)
+    await run_service(store, "a", "lab", echo_server.address)
+    client = await started(openssh, daemon)
+    local = await forward(client, echo_server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+    writer.write(b"x")
+    assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
+
+    await asyncio.sleep(1.5)  # longer than the timeout, with a channel open
+    assert (await client.mux("check")).returncode == 0
+    writer.close()
+    await until(lambda: not client.control_path.exists(), timeout=5, what="the idle master to be closed")
+
+
+@pytest.mark.asyncio
+async def test_unresponsive_client_is_dropped(
+    start_daemon: Daemon, openssh: OpenSSHFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keepalives find a client that stopped answering (here: SIGSTOP) and close its connection."""
+    caplog.set_level(logging.INFO, logger="sshd")
+    daemon = await start_daemon(ssh_keepalive_seconds=1)
+    client = await started(openssh, daemon)
+    pid = await client.master_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await until(lambda: "connection closed" in caplog.text, timeout=8, what="the keepalive to give up")
+    finally:
+        os.kill(pid, signal.SIGCONT)

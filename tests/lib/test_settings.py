@@ -1,4 +1,5 @@
-"""Upstream pods' environment names, read through the one Settings object."""
+"""Loading the one Settings object: upstream pods' environment names, the files it reads, and
+configuration mistakes reported by the key as the YAML file writes it, with the closest valid key."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from outpost.cli.upstream_import import database_url
 from outpost.errors import ConfigurationError
 from outpost.settings import Settings, load_settings
 from tests.lib.test_credits import CONFIG as CREDITS
@@ -83,23 +83,68 @@ def test_a_base_path_must_be_a_path(monkeypatch: pytest.MonkeyPatch, bad: str) -
         load_settings()
 
 
-def test_upstream_database_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert str(database_url(load_settings(SQL_TYPE="sqlite"), None)) == "sqlite:////tmp/sqlite.db"
-    monkeypatch.setenv("SQL_DATABASE_URL", "//data/outpost.db")
-    assert str(database_url(load_settings(), None)) == "sqlite:////data/outpost.db"
-    for name, value in {"SQL_TYPE": "postgresql", "SQL_USER": "out post", "SQL_PASSWORD": "p@ss:/word",
-                        "SQL_HOST": "db", "SQL_PORT": "5433", "SQL_DATABASE": "outpost"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    url = database_url(load_settings(), None)
-    assert (url.drivername, url.username, url.password, url.host, url.port) == (
-        "postgresql+psycopg", "out post", "p@ss:/word", "db", 5433,
-    )  # fmt: skip
-    assert "p@ss" not in url.render_as_string(hide_password=True)
-    assert database_url(load_settings(), "postgresql://u@h/d").drivername == "postgresql+psycopg"
-    with pytest.raises(ConfigurationError, match="not a database URL"):
-        database_url(load_settings(), "not a url")
-
-
 def test_settings_fields_keep_their_names() -> None:
     settings = Settings(crypt_key=Fernet.generate_key().decode(), hub_usernames="a", hub_passwords="b")
     assert settings.hub_credentials() == {"a": "b"}
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "ports"),
+    [
+        ("unix:///tmp/redis.sock", {9000, 2022}),
+        ("redis://localhost", {9000, 2022, 6379}),
+        ("redis://r:7000/0", {9000, 2022, 7000}),
+    ],
+)
+def test_the_outpost_s_own_ports_come_from_its_settings(redis_url: str, ports: set[int]) -> None:
+    settings = Settings(crypt_key=Fernet.generate_key().decode(), api_port=9000, ssh_port=2022, redis_url=redis_url)
+    assert settings.own_ports() == ports
+
+
+FLAVOR = "flavors:\n  small: {max: 1}\n"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, expected",
+    [
+        pytest.param("sshPublicKey: []\n", "sshPublicKey: unknown key; did you mean sshPublicKeys?", id="camel"),
+        pytest.param("ssh_public_key: []\n", "ssh_public_key: unknown key; did you mean ssh_public_keys?", id="snake"),
+        pytest.param("sshPort: 70000\n", "sshPort: Input should be less than or equal to 65535", id="value"),
+        pytest.param("hubOptions:\n  h:\n    allowedOverride: all\n",
+                     "hubOptions.h.allowedOverride: unknown key; did you mean allowedOverrides?", id="nested"),
+        pytest.param(FLAVOR + "users:\n  alice:\n    authentification: {name: alice}\n",
+                     "users.alice.authentification: unknown key; did you mean authentication?", id="user-rule-key"),
+        pytest.param(FLAVOR + "hubs:\n  h:\n    jupyterhubName: x\n",
+                     "hubs.h.jupyterhubName: unknown key; did you mean jupyterhub_name?", id="hub-rule-key"),
+        pytest.param("flavors:\n  small: {max: 1, maxPerUsr: 2}\n",
+                     "flavors.small.maxPerUsr: unknown key; did you mean maxPerUser?", id="flavor-key"),
+        # A user rule's key one level too far left: a rule named `flavors` that is no mapping.
+        pytest.param(FLAVOR + "users:\n  alice:\n    authentication: {name: alice}\n  flavors: [small]\n",
+                     "users.flavors: must be a mapping", id="misindented-rule-key"),
+        # The Helm values' grouped form: a rule beside `users:` instead of under it was dropped unseen.
+        pytest.param("flavors:\n  flavors:\n    small: {max: 1}\n  users:\n    a: {authentication: {name: a}}\n"
+                     "  bob:\n    authentication: {name: bob}\n", "flavors.bob: unknown key", id="grouped-stray"),
+        pytest.param("flavors:\n  flavors:\n    small: {max: 1}\n  user:\n    a: {authentication: {name: a}}\n",
+                     "flavors.user: unknown key; did you mean users?", id="grouped-typo"),
+        pytest.param("flavors:\n  small: {max: 1}\n  users:\n    alice: {authentication: {name: alice}}\n",
+                     "is `users:` indented under `flavors:` by mistake?", id="users-under-flavors"),
+    ],
+)  # fmt: skip
+def test_mistakes_name_the_key_as_written(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    config = tmp_path / "values.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(config, crypt_key=Fernet.generate_key().decode())
+    assert expected in caught.value.message
+    assert "Value error" not in caught.value.message and "Extra inputs" not in caught.value.message
+
+
+def test_correct_grouped_rules_still_load(tmp_path: Path) -> None:
+    config = tmp_path / "values.yaml"
+    config.write_text(
+        "flavors:\n  flavors:\n    small: {max: 1}\n  users:\n    a: {authentication: {name: a}}\n"
+        "  hubs:\n    h: {jupyterhub_name: x}\n  maxPerUserTotal: 2\n"
+    )
+    policy = load_settings(config, crypt_key=Fernet.generate_key().decode()).flavor_policy()
+    assert (list(policy.flavors), list(policy.users), list(policy.hubs)) == (["small"], ["a"], ["h"])
+    assert policy.max_per_user_total == 2
