@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from outpost.errors import ConfigurationError
@@ -21,6 +21,9 @@ COMMAND_TIMEOUT_SECONDS = 5.0
 SENTINEL_TIMEOUT_SECONDS = 0.5
 HEALTH_CHECK_SECONDS = 30
 REDIS_CONNECTIONS = 100  # per process, as redis-py's default pool
+# redis-py's default pool fails a command at once (MaxConnectionsError, answered 503) when 100 are in
+# flight, as in a storm of starts in one process; a blocking pool makes the 101st wait for a free
+# connection, long enough for a process starved of CPU by the servers it starts (bench/storm.py).
 POOL_WAIT_SECONDS = 30  # for a free connection, when all are in use
 
 
@@ -33,6 +36,13 @@ class PrimaryFollowingConnection(SentinelManagedConnection):
         if self.connection_pool.is_master:
             self.host, self.port = await self.connection_pool.get_master_address()
         await super()._connect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The sentinel's pool, waiting for a free connection as the URL path's BlockingConnectionPool does.
+    redis-py has no blocking sentinel pool (8.x): its SentinelConnectionPool is a plain ConnectionPool, which
+    fails the 101st command in flight at once. Nothing is overridden: the sentinel pool's address and
+    ownership methods sit over the blocking pool's get_connection/release, both on ConnectionPool."""
 
 
 def _retry(settings: Settings) -> Retry:
@@ -61,16 +71,18 @@ def redis_client(settings: Settings) -> aioredis.Redis:
             },
         )
         client: aioredis.Redis = sentinel.master_for(
-            settings.redis_sentinel_master, connection_class=PrimaryFollowingConnection, **common
+            settings.redis_sentinel_master,
+            connection_pool_class=BlockingSentinelConnectionPool,
+            connection_class=PrimaryFollowingConnection,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            **common,
         )
         return client
     if settings.redis_url is None:
         raise ConfigurationError(
             "no Redis configured: set OUTPOST_REDIS_URL or OUTPOST_REDIS_SENTINELS (or run `outpost dev`)"
         )
-    # redis-py's default pool fails a command at once (MaxConnectionsError, answered 503) when 100 are in
-    # flight, as in a storm of starts in one process; a blocking pool makes the 101st wait for a free
-    # connection, long enough for a process starved of CPU by the servers it starts (bench/storm.py).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(), max_connections=REDIS_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **common
     )

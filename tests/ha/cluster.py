@@ -85,14 +85,14 @@ class Node:
         return redis.Redis(port=self.port, socket_timeout=2)
 
 
-def _server_config(node_dir: Path, port: int, extra: str = "") -> str:
+def server_config(node_dir: Path, port: int, extra: str = "") -> str:
     return (
         f'port {port}\nbind 127.0.0.1\ndir {node_dir}\nlogfile {node_dir}/log\nsave ""\nappendonly yes\n'
         "repl-diskless-sync-delay 0\n" + extra
     )
 
 
-def _sentinel_config(node_dir: Path, port: int, primary_port: int) -> str:
+def sentinel_config(node_dir: Path, port: int, primary_port: int) -> str:
     return (
         f"port {port}\nbind 127.0.0.1\ndir {node_dir}\nlogfile {node_dir}/log\n"
         f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
@@ -110,18 +110,18 @@ class Cluster:
     def __post_init__(self) -> None:
         primary_port, replica_port = free_port(), free_port()
         self.nodes["a"] = Node(self.binary, self.directory / "a", primary_port, "")
-        self.nodes["a"].config = _server_config(self.nodes["a"].directory, primary_port)
+        self.nodes["a"].config = server_config(self.nodes["a"].directory, primary_port)
         replica_dir = self.directory / "b"
         self.nodes["b"] = Node(
             self.binary,
             replica_dir,
             replica_port,
-            _server_config(replica_dir, replica_port, f"replicaof 127.0.0.1 {primary_port}\n"),
+            server_config(replica_dir, replica_port, f"replicaof 127.0.0.1 {primary_port}\n"),
         )
         for index in range(3):
             port, node_dir = free_port(), self.directory / f"sentinel{index}"
             self.nodes[f"sentinel{index}"] = Node(
-                self.binary, node_dir, port, _sentinel_config(node_dir, port, primary_port), sentinel=True
+                self.binary, node_dir, port, sentinel_config(node_dir, port, primary_port), sentinel=True
             )
 
     @property
