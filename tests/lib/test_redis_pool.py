@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from outpost.embedded_redis import redis_server_binary
-from outpost.redis_client import REDIS_CONNECTIONS, BlockingSentinelConnectionPool
+from outpost.redis_client import REDIS_CONNECTIONS, FairBlockingConnectionPool, FairSentinelConnectionPool
 from outpost.runtime import build_runtime
 from outpost.settings import Settings
 from tests.ha.cluster import MASTER, Node, free_port, sentinel_config, server_config, wait_for
@@ -56,6 +57,39 @@ def primary_and_sentinel(tmp_path: Path) -> Iterator[str]:
 async def test_through_the_sentinels_too(primary_and_sentinel: str, make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(redis_url=None, redis_sentinels=primary_and_sentinel, redis_sentinel_master=MASTER)
     runtime = build_runtime(settings)
-    assert isinstance(runtime.store.redis.connection_pool, BlockingSentinelConnectionPool)
+    assert isinstance(runtime.store.redis.connection_pool, FairSentinelConnectionPool)
     await runtime.aclose()
     assert await _all_answered(settings) == [(0, 0, 0)] * (3 * REDIS_CONNECTIONS)
+
+
+async def test_a_command_waiting_for_a_connection_is_served_before_a_later_one(redis_url: str) -> None:
+    """First come, first served: redis-py's BlockingConnectionPool lets a newcomer take the connection a
+    woken waiter was told of, so under a storm the first to wait could wait out the whole timeout."""
+    pool = FairBlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=5)
+    order: list[str] = []
+    held = await pool.get_connection()
+
+    async def waiter() -> None:
+        connection = await pool.get_connection()
+        order.append("waiter")
+        await pool.release(connection)
+
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0.05)  # the waiter is queued
+    await pool.release(held)
+    again = await pool.get_connection()  # at once, before the waiter has run
+    order.append("later")
+    await pool.release(again)
+    await waiting
+    await pool.disconnect()
+    assert order == ["waiter", "later"]
+
+
+async def test_no_free_connection_within_the_timeout_is_a_connection_error(redis_url: str) -> None:
+    pool = FairBlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=0.1)
+    held = await pool.get_connection()
+    with pytest.raises(RedisConnectionError, match="No connection available"):
+        await pool.get_connection()
+    await pool.release(held)
+    await pool.release(await pool.get_connection())  # the turn given back: the next one is served
+    await pool.disconnect()
