@@ -5,12 +5,15 @@ a demoted primary answering READONLY); the store makes its writes safe to repeat
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from outpost.errors import ConfigurationError
 from outpost.settings import Settings
@@ -21,6 +24,9 @@ COMMAND_TIMEOUT_SECONDS = 5.0
 SENTINEL_TIMEOUT_SECONDS = 0.5
 HEALTH_CHECK_SECONDS = 30
 REDIS_CONNECTIONS = 100  # per process, as redis-py's default pool
+# redis-py's default pool fails a command at once (MaxConnectionsError, answered 503) when 100 are in
+# flight, as in a storm of starts in one process; a blocking pool makes the 101st wait for a free
+# connection, long enough for a process starved of CPU by the servers it starts (bench/storm.py).
 POOL_WAIT_SECONDS = 30  # for a free connection, when all are in use
 
 
@@ -33,6 +39,51 @@ class PrimaryFollowingConnection(SentinelManagedConnection):
         if self.connection_pool.is_master:
             self.host, self.port = await self.connection_pool.get_master_address()
         await super()._connect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+
+
+class FairBlockingConnectionPool(aioredis.ConnectionPool):
+    """At most `max_connections`, and a command that finds them all in use waits its turn, first come first
+    served, up to `timeout` seconds. redis-py's BlockingConnectionPool waits on a Condition: a woken waiter
+    that finds its connection taken by a newcomer waits again at the back of the queue, so under a storm the
+    first commands to queue can wait out the whole timeout (bench/storm.py: 52 of 300 starts answered 503 at
+    30 s while 184 others went through). Here an asyncio.Semaphore (FIFO) gives the turns."""
+
+    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        self._turns = asyncio.Semaphore(self.max_connections)
+
+    async def get_connection(self, *_: Any, **__: Any) -> AbstractConnection:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            async with self._lock:
+                connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._turns.release()
+            raise
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            self._turns.release()
+
+
+class FairSentinelConnectionPool(SentinelConnectionPool, FairBlockingConnectionPool):
+    """The sentinel's pool, waiting its turn for a free connection as the URL path does. redis-py has no
+    blocking sentinel pool (8.x): its SentinelConnectionPool is a plain ConnectionPool, which fails the 101st
+    command in flight at once. The sentinel pool's address and ownership methods sit over the fair pool's
+    get_connection/release."""
 
 
 def _retry(settings: Settings) -> Retry:
@@ -61,17 +112,19 @@ def redis_client(settings: Settings) -> aioredis.Redis:
             },
         )
         client: aioredis.Redis = sentinel.master_for(
-            settings.redis_sentinel_master, connection_class=PrimaryFollowingConnection, **common
+            settings.redis_sentinel_master,
+            connection_pool_class=FairSentinelConnectionPool,
+            connection_class=PrimaryFollowingConnection,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            **common,
         )
         return client
     if settings.redis_url is None:
         raise ConfigurationError(
             "no Redis configured: set OUTPOST_REDIS_URL or OUTPOST_REDIS_SENTINELS (or run `outpost dev`)"
         )
-    # redis-py's default pool fails a command at once (MaxConnectionsError, answered 503) when 100 are in
-    # flight, as in a storm of starts in one process; a blocking pool makes the 101st wait for a free
-    # connection, long enough for a process starved of CPU by the servers it starts (bench/storm.py).
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = FairBlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(), max_connections=REDIS_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **common
     )
     return aioredis.Redis.from_pool(pool)

@@ -20,7 +20,9 @@ from cryptography.fernet import Fernet
 from traitlets.config import Config
 
 from outpost.backends.spawner import SpawnerBackend
-from outpost.settings import Settings
+from outpost.cli.upstream_import import database_url
+from outpost.errors import ConfigurationError
+from outpost.settings import Settings, load_settings
 from tests.backends.test_spawner import spec
 from tests.conftest import TINY_SERVER, basic, settings_env
 from tests.e2e.processes import VENV_BIN
@@ -194,3 +196,21 @@ async def test_a_database_that_is_not_upstreams_is_refused(upstream_settings: Se
     assert refused.returncode == 2 and "table `service` lacks" in refused.stderr, refused.stderr
     nothing = run_import(upstream_settings, "--database", f"sqlite:///{tmp_path / 'none.db'}")
     assert nothing.returncode == 2 and "lacks" in nothing.stderr or "cannot read" in nothing.stderr
+
+
+def test_upstream_database_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTPOST_CRYPT_KEY", Fernet.generate_key().decode())
+    assert str(database_url(load_settings(SQL_TYPE="sqlite"), None)) == "sqlite:////tmp/sqlite.db"
+    monkeypatch.setenv("SQL_DATABASE_URL", "//data/outpost.db")
+    assert str(database_url(load_settings(), None)) == "sqlite:////data/outpost.db"
+    for name, value in {"SQL_TYPE": "postgresql", "SQL_USER": "out post", "SQL_PASSWORD": "p@ss:/word",
+                        "SQL_HOST": "db", "SQL_PORT": "5433", "SQL_DATABASE": "outpost"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    url = database_url(load_settings(), None)
+    assert (url.drivername, url.username, url.password, url.host, url.port) == (
+        "postgresql+psycopg", "out post", "p@ss:/word", "db", 5433,
+    )  # fmt: skip
+    assert "p@ss" not in url.render_as_string(hide_password=True)
+    assert database_url(load_settings(), "postgresql://u@h/d").drivername == "postgresql+psycopg"
+    with pytest.raises(ConfigurationError, match="not a database URL"):
+        database_url(load_settings(), "not a url")

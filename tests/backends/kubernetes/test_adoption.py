@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
 from outpost.crypto import Crypt
-from outpost.reconcile import reconcile
+from outpost.lifecycle.reconcile import reconcile
 from outpost.runtime import Runtime
 from tests.backends.kubernetes.conftest import NAMESPACE, ApiServer, Kubelet
 from tests.conftest import basic
