@@ -11,9 +11,10 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from outpost import errors, quota
+from outpost import errors
 from outpost.crypto import Crypt
 from outpost.flavors import Admission, FlavorLimits, FlavorPolicy, admission
+from outpost.lifecycle import quota
 from outpost.models import ServiceId
 from outpost.store import Created, Store, Usage
 from outpost.store.keys import slot_keys
