@@ -198,7 +198,7 @@ async def test_a_database_that_is_not_upstreams_is_refused(upstream_settings: Se
     assert nothing.returncode == 2 and "lacks" in nothing.stderr or "cannot read" in nothing.stderr
 
 
-def test_upstream_database_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_upstream_database_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTPOST_CRYPT_KEY", Fernet.generate_key().decode())
     assert str(database_url(load_settings(SQL_TYPE="sqlite"), None)) == "sqlite:////tmp/sqlite.db"
     monkeypatch.setenv("SQL_DATABASE_URL", "//data/outpost.db")
