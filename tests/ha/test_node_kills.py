@@ -68,7 +68,7 @@ async def test_one_sentinel_dead_the_clients_still_find_the_primary(
     await close_runtime()  # a new process: its first connection must ask the sentinels where the primary is
     statuses, seconds = await _cycles(api, "fresh")
     # ... and a running one whose connections drop: each reconnect asks the sentinels again
-    await (await get_runtime()).store.redis.connection_pool.disconnect()
+    await (await get_runtime()).store.connection_pool.disconnect()
     more, more_seconds = await _cycles(api, "reconnected")
     poll = await api.get("/services/kept/1", headers=A)
     with capsys.disabled():

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from outpost.auth import MAX_AUTHORIZATION_CHARS, authenticate, parse_basic, verify
 from outpost.errors import TooManyAttempts, Unauthorized
 from outpost.ratelimit import LoginGuard, LoginLimits
+from outpost.store.logins import LoginCounters
 
 CREDENTIALS = {"hubA": "password-a", "hübB": "pässwörd", "hubC": "a:b:c"}
 SOURCE = "198.51.100.7"
@@ -67,13 +68,13 @@ def test_verify_wants_the_hubs_own_password() -> None:
 
 @on_loop
 async def test_good_credentials_name_the_hub(redis: aioredis.Redis) -> None:
-    guard = LoginGuard(redis, LoginLimits(per_source=3, per_hub=100, window_seconds=60))
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=3, per_hub=100, window_seconds=60))
     assert await authenticate(header("hübB", "pässwörd"), SOURCE, CREDENTIALS, guard) == "hübB"
 
 
 @on_loop
 async def test_wrong_passwords_count_until_the_source_is_refused_even_the_right_one(redis: aioredis.Redis) -> None:
-    guard = LoginGuard(redis, LoginLimits(per_source=3, per_hub=100, window_seconds=60))
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=3, per_hub=100, window_seconds=60))
     for _ in range(3):
         with pytest.raises(Unauthorized, match="wrong hub name or password"):
             await authenticate(header("hubA", "guess"), SOURCE, CREDENTIALS, guard)
@@ -85,7 +86,7 @@ async def test_wrong_passwords_count_until_the_source_is_refused_even_the_right_
 
 @on_loop
 async def test_a_malformed_header_is_refused_before_the_guard_counts_it(redis: aioredis.Redis) -> None:
-    guard = LoginGuard(redis, LoginLimits(per_source=1, per_hub=1, window_seconds=60))
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=1, per_hub=1, window_seconds=60))
     for _ in range(3):
         with pytest.raises(Unauthorized, match="authentication required"):
             await authenticate(None, SOURCE, CREDENTIALS, guard)

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from outpost.errors import TooManyAttempts
 from outpost.ratelimit import HUB_BUCKETS, LoginGuard, LoginLimits, hub_bucket, source_id
+from outpost.store.logins import LoginCounters
 
 on_loop = pytest.mark.asyncio(loop_scope="session")
 HOME, ATTACKER, NEWCOMER = "192.0.2.1", "198.51.100.66", "203.0.113.5"
@@ -20,7 +21,7 @@ HOME, ATTACKER, NEWCOMER = "192.0.2.1", "198.51.100.66", "203.0.113.5"
 
 @on_loop
 async def test_a_source_is_closed_after_its_failures_and_for_the_window(redis: aioredis.Redis) -> None:
-    guard = LoginGuard(redis, LoginLimits(per_source=3, per_hub=100, window_seconds=30))
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=3, per_hub=100, window_seconds=30))
     for _ in range(2):
         await guard.check(ATTACKER, "hubA")
         await guard.failed(ATTACKER, "hubA")
@@ -36,7 +37,7 @@ async def test_a_source_is_closed_after_its_failures_and_for_the_window(redis: a
 @on_loop
 async def test_a_hub_under_attack_stays_open_to_its_own_sources(redis: aioredis.Redis) -> None:
     limits = LoginLimits(per_source=1000, per_hub=3, window_seconds=60)
-    guard = LoginGuard(redis, limits)
+    guard = LoginGuard(LoginCounters(redis), limits)
     await guard.check(HOME, "hubA")
     await guard.succeeded(HOME, "hubA")
     for _ in range(3):
@@ -45,14 +46,14 @@ async def test_a_hub_under_attack_stays_open_to_its_own_sources(redis: aioredis.
         await guard.check(ATTACKER, "hubA")
     with pytest.raises(TooManyAttempts):
         await guard.check(NEWCOMER, "hubA")  # a source never seen logging in as hubA
-    await LoginGuard(redis, limits).check(HOME, "hubA")  # another instance agrees: the hub's own source
+    await LoginGuard(LoginCounters(redis), limits).check(HOME, "hubA")  # another instance agrees: the hub's own source
     other = next(name for name in (f"hub{i}" for i in range(100)) if hub_bucket(name) != hub_bucket("hubA"))
     await guard.check(NEWCOMER, other)  # other hub names are not closed
 
 
 @on_loop
 async def test_failures_in_a_window_expire_with_it(redis: aioredis.Redis) -> None:
-    guard = LoginGuard(redis, LoginLimits(per_source=2, per_hub=100, window_seconds=1))
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=2, per_hub=100, window_seconds=1))
     await guard.failed(ATTACKER, "hubA")
     await asyncio.sleep(1.2)
     await guard.failed(ATTACKER, "hubA")  # the first failure's window has ended
@@ -62,7 +63,7 @@ async def test_failures_in_a_window_expire_with_it(redis: aioredis.Redis) -> Non
 @on_loop
 async def test_a_failure_is_seen_at_once_by_the_instance_that_counted_it(redis: aioredis.Redis) -> None:
     """`check` trusts its last look for a second, but a failure drops that look for its source and hub."""
-    guard = LoginGuard(redis, LoginLimits(per_source=1, per_hub=100, window_seconds=60))
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=1, per_hub=100, window_seconds=60))
     await guard.check(ATTACKER, "hubA")
     await guard.failed(ATTACKER, "hubA")
     with pytest.raises(TooManyAttempts):
@@ -71,7 +72,7 @@ async def test_a_failure_is_seen_at_once_by_the_instance_that_counted_it(redis: 
 
 @on_loop
 async def test_redis_holds_only_hashes_and_few_keys_for_many_names(redis: aioredis.Redis) -> None:
-    guard = LoginGuard(redis, LoginLimits(per_source=10**6, per_hub=10**6, window_seconds=60))
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=10**6, per_hub=10**6, window_seconds=60))
     names = [f"hub-{i}-" + "x" * 2000 for i in range(200)]
     for name in names:
         await guard.failed("evil\nsource " + "y" * 3000, name)

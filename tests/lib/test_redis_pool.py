@@ -23,7 +23,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def _all_answered(settings: Settings) -> list[tuple[int, int, int]]:
     runtime = build_runtime(settings)
     try:
-        assert runtime.store.redis.connection_pool.max_connections == REDIS_CONNECTIONS
+        assert runtime.store.connection_pool.max_connections == REDIS_CONNECTIONS
         reads = [runtime.store.usage("hubA", f"user{i}", "small") for i in range(3 * REDIS_CONNECTIONS)]
         return list(await asyncio.gather(*reads))
     finally:
@@ -57,7 +57,7 @@ def primary_and_sentinel(tmp_path: Path) -> Iterator[str]:
 async def test_through_the_sentinels_too(primary_and_sentinel: str, make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(redis_url=None, redis_sentinels=primary_and_sentinel, redis_sentinel_master=MASTER)
     runtime = build_runtime(settings)
-    assert isinstance(runtime.store.redis.connection_pool, FairSentinelConnectionPool)
+    assert isinstance(runtime.store.connection_pool, FairSentinelConnectionPool)
     await runtime.aclose()
     assert await _all_answered(settings) == [(0, 0, 0)] * (3 * REDIS_CONNECTIONS)
 

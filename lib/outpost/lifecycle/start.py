@@ -91,6 +91,10 @@ async def run_background_start(runtime: Runtime, sid: ServiceId) -> None:
         await _start(runtime, sid, body, certs, announce_tunnel=True)
     except errors.SpawnFailed:
         pass  # already reported to the hub as a failed event
+    except errors.ServiceExists:
+        # Another delivery of this event (at least once, possibly at the same moment) took the start:
+        # done here, and acknowledged rather than refused.
+        log.info("start of %s already under way", sid)
 
 
 async def _start(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import ConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -133,6 +134,12 @@ class Store:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+    @property
+    def connection_pool(self) -> ConnectionPool:
+        """The pool every command waits on (its size, and dropping its connections, are the operator's and
+        the failover tests' business; commands still go through the methods here)."""
+        return self._redis.connection_pool
 
     # --- writes -------------------------------------------------------------------------------
 
