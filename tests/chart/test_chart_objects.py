@@ -108,6 +108,8 @@ def test_rbac_is_least_privilege(render: Any, values: tuple[Path, ...]) -> None:
             assert set(rule["resources"]) <= ALLOWED_RESOURCES
     reader_verbs = {v for rule in roles["outpost-functions-reader"]["rules"] for v in rule["verbs"]}
     assert not reader_verbs & WRITE_VERBS
+    reader = {r: set(rule["verbs"]) for rule in roles["outpost-functions-reader"]["rules"] for r in rule["resources"]}
+    assert reader["secrets"] == {"get"}  # a poll re-adopts from one identity Secret it names; it never lists them
     writer = {r: set(rule["verbs"]) for rule in roles["outpost-functions"]["rules"] for r in rule["resources"]}
     assert {"create", "delete"} <= writer["pods"] and "events" in writer and not writer["events"] & WRITE_VERBS
     for binding in find_objects(docs, "RoleBinding"):

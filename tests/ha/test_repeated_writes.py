@@ -35,14 +35,14 @@ async def test_a_repeated_create_or_transition_answers_as_its_first_run(
     redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = _store(redis)
-    monkeypatch.setattr(store_module, "_write_id", lambda: "one-write")
+    monkeypatch.setattr(store_module, "write_id", lambda: "one-write")
     assert [await _create(store), await _create(store)] == ["ok", "ok"]
     assert await store.usage("hubA", "alice", "") == (1, 1, 1)  # one slot, not two
     first = await store.transition(SID, Phase.STARTING, (Phase.PENDING,))
     assert [first, await store.transition(SID, Phase.STARTING, (Phase.PENDING,))] == [Phase.PENDING] * 2
     assert await store.once("event-1") and await store.once("event-1")
 
-    monkeypatch.setattr(store_module, "_write_id", lambda: "another-write")
+    monkeypatch.setattr(store_module, "write_id", lambda: "another-write")
     assert await _create(store) == "exists"
     assert await store.transition(SID, Phase.STARTING, (Phase.PENDING,)) == Phase.STARTING
     assert not await store.once("event-1")
