@@ -1,5 +1,6 @@
-"""A failed start explains itself: the 419's message, the failed progress event and the console end with the
-server's last output (bounded, printable, without the values of its environment); the output file is kept."""
+"""A start that fails leaves nothing behind, and explains itself: the 419's message, the failed progress
+event and the console end with the server's last output (bounded, printable, without the values of its
+environment); the output file is kept."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.exceptions
+from traitlets.config import Config
 
+from outpost.backends.local import LocalBackend
 from outpost.backends.output import TAIL_CHARS, TAIL_LINES
+from outpost.runtime import get_runtime
 from tests.conftest import RUN_AS_OWN_USER, HubReceiver, basic, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -74,3 +79,23 @@ async def test_async_start_sends_the_output_as_the_failed_event(
     [failed] = [c["json"] for c in hub_receiver.of(events_path) if c["json"].get("failed")]
     assert failed["message"].startswith("Start failed: ")
     assert_explained(failed["message"].removeprefix("Start failed: "))
+
+
+async def test_redis_gone_while_marking_running_stops_the_server_and_forgets_the_start(
+    api: httpx.AsyncClient, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failover during the write that makes a start RUNNING: whether it was written is unknown, so the
+    start is undone before the hub hears 503; no server runs on without a record."""
+    settings = make_settings()
+    runtime = await get_runtime()
+
+    async def primary_gone(*args: Any, **kwargs: Any) -> None:
+        raise redis.exceptions.ConnectionError("the primary went away")
+
+    monkeypatch.setattr(runtime.store, "mark_running", primary_gone)
+    response = await api.post("/services", json=start_body(name="cut"), headers=A)
+    assert response.status_code == 503 and response.json()["error"] == "StoreUnavailable"
+    monkeypatch.undo()
+    assert await LocalBackend(Config(), settings.data_dir).running() == []
+    assert (await api.get("/services/cut/1", headers=A)).status_code == 404
+    assert await runtime.store.usage("hubA", "alice", "") == (0, 0, 0)

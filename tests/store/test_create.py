@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
-from cryptography.fernet import Fernet
 
 from outpost import errors
-from outpost.crypto import Crypt
 from outpost.flavors import Admission, FlavorLimits, FlavorPolicy, admission
 from outpost.lifecycle import quota
 from outpost.models import ServiceId
@@ -21,13 +17,6 @@ from outpost.store.keys import slot_keys
 from tests.lib.test_flavors import policy
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def store(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[Store]:
-    client = aioredis.from_url(redis_url)
-    yield Store(client, Crypt([Fernet.generate_key().decode()]))
-    await client.aclose()
 
 
 async def counted(redis: aioredis.Redis, flavor: str, usage: Usage, user: str = "alice") -> None:

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
-import redis.asyncio as aioredis
-from cryptography.fernet import Fernet
 
-from outpost.crypto import Crypt
 from outpost.store import Store
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def store(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[Store]:
-    client = aioredis.from_url(redis_url)
-    yield Store(client, Crypt([Fernet.generate_key().decode()]))
-    await client.aclose()
 
 
 async def test_a_held_lock_is_refused_to_others_and_free_after_release(store: Store) -> None:

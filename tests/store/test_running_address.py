@@ -4,27 +4,16 @@ other live record holds it, and withdrawn in the same step that records its serv
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
-from cryptography.fernet import Fernet
 
-from outpost.crypto import Crypt
 from outpost.flavors import FlavorLimits
 from outpost.models import Phase, ServiceId
 from outpost.store import AddressOwner, Claim, Store
 from outpost.store.keys import ADDRESSES, key_record
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def store(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[Store]:
-    client = aioredis.from_url(redis_url)
-    yield Store(client, Crypt([Fernet.generate_key().decode()]))
-    await client.aclose()
 
 
 async def created(store: Store, name: str) -> ServiceId:

@@ -12,7 +12,6 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 import cloudevents.exceptions
-import redis.exceptions
 from cloudevents.http import CloudEvent, from_http
 from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
@@ -25,6 +24,7 @@ from outpost.auth import authenticate
 from outpost.logs import new_request_id
 from outpost.routes.metrics import request_metrics
 from outpost.runtime import Runtime, get_runtime
+from outpost.store import UNREACHABLE
 
 EventHandler = Callable[[Runtime, CloudEvent], Awaitable[None]]
 
@@ -219,10 +219,7 @@ async def receive_event(request: Request, handler: EventHandler) -> Response:
 _FOREIGN: dict[type[BaseException], type[errors.OutpostError]] = {
     cloudevents.exceptions.GenericException: errors.InvalidEvent,
     ClientDisconnect: errors.IncompleteBody,
-    redis.exceptions.ConnectionError: errors.StoreUnavailable,
-    redis.exceptions.TimeoutError: errors.StoreUnavailable,
-    redis.exceptions.BusyLoadingError: errors.StoreUnavailable,
-    redis.exceptions.ReadOnlyError: errors.StoreUnavailable,  # a demoted primary, until the client follows
+    **dict.fromkeys(UNREACHABLE, errors.StoreUnavailable),  # incl. a demoted primary, until the client follows
 }
 
 

@@ -17,7 +17,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.connection import ConnectionPool
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import BusyLoadingError, NoScriptError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outpost.crypto import Crypt
 from outpost.errors import ReplicasBehind
@@ -103,6 +105,11 @@ class Replication:
 
     replicas: int = 0
     timeout_ms: int = 1000
+
+
+# What a command raises when Redis cannot be reached, or the node is no longer the primary (a failover):
+# whether a write in flight took effect is unknown.
+UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError)
 
 
 class Store:
