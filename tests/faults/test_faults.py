@@ -39,7 +39,7 @@ async def test_redis_restart_during_traffic_answers_503_then_recovers_with_nothi
 ) -> None:
     server = EmbeddedRedis(tmp_path / "aof-redis", appendonly=True).start()
     try:
-        make_settings(redis_url=server.url)
+        make_settings(redis_url=server.url, redis_retries=2)  # while it is down: the answer, not the retries
         for i in range(5):
             body = start_body(name=f"srv{i}")
             assert (await api.post("/services", json=body, headers=A)).status_code == 200
