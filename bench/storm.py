@@ -68,6 +68,7 @@ REFUSALS = ("FlavorFull", "UserOverLimit")
 # Keys the outpost keeps that say nothing about running servers: the login limiter, stops' tombstones,
 # the reconciler's and tunnel recreation's locks (they expire).
 UNRELATED_KEYS = ("outpost:auth:", "outpost:stopped:", "outpost:lock:")
+SETTLE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -531,6 +532,21 @@ async def _retry_stops(http: aiohttp.ClientSession, url: str, plan: Plan, stops:
     return retried
 
 
+async def _settled_leftovers(client: redis.Redis, data_dirs: list[Path]) -> dict[str, list[str]]:
+    """What the storm left once what was still finishing has finished (under load a stopped server's last
+    processes may exit a moment after its stop was answered); what remains after SETTLE_SECONDS is left
+    behind. What it waited for is said, so a slow clean-up is seen rather than hidden."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    left = leftovers(client, data_dirs)
+    if any(left.values()):
+        pending = "; ".join(f"{kind}: {', '.join(items[:3])}" for kind, items in left.items() if items)
+        say(f"storm: waiting for what is still finishing ({pending})")
+    while any(left.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        left = leftovers(client, data_dirs)
+    return left
+
+
 async def _through_outpost(
     dev: OutpostDev, client: redis.Redis, plan: Plan, hook: MidStorm | None, data_dirs: list[Path]
 ) -> Observed:
@@ -553,7 +569,7 @@ async def _through_outpost(
         stop_wall = time.perf_counter() - began
         retried = await _retry_stops(http, dev.url, plan, stops) if hook else 0
     wall = {"starts": round(start_wall, 2), "stops": round(stop_wall, 2)}
-    left = leftovers(client, data_dirs)
+    left = await _settled_leftovers(client, data_dirs)
     return Observed(plan, hook, starts, stops, polls, slots, left, wall, retried, accounted)
 
 
