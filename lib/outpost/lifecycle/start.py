@@ -24,8 +24,6 @@ from outpost.runtime import Runtime
 from outpost.store import UNREACHABLE, Claim
 
 log = logging.getLogger(__name__)
-# A write the hub must not be answered for: not acknowledged by the replicas, or not known to be written.
-UNACKNOWLEDGED: tuple[type[Exception], ...] = (errors.ReplicasBehind, *UNREACHABLE)
 Written = TypeVar("Written")
 START_SECONDS = Histogram(
     "outpost_start_seconds", "Time to start a server (backend included), by outcome", ["outcome"],
@@ -183,16 +181,26 @@ async def _answer(runtime: Runtime, sid: ServiceId, env: dict[str, str], started
 async def _unless_unacknowledged(
     runtime: Runtime, sid: ServiceId, write: Awaitable[Written], state: dict[str, Any] | None = None
 ) -> Written:
-    """A start's phase change; if the Redis replicas do not acknowledge it, or Redis went away during it (a
-    failover: whether it was written is unknown), the start is undone (the server stopped, the record
-    forgotten as far as Redis lets us) before the hub hears 503, so no failover can leave half of it."""
+    """A start's phase change. If the Redis replicas do not acknowledge it, the start is undone (the server
+    stopped, the record forgotten) before the hub hears 503, so no failover can leave half of it. If Redis went
+    away during it (whether it was written is unknown) once a server runs, that server is stopped and the start
+    undone as well; before that, nothing runs and the PENDING record stays for a redelivered event (or the
+    reconciler)."""
     try:
         return await write
-    except UNACKNOWLEDGED:
-        if state is not None:
-            await runtime.backend.stop(state)
-        await runtime.store.undo_start(sid)
+    except errors.ReplicasBehind:
+        await _undo(runtime, sid, state)
         raise
+    except UNREACHABLE:
+        if state is not None:
+            await _undo(runtime, sid, state)
+        raise
+
+
+async def _undo(runtime: Runtime, sid: ServiceId, state: dict[str, Any] | None) -> None:
+    if state is not None:
+        await runtime.backend.stop(state)
+    await runtime.store.undo_start(sid)
 
 
 async def _remember(runtime: Runtime, sid: ServiceId, state: dict[str, Any]) -> None:
