@@ -201,8 +201,14 @@ class Cluster:
         try:
             wait_for(lambda: self.linked(old), 30, f"{old.directory} to rejoin as replica")
         except AssertionError:
-            old.client().replicaof("127.0.0.1", self.primary().port)
-            wait_for(lambda: self.linked(old), 60, f"{old.directory} to rejoin as replica")
+            # The node the sentinels name is made a primary first: mid-reconfiguration it may itself follow the
+            # old one, and two nodes following each other never link (seen once under CI load).
+            primary = self.primary()
+            if primary.client().info("replication")["role"] != "master":
+                primary.client().replicaof("NO", "ONE")
+            follower = next(node for name, node in self.nodes.items() if name in "ab" and node is not primary)
+            follower.client().replicaof("127.0.0.1", primary.port)
+            wait_for(lambda: self.linked(follower), 60, f"{follower.directory} to follow {primary.directory}")
 
     def close(self) -> None:
         for node in self.nodes.values():
