@@ -6,6 +6,7 @@ to rebuild their forwards after a start; `python -m sshd` runs both with uvloop.
 
 from __future__ import annotations
 
+import outpost  # noqa: F401  # first: its warning filters are in place before asyncssh is imported
 from sshd.server import AddressLookup, ForwardOnlyServer, Listener, serve
 from sshd.tunnels import RecreateResult, TunnelPoster, TunnelSource, recreate_configured, recreate_tunnels
 

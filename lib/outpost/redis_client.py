@@ -102,7 +102,7 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     }
     if settings.redis_sentinels:
         sentinel_password = settings.redis_sentinel_password
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8
             settings.sentinel_addresses(),
             sentinel_kwargs={
                 "password": sentinel_password.get_secret_value() if sentinel_password else None,

@@ -22,6 +22,11 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
+def uv_version() -> str:
+    (version,) = re.findall(r"^UV_VERSION=(\S+)$", (REPO / "tools" / "install.sh").read_text(), re.MULTILINE)
+    return version
+
+
 @pytest.mark.parametrize("path", [FUNCTIONS, SSHD], ids=lambda p: p.name)
 def test_hadolint(path: Path) -> None:
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
@@ -37,14 +42,17 @@ def test_pinned_base_non_root_user_and_repo_install(path: Path) -> None:
     (base,) = [args for op, args in steps if op == "ARG" and args.startswith("PYTHON_IMAGE=")]
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.12(\.\d+)?-slim-\w+", base)
     assert [args for op, args in steps if op == "FROM"] == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
-    assert ("RUN", "/opt/venv/bin/pip install .") in steps
+    # The runtime from the lock, exactly (tools/install.sh pins the same uv).
+    assert ("RUN", "UV_PROJECT_ENVIRONMENT=/opt/venv uv sync --locked --no-editable --inexact --no-cache") in steps
+    assert ("RUN", f"pip install uv=={uv_version()}") in steps
     users = [args for op, args in steps if op == "USER"]
     assert users == ["10001:10001"]  # the runAsUser of the chart and the ksvc manifests
     # Only what the package needs is copied into the build.
     copies = [args for op, args in steps if op == "COPY" and "--from" not in args]
     assert {c.split()[0] for c in copies} <= {"pyproject.toml", "lib/", "sshd/", "functions/"}
+    assert "pyproject.toml uv.lock ./" in copies
     ignore = path.with_name(path.name + ".dockerignore").read_text()
-    assert "!lib/" in ignore and "*" in ignore.splitlines()
+    assert "!lib/" in ignore and "!uv.lock" in ignore and "*" in ignore.splitlines()
 
 
 def test_functions_image_runs_functions_framework() -> None:
