@@ -143,6 +143,10 @@ class Runtime:
             from outpost.backends.kubernetes.backend import PodBackend
 
             return PodBackend(self.config, self.settings.namespace)
+        if name == "slurm":
+            from outpost.backends.slurm.backend import SlurmJobBackend
+
+            return SlurmJobBackend(self.config, self.store.snapshots)
         if name == "spawner":
             from outpost.backends.spawner import SpawnerBackend
 

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     # JSON log lines (with a request id) unless the process already set up logging.
     log_format: Literal["json", "text"] = "json"
 
-    backend: Literal["local", "kubernetes", "spawner"] = "local"
+    backend: Literal["local", "kubernetes", "slurm", "spawner"] = "local"
     # Namespace of the kubernetes backend's pods (Helm backend.namespace); empty: the kubeconfig's.
     namespace: str = ""
     # A traitlets file (`c.LocalProcessBackend.cmd = [...]`), configured as JupyterHub is; upstream's

@@ -30,6 +30,8 @@ class StartSpec:
     certs: dict[str, str] = field(default_factory=dict)
     trust_bundles: dict[str, str] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)  # from the flavor
+    runtime_seconds: int | None = None  # the flavor's runtime limit (the Slurm backend makes it the job's --time)
+    user_options: dict[str, Any] = field(default_factory=dict)  # the hub's, as sent (a job_user callable reads them)
 
 
 @dataclass(frozen=True)

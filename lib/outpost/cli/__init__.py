@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--api-port", type=int, default=8080, help="API port (default 8080)")
     dev.add_argument("--ssh-port", type=int, default=2222, help="SSH daemon port (default 2222)")
     dev.add_argument("--data-dir", type=Path, default=Path(".outpost"), help="state directory (default .outpost)")
-    backends = ["local", "kubernetes", "spawner"]
+    backends = ["local", "kubernetes", "slurm", "spawner"]
     dev.add_argument("--backend", default="local", choices=backends, help="where servers run (default local)")
     dev.add_argument(
         "--keep-servers", action="store_true", help="leave servers running at exit; the next start adopts them"

@@ -133,6 +133,8 @@ async def _start(
         certs=certs.get("certs", {}),
         trust_bundles=certs.get("internal_trust_bundles", {}),
         resources=dict(flavor.resources) if flavor else {},
+        runtime_seconds=runtime_seconds(flavor) if flavor else None,
+        user_options=body.get("user_options", {}),
     )
     await progress(10, "Start request received by the outpost")
     for note in callback_notes(runtime, sid, env, announce=True):

@@ -1,8 +1,8 @@
 """The one door to Redis: service records, slots, the SSH daemon's address index, markers, locks, login counters.
 
 `keys` holds the layout and the Lua scripts, `records` the record types and encoding, `batcher` the shared
-poll reads, `lock` the timer's lock, `logins` the failed-login counters. Nothing outside this package
-talks to Redis.
+poll reads, `lock` the timer's lock, `logins` the failed-login counters, `snapshots` what one process reads
+for all (the Slurm job list). Nothing outside this package talks to Redis.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ from outpost.store.records import (
     text,
     write_id,
 )
+from outpost.store.snapshots import SharedSnapshots
 
 __all__ = [
     "AddressOwner",
@@ -120,6 +121,7 @@ class Store:
         self._redis = client
         self.crypt = crypt
         self.logins = LoginCounters(client)
+        self.snapshots = SharedSnapshots(client)
         self.replication = replication
         self._once = client.register_script(ONCE)
         self._observe = client.register_script(OBSERVE)

@@ -83,6 +83,14 @@ def key_lock(name: str) -> str:
     return f"outpost:lock:{name}"
 
 
+def key_snapshot(name: str) -> str:
+    return f"outpost:snapshot:{name}"
+
+
+def key_snapshot_claim(name: str) -> str:
+    return f"outpost:snapshot-claim:{name}"
+
+
 def key_login(kind: str, value: str) -> str:
     """`kind`: "fails-source", "fails-hub", "block" or "good"; `value`, a source's id or a hub bucket (hashed)."""
     return f"outpost:auth:{kind}:{value}"
