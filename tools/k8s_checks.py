@@ -5,7 +5,7 @@
   openAPIV3Schema, made strict the way kubectl's field validation is (see `strict_schema`);
 - Knative's admission webhook rules that no schema holds: `knative_service_errors`.
 
-    python tools/k8s_checks.py <crd dir> manifest.yaml...   # exit 1 and a list of errors on failure
+    python tools/k8s_checks.py knative/crds manifest.yaml...   # exit 1 and a list of errors on failure
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def crd_dir() -> Path:
-    """Where CI puts the upstream CRDs: `<repo>/../shared/crds`."""
-    return REPO.parent / "shared" / "crds"
+    """The upstream CRDs of every custom resource the chart and knative/ create: `knative/crds`."""
+    return REPO / "knative" / "crds"
 
 
 def load_documents(text: str) -> list[dict[str, Any]]:

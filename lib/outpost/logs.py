@@ -41,6 +41,17 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+def formatter(json_format: bool) -> logging.Formatter:
+    """The one log line format (docs/administration.md#logs): a JSON object per line, or its text form."""
+    if json_format:
+        return JsonFormatter(
+            "{asctime}{levelname}{name}{message}{request_id}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+
 def configure(json_format: bool) -> None:
     """Set up the root logger once per process, unless the host (a test runner, say) already did."""
     # httpx logs every request's URL at INFO; hub callback URLs name users and stay out of the log.
@@ -50,16 +61,7 @@ def configure(json_format: bool) -> None:
         return
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
-    if json_format:
-        handler.setFormatter(
-            JsonFormatter(
-                "{asctime}{levelname}{name}{message}{request_id}",
-                style="{",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    handler.setFormatter(formatter(json_format))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     # Records skip what no formatter here prints: the caller's frame, the thread and the process

@@ -30,7 +30,7 @@ from outpost.credits import CreditConfigError, CreditPolicy
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
 from outpost.proxies import TrustedProxies
-from outpost.suggest import unknown_key
+from outpost.suggest import did_you_mean, unknown_key
 
 MIB = 1024 * 1024
 # What the OutpostSpawner sends in `misc` unless `custom_misc_disable_default` is set: none of it runs code.
@@ -243,6 +243,29 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return self
 
+    @model_validator(mode="after")
+    def _hub_names_known(self) -> Settings:
+        """`hubOptions` and `{hub, key}` entries name hubs by their credential. A misspelled name would
+        configure no hub and leave the real one without its limits (callbackUrls, allowedEnv, its key).
+        Checked where the credentials are known: a process given none (an SSH daemon run on its own)
+        has nothing to compare with."""
+        known = self.hub_names()
+        if not known:
+            return self
+        misnamed = [(f"hubOptions.{hub}", hub) for hub in self.hub_options if hub not in known]
+        misnamed += [
+            (f"sshPublicKeys[{index}].hub", entry.hub)
+            for index, entry in enumerate(self.ssh_public_keys)
+            if isinstance(entry, SSHKeyEntry) and entry.hub not in known
+        ]
+        if misnamed:
+            raise ValueError("; ".join(f"{where}: {_unknown_hub(hub, known)}" for where, hub in misnamed))
+        return self
+
+    def hub_names(self) -> list[str]:
+        """The hub credentials' names (OUTPOST_HUB_USERNAMES), in their order."""
+        return [name for name in (n.strip() for n in self.hub_usernames.split(";")) if name]
+
     def flavor_policy(self, normaliser: Normaliser | None = None) -> FlavorPolicy:
         values = {"flavors": self.flavors, "users": self.users, "hubs": self.hubs}
         return FlavorPolicy.from_values({**values, "maxPerUserTotal": self.max_per_user_total}, normaliser)
@@ -284,6 +307,13 @@ class Settings(BaseSettings):
         if len(names) != len(passwords):
             raise ConfigurationError(f"outpost-users: {len(names)} usernames but {len(passwords)} passwords")
         return {name: password for name, password in zip(names, passwords, strict=True) if name}
+
+
+def _unknown_hub(written: str, known: list[str]) -> str:
+    """Why `written` names no hub, with the closest credential name (or the names, when none is close)."""
+    return f"no hub credential is named {written!r}" + (
+        did_you_mean(written, known) or f"; the hubs are {', '.join(known)}"
+    )
 
 
 def _upstream_file(path: object, variable: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from k8s_checks import core_errors, cr_errors, find_objects, is_core, one_object
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jupyterhub-outpost"
-VALUES = Path(__file__).parent / "values"
 SEED_DOC = REPO.parent / "shared" / "reference" / "seed-installation.md"
 
 # What an administrator types in place of the seed's placeholders.
@@ -22,7 +21,9 @@ PLACEHOLDERS = {
     "<add your floating ip for the ssh connection in here>": "192.0.2.10",
     "<your hostname to reach the API Endpoint>": "outpost.example.org",
 }
-SEEDS = {"seed": VALUES / "seed-values.yaml", "seed-secure": VALUES / "seed-secure-values.yaml"}
+# The upstream Outpost's install guide's two values files, as users find them in charts/examples.
+EXAMPLES = REPO / "charts" / "examples"
+SEEDS = {"seed": EXAMPLES / "values.yaml", "seed-secure": EXAMPLES / "secure_values.yaml"}
 MAXIMAL = {
     "ci": CHART / "ci" / "ci-values.yaml",
     "istio": CHART / "ci" / "istio-values.yaml",
@@ -103,7 +104,7 @@ def test_every_custom_resource_matches_its_crd(
     render: Any, value_sets: dict[str, tuple[Path, ...]], crd_schemas: Any, name: str
 ) -> None:
     custom = [d for d in render(*value_sets[name]) if not is_core(d)]
-    # Istio's VirtualService has no CRD in ../shared/crds: test_istio_virtual_service checks it.
+    # Istio's VirtualService has no CRD in knative/crds: test_istio_virtual_service checks it.
     errors = [e for d in custom if d["kind"] != "VirtualService" for e in cr_errors(d, crd_schemas)]
     assert not errors, "\n".join(errors)
 

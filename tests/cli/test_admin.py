@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from outpost.cli import admin
 from outpost.models import ServiceId
 from outpost.runtime import get_runtime
 from outpost.settings import Settings
-from tests.conftest import HUBS, basic, start_body
+from tests.conftest import HUBS, basic, settings_env, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -36,6 +37,17 @@ async def test_list_show_stop_never_print_secrets(api: httpx.AsyncClient, settin
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "outpost.cli", *args], env={**os.environ, **env}, capture_output=True, text=True
+    )
+
+
+async def test_the_commands_log_in_the_text_form_of_the_one_format(api: httpx.AsyncClient, settings: Settings) -> None:
+    """docs/administration.md#logs: `time LEVEL logger [request_id] message`, as every process's text form."""
+    assert (await api.post("/services", json=start_body(), headers=basic("hubA"))).status_code == 200
+    stopped = await asyncio.to_thread(run_cli, "services", "stop", "hubA", "srv", "1", env=settings_env(settings))
+    assert stopped.returncode == 0 and stopped.stdout == "stopped hubA/srv/1\n", stopped.stderr
+    logged = stopped.stderr.splitlines()
+    assert logged and re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO outpost\.lifecycle\.stop \[-\] stopped hubA/srv/1", logged[-1]
     )
 
 

@@ -190,7 +190,9 @@ async def test_tunnel_recreation_asks_upstreams_hooks(
         "    return jupyterhub_name == 'hubA'\n"
         "c.JupyterHubOutpost.ssh_recreate_at_start = per_hub\n"
     )
-    make_settings(hub_options={"hubC": {"recreateTunnels": False}})
+    make_settings(
+        hub_usernames="hubA;hubB;hubC", hub_passwords="a;b;c", hub_options={"hubC": {"recreateTunnels": False}}
+    )
     wanted = await _tunnel_recreation()
     assert [await wanted(hub) for hub in ("hubA", "hubB", "hubC")] == [True, False, False]
 

@@ -148,3 +148,53 @@ def test_correct_grouped_rules_still_load(tmp_path: Path) -> None:
     policy = load_settings(config, crypt_key=Fernet.generate_key().decode()).flavor_policy()
     assert (list(policy.flavors), list(policy.users), list(policy.hubs)) == (["small"], ["a"], ["h"])
     assert policy.max_per_user_total == 2
+
+
+CREDENTIALS = "hubUsernames: jupyterhub-prod;jupyterhub-dev\nhubPasswords: pw1;pw2\n"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhGVtnBw0uS4k0Bf3dWFq8pBvR6Kk0qbRXnD2k7rVxL hub"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, expected",
+    [
+        pytest.param("hubOptions:\n  jupyterhub-prd:\n    allowedEnv: ['TEAM_*']\n",
+                     "hubOptions.jupyterhub-prd: no hub credential is named 'jupyterhub-prd'; "
+                     "did you mean jupyterhub-prod?", id="hubOptions"),
+        pytest.param("hubOptions:\n  jupyterhub-dve:\n    callbackUrls: ['https://hub.example.org/hub/api/']\n",
+                     "hubOptions.jupyterhub-dve: no hub credential is named 'jupyterhub-dve'; "
+                     "did you mean jupyterhub-dev?", id="callbackUrls"),
+        pytest.param(f"sshPublicKeys:\n  - {KEY}\n  - {{hub: Jupyterhub-Prod, key: {KEY}}}\n",
+                     "sshPublicKeys[1].hub: no hub credential is named 'Jupyterhub-Prod'; "
+                     "did you mean jupyterhub-prod?", id="sshPublicKeys"),
+        pytest.param("hubOptions:\n  staging:\n    recreateTunnels: false\n",
+                     "hubOptions.staging: no hub credential is named 'staging'; the hubs are jupyterhub-prod, "
+                     "jupyterhub-dev", id="nothing-close"),
+    ],
+)  # fmt: skip
+def test_a_hub_name_no_credential_has_is_refused_with_the_closest_one(
+    tmp_path: Path, yaml_text: str, expected: str
+) -> None:
+    """A misspelled hub would configure nobody and leave the real hub without its limits."""
+    config = tmp_path / "values.yaml"
+    config.write_text(CREDENTIALS + yaml_text)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(config)
+    assert caught.value.message == f"invalid configuration: {expected}"
+
+
+def test_hub_names_are_those_of_the_credentials_from_the_environment_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "values.yaml"
+    config.write_text(
+        f"hubOptions:\n  hubA: {{allowedEnv: ['TEAM_*']}}\n  hubB: {{callbackUrls: ['https://b.example.org/']}}\n"
+        f"sshPublicKeys:\n  - {{hub: hubA, key: {KEY}}}\n"
+    )
+    assert set(load_settings(config).hub_options) == {"hubA", "hubB"}  # no credentials: nothing to compare with
+    monkeypatch.setenv("OUTPOST_HUB_USERNAMES", "hubA;hubB")
+    monkeypatch.setenv("OUTPOST_HUB_PASSWORDS", "pw1;pw2")
+    assert load_settings(config).hub_names() == ["hubA", "hubB"]
+    monkeypatch.setenv("usernames", "hubA")  # upstream's name for the same secret key: ours wins
+    monkeypatch.setenv("OUTPOST_HUB_USERNAMES", "hubA;hubC")
+    with pytest.raises(ConfigurationError, match=r"hubOptions.hubB: no hub credential is named 'hubB'; did you"):
+        load_settings(config)

@@ -54,6 +54,8 @@ def make_settings(
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "crypt_key": CRYPT_KEY,
+            "hub_usernames": "a;b",  # the hubs the keys and hubOptions here name
+            "hub_passwords": "password-a;password-b",
             "ssh_listen_host": "127.0.0.1",
             "ssh_port": 0,
             "ssh_host_key": tmp_path / "sshd" / "host_key",

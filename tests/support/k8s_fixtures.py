@@ -20,10 +20,7 @@ Render = Callable[..., list[dict[str, Any]]]
 
 @pytest.fixture(scope="session")
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    directory = crd_dir()
-    if not directory.is_dir():
-        pytest.skip(f"CRD schemas not found at {directory} (CI provides ../shared/crds); custom resources unchecked")
-    return load_crd_schemas(directory)
+    return load_crd_schemas(crd_dir())
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -112,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             envfile.load(args.env_file)
         if args.command == "dev":  # logs as its settings say (OUTPOST_LOG_FORMAT), once they are read
             return _dev(args)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from outpost import logs
+
+        logs.configure(json_format=False)  # a terminal's tool: the text form of the one log format
         return asyncio.run(_admin(args))
     except OutpostError as exc:  # start-up and administration failures: one line, never a traceback
         print(f"outpost: {exc.message}", file=sys.stderr)
