@@ -164,10 +164,13 @@ class SingleNodeSlurm:
 
     def start_controller(self) -> None:
         if not self._alive("slurmctld"):
-            self._daemon("slurmctld", ["-D", "-i"])
-        self._wait(
-            lambda: self._scontrol("ping").returncode == 0 and "UP" in self._scontrol("ping").stdout, "slurmctld"
-        )
+            self._daemon("slurmctld", ["-D"])  # after a restart, it recovers its jobs from StateSaveLocation
+        self._wait(lambda: "UP" in self._scontrol("ping").stdout, "slurmctld", daemon="slurmctld")
+        if self._alive("slurmd"):
+            # A restarted controller shows the node UNKNOWN until slurmd registers again, which it does on its
+            # own some seconds later; a reconfigure asks it to now.
+            self._scontrol("reconfigure")
+            self._wait(self._node_ready, "the node to come back", daemon="slurmd")
 
     def stop_controller(self) -> None:
         self._signal("slurmctld", signal.SIGKILL)
