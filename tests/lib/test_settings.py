@@ -148,3 +148,17 @@ def test_correct_grouped_rules_still_load(tmp_path: Path) -> None:
     policy = load_settings(config, crypt_key=Fernet.generate_key().decode()).flavor_policy()
     assert (list(policy.flavors), list(policy.users), list(policy.hubs)) == (["small"], ["a"], ["h"])
     assert policy.max_per_user_total == 2
+
+
+@pytest.mark.parametrize("bad", ["10:30", "0:30:100", "20:30:10", "10:101:100", "ten", "10:30:100:5", ""])
+def test_ssh_max_startups_is_start_rate_full(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("OUTPOST_SSH_MAX_STARTUPS", bad)
+    with pytest.raises(ConfigurationError, match="ssh_max_startups: .*max startups"):
+        load_settings()
+
+
+def test_login_grace_no_longer_than_ten_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().ssh_login_grace_seconds <= 120  # OpenSSH's LoginGraceTime, the longest default
+    monkeypatch.setenv("OUTPOST_SSH_LOGIN_GRACE_SECONDS", "601")
+    with pytest.raises(ConfigurationError, match="ssh_login_grace_seconds"):
+        load_settings()

@@ -222,8 +222,10 @@ def launch(
     backend_lines: str = "",
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
+    max_descriptors: int | None = None,
 ) -> Stack:
-    """`outpost dev` with two hubs, tiny notebook servers and the given YAML values, waited for."""
+    """`outpost dev` with two hubs, tiny notebook servers and the given YAML values, waited for;
+    `max_descriptors`: its RLIMIT_NOFILE (set by `prlimit`, which then runs it under the same pid)."""
     tmp.mkdir(parents=True, exist_ok=True)
     tenants = make_tenants(tmp)
     recorder = start_recorder()
@@ -245,8 +247,9 @@ def launch(
         OUTPOST_BACKEND_CONFIG=str(backend),
         **(env or {}),
     )
+    limit = ["prlimit", f"--nofile={max_descriptors}:{max_descriptors}", "--"] if max_descriptors else []
     cmd = [
-        str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
+        *limit, str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
         "--ssh-port", str(ssh_port), "--data-dir", str(data_dir), "--config", str(config), *(args or []),
     ]  # fmt: skip
     proc = Proc.spawn("outpost dev", cmd, process_env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
