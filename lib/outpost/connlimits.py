@@ -91,7 +91,10 @@ class RefusalLog:
     not print: a flood from one source is one line a minute, not one per connection."""
 
     def __init__(
-        self, logger: logging.Logger, interval: float = LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
+        self,
+        logger: logging.Logger,
+        interval: float = LOG_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._logger = logger
         self._interval = interval

@@ -1,6 +1,7 @@
 """Connections that never authenticate cannot starve the hubs: one source holding 1,000 idle or
 half-open sockets to the SSH port and to the API, against `outpost dev` (API and SSH daemon in one
-process) limited to 1,024 descriptors, leaves another hub's real OpenSSH login and its poll working.
+process) limited to 1,024 descriptors, leaves another hub's real OpenSSH login and its poll working;
+so does the same flood against a function served as its container serves it (`outpost serve-function`).
 
 The flood comes from 127.0.0.5, the hub from 127.0.0.1 (both loopback: 127.0.0.0/8 is all local).
 """
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
+from outpost.cli.devserver import functions_dir
+from tests.e2e.processes import VENV_BIN, Proc, base_env, free_port, listening, wait_until
 from tests.security.stack import Stack, launch, shut_down
 
 FLOOD = 1000
@@ -126,3 +131,35 @@ async def test_both_floods_at_once_leave_login_and_poll(limited: Stack, tmp_path
     finally:
         close_all(ssh + api)
         await client.mux("exit")
+
+
+@pytest.mark.asyncio
+async def test_flood_of_a_function_container_leaves_other_hubs_poll(limited: Stack, tmp_path: Path) -> None:
+    """The poll function as the image runs it, on the stack's Redis, under the same descriptor limit."""
+    port = free_port()
+    env = base_env(f"function-{secrets.token_hex(4)}")
+    env.update(
+        OUTPOST_CRYPT_KEY=Fernet.generate_key().decode(),
+        OUTPOST_HUB_USERNAMES=";".join(limited.tenants),
+        OUTPOST_HUB_PASSWORDS=";".join(t.password for t in limited.tenants.values()),
+        OUTPOST_REDIS_URL=f"unix://{limited.data_dir / 'redis' / 'redis.sock'}",
+        OUTPOST_DATA_DIR=str(tmp_path / "data"),
+    )
+    cmd = ["prlimit", f"--nofile={DESCRIPTORS}:{DESCRIPTORS}", "--", str(VENV_BIN / "outpost"), "serve-function",
+           "--target", "poll_service", "--source", str(functions_dir() / "poll" / "main.py"),
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    function = Proc.spawn("poll function", cmd, env, tmp_path / "function.log", cwd=tmp_path)
+    try:
+        wait_until("the poll function", lambda: function.check_alive() or listening(port), timeout=60)
+        conns = await flood(port, b"GET /services HTTP/1.1\r\nHost: outpost\r\n")
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as hub:
+                poll = await hub.get("/services", headers=limited.tenants["hubB"].auth)
+            assert poll.status_code == 200, poll.text
+            assert await held_open(conns) <= API_PER_SOURCE
+        finally:
+            close_all(conns)
+    finally:
+        function.stop(signal.SIGTERM)
+    assert "Traceback" not in function.text(), function.tail()
+    assert f"connection refused source={ATTACKER}" in function.text()
