@@ -154,6 +154,18 @@ class Stack:
     def log(self) -> str:
         return self.proc.text()
 
+    def function_env(self, workdir: Path) -> dict[str, str]:
+        """The environment of a function process serving these hubs from this stack's Redis."""
+        env = base_env(f"function-{secrets.token_hex(4)}")
+        env.update(
+            OUTPOST_CRYPT_KEY=Fernet.generate_key().decode(),
+            OUTPOST_HUB_USERNAMES=";".join(self.tenants),
+            OUTPOST_HUB_PASSWORDS=";".join(t.password for t in self.tenants.values()),
+            OUTPOST_REDIS_URL=f"unix://{self.data_dir / 'redis' / 'redis.sock'}",
+            OUTPOST_DATA_DIR=str(workdir / "data"),
+        )
+        return env
+
     def ssh(self, hub: str, workdir: Path) -> OpenSSH:
         """The real OpenSSH client with this hub's key, driven as forwardbasespawner drives it."""
         workdir.mkdir(parents=True, exist_ok=True)

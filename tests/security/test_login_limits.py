@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
 from outpost.cli.devserver import functions_dir
 from outpost.ratelimit import hub_bucket, source_id
@@ -105,14 +104,7 @@ def test_functions_framework_believes_no_forwarded_for_as_deployed(
     """`outpost serve-function` (the image's command) serving the poll function on the stack's Redis, peer 127.0.0.1
     as behind queue-proxy, with rotating X-Forwarded-For."""
     port = free_port()
-    env = base_env(f"function-{secrets.token_hex(4)}")
-    env.update(
-        OUTPOST_CRYPT_KEY=Fernet.generate_key().decode(),
-        OUTPOST_HUB_USERNAMES=";".join(limits.tenants),
-        OUTPOST_HUB_PASSWORDS=";".join(t.password for t in limits.tenants.values()),
-        OUTPOST_REDIS_URL=f"unix://{limits.data_dir / 'redis' / 'redis.sock'}",
-        OUTPOST_DATA_DIR=str(tmp_path / "data"),
-    )
+    env = limits.function_env(tmp_path)
     if forwarded_allow_ips is not None:
         env["FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
     cmd = [str(VENV_BIN / "outpost"), "serve-function", "--target", "poll_service",

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
 from outpost.cli.devserver import functions_dir
-from tests.e2e.processes import VENV_BIN, Proc, base_env, free_port, listening, wait_until
+from tests.e2e.processes import VENV_BIN, Proc, free_port, listening, wait_until
 from tests.security.stack import Stack, launch, shut_down
 
 FLOOD = 1000
@@ -137,14 +136,7 @@ async def test_both_floods_at_once_leave_login_and_poll(limited: Stack, tmp_path
 async def test_flood_of_a_function_container_leaves_other_hubs_poll(limited: Stack, tmp_path: Path) -> None:
     """The poll function as the image runs it, on the stack's Redis, under the same descriptor limit."""
     port = free_port()
-    env = base_env(f"function-{secrets.token_hex(4)}")
-    env.update(
-        OUTPOST_CRYPT_KEY=Fernet.generate_key().decode(),
-        OUTPOST_HUB_USERNAMES=";".join(limited.tenants),
-        OUTPOST_HUB_PASSWORDS=";".join(t.password for t in limited.tenants.values()),
-        OUTPOST_REDIS_URL=f"unix://{limited.data_dir / 'redis' / 'redis.sock'}",
-        OUTPOST_DATA_DIR=str(tmp_path / "data"),
-    )
+    env = limited.function_env(tmp_path)
     cmd = ["prlimit", f"--nofile={DESCRIPTORS}:{DESCRIPTORS}", "--", str(VENV_BIN / "outpost"), "serve-function",
            "--target", "poll_service", "--source", str(functions_dir() / "poll" / "main.py"),
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
