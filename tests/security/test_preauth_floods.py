@@ -18,8 +18,12 @@ import httpx
 import pytest
 
 from outpost.cli.devserver import functions_dir
+from outpost.store import Store
 from tests.e2e.processes import VENV_BIN, Proc, free_port, listening, wait_until
 from tests.security.stack import Stack, launch, shut_down
+from tests.sshd.conftest import client_keys, echo_server, openssh, store  # noqa: F401 (fixtures)
+from tests.sshd.helpers import CRYPT_KEY, ClientKey, OpenSSHFactory, Target, exchange, forward, run_service
+from tests.sshd.helpers import start_daemon_process as start_sshd
 
 FLOOD = 1000
 DESCRIPTORS = 1024
@@ -36,11 +40,13 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     shut_down(running)
 
 
-async def _open(port: int, greeting: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-    """One connection from the attacker's address that sends `greeting` (maybe nothing) and then waits."""
+async def _open(
+    port: int, greeting: bytes, source: str = ATTACKER
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """One connection from `source` that sends `greeting` (maybe nothing) and then waits."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, local_addr=(ATTACKER, 0)), timeout=10
+            asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)), timeout=10
         )
     except (OSError, TimeoutError):
         return None  # the server's queue is full: the flood is already doing its worst
@@ -62,9 +68,13 @@ async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool
     return True
 
 
-async def flood(port: int, half_open: bytes) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    """FLOOD connections at once: half send nothing, half send `half_open` and stop there."""
-    opened = await asyncio.gather(*(_open(port, half_open if i % 2 else b"") for i in range(FLOOD)))
+async def flood(
+    port: int, half_open: bytes, sources: tuple[str, ...] = (ATTACKER,)
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """FLOOD connections at once, spread over `sources`: half send nothing, half send `half_open`."""
+    opened = await asyncio.gather(
+        *(_open(port, half_open if i % 2 else b"", sources[i % len(sources)]) for i in range(FLOOD))
+    )
     return [conn for conn in opened if conn is not None]
 
 
@@ -155,3 +165,39 @@ async def test_flood_of_a_function_container_leaves_other_hubs_poll(limited: Sta
         function.stop(signal.SIGTERM)
     assert "Traceback" not in function.text(), function.tail()
     assert f"connection refused source={ATTACKER}" in function.text()
+
+
+@pytest.mark.asyncio
+async def test_many_sources_leave_the_daemon_descriptors_for_its_hubs(
+    redis_url: str,
+    tmp_path: Path,
+    client_keys: dict[str, ClientKey],  # noqa: F811
+    store: Store,  # noqa: F811
+    echo_server: Target,  # noqa: F811
+    openssh: OpenSSHFactory,  # noqa: F811
+) -> None:
+    """`python -m sshd` (uvloop) with 256 descriptors: 1,000 idle connections from 20 sources, more than
+    the per-source cap could stop, meet the global cap; the hub's established connection still opens
+    forwards (each needs a descriptor), and once the flood ends a new login works at once."""
+    await run_service(store, "a", "lab", echo_server.address)
+    values = {
+        "cryptKey": CRYPT_KEY, "redisUrl": redis_url, "sshListenHost": "127.0.0.1", "sshPort": 0,
+        "sshHostKey": str(tmp_path / "host_key"), "sshPublicKeys": [{"hub": "a", "key": client_keys["hub_a"].public}],
+    }  # fmt: skip
+    daemon = await start_sshd(tmp_path / "values.yaml", values, max_descriptors=256)
+    try:
+        port = int((await daemon.wait_for(r"sshd listening on 127\.0\.0\.1:(\d+)")).group(1))
+        hub = openssh(port, "hub_a")
+        assert (await hub.start_master()).returncode == 0
+        sources = tuple(f"127.0.1.{n}" for n in range(1, 21))
+        conns = await flood(port, b"SSH-2.0-flood\r\n", sources)
+        try:
+            assert await exchange(await forward(hub, echo_server), b"still here") == b"still here"
+            assert await held_open(conns) <= 100  # sshMaxStartups' full
+        finally:
+            close_all(conns)
+        assert (await openssh(port, "hub_a").start_master()).returncode == 0
+    finally:
+        await daemon.stop()
+    assert "(max-startups)" in daemon.text
+    assert "Traceback" not in daemon.text
