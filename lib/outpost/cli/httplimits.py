@@ -50,9 +50,9 @@ class LimitedH11Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        host = str(transport.get_extra_info("peername")[0])
-        if not self.limits.proxies.is_proxy(host):  # a proxy carries many clients; it keeps its own caps
-            source = source_of(host)
+        peer = transport.get_extra_info("peername")  # None on a unix socket: nothing to count by
+        if peer and not self.limits.proxies.is_proxy(str(peer[0])):  # a proxy carries many clients
+            source = source_of(str(peer[0]))
             if not self.limits.sources.claim(source):
                 limit = self.limits.sources.limit
                 self.limits.log.refused(source, f"already {limit} connections from it (apiMaxConnectionsPerSource)")
