@@ -1,9 +1,10 @@
 """The processes a benchmark runs against: an embedded Redis and functions served by the real CLI.
 
-Every function runs as `functions-framework --target T --source S --port P` in its own process
-group, configured only through `OUTPOST_*` environment variables, exactly as a Knative Service runs
-it. This process also builds a `Runtime` from the same settings, to write records through the Store
-API and to clean up the servers the local backend started.
+Every function runs as `outpost serve-function --target T --source S --port P` (the image's command:
+functions-framework's server with the API's limits) in its own process group, configured only
+through `OUTPOST_*` environment variables, exactly as a Knative Service runs it. This process also
+builds a `Runtime` from the same settings, to write records through the Store API and to clean up
+the servers the local backend started.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ EMPTY_SOURCE = Path(__file__).resolve().parent / "empty" / "main.py"
 TINY_SERVER = ROOT / "tests" / "support" / "tiny_singleuser.py"
 # Servers run as this process's own user, explicitly: as root, the outpost needs `run_as` to start any.
 RUN_AS_OWN_USER = f"c.LocalProcessBackend.run_as = {pwd.getpwuid(os.geteuid()).pw_name!r}\n"
-CLI = str(Path(sys.executable).with_name("functions-framework"))
+CLI = [str(Path(sys.executable).with_name("outpost")), "serve-function"]
 
 # target name -> source file, as knative/outpost-*.yaml sets FUNCTION_TARGET / FUNCTION_SOURCE
 TARGETS = {
@@ -120,14 +121,14 @@ class Stack:
 
 
 class FunctionProcess:
-    """One function served by the functions-framework CLI, in its own process group."""
+    """One function served as its image serves it (`outpost serve-function`), in its own process group."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path, port: int | None = None) -> None:
         self.name = name
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         target, source = TARGETS[name]
-        self.args = [CLI, "--target", target, "--source", str(source), "--host", "127.0.0.1"]
+        self.args = [*CLI, "--target", target, "--source", str(source), "--host", "127.0.0.1"]
         self.args += ["--port", str(self.port)]
         self._env = env
         self._log = log_dir / f"{name}-{self.port}.log"

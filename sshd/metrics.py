@@ -13,6 +13,7 @@ __all__ = [
     "FORWARDS",
     "FORWARDS_OPEN",
     "FORWARDS_REFUSED",
+    "STARTUPS_REFUSED",
     "TUNNEL_RECREATIONS",
     "serve_metrics",
 ]
@@ -21,6 +22,9 @@ CONNECTIONS = Gauge("outpost_sshd_connections", "Open SSH connections (authentic
 AUTH_REFUSED = Counter(
     "outpost_sshd_auth_refused_total", "Public keys refused, by reason", ["reason"]
 )  # reason: unknown-key (or wrong user name), from-mismatch, key-expired, key-connection-limit
+STARTUPS_REFUSED = Counter(
+    "outpost_sshd_startups_refused_total", "Connections closed before authentication by a cap, by reason", ["reason"]
+)  # reason: see sshd.limits.StartupRefusal
 FORWARDS = Counter("outpost_sshd_forwards_total", "Forwards opened to a running service")
 FORWARDS_REFUSED = Counter(
     "outpost_sshd_forwards_refused_total", "Forwards refused, by reason", ["reason"]

@@ -16,6 +16,7 @@ from typing import Protocol, cast
 import asyncssh
 from asyncssh import ChannelOpenError, SSHTCPSession
 
+from outpost.connlimits import RefusalLog
 from outpost.logs import escape
 from outpost.models import ACTIVE_PHASES
 from outpost.settings import Settings
@@ -24,7 +25,7 @@ from sshd import metrics
 from sshd.coalesce import coalesce_writes
 from sshd.forwards import ChannelSide, Forward, ServiceSide
 from sshd.keys import AuthorizedKeys, Grant, KeyRefusal, load_host_key
-from sshd.limits import ConnectionCounter
+from sshd.limits import ConnectionCounter, GatedListener, Startups
 
 __all__ = ["ENCRYPTION_ALGS", "AddressLookup", "ForwardOnlyServer", "ForwardRefusal", "Listener", "Policy", "serve"]
 
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 # aes-ctr, both much slower in Python than AES-GCM (AES-NI through `cryptography`), so only GCM is
 # offered; every OpenSSH since 6.2 supports it.
 ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-LOGIN_TIMEOUT_SECONDS = 30
 KEEPALIVE_COUNT_MAX = 3
 SERVER_VERSION = "OutpostSSHD"
 REFUSED = "not a running service of this hub"
@@ -68,6 +68,7 @@ class Policy:
         self.connections = ConnectionCounter(settings.ssh_max_connections_per_key)
         self.max_channels = settings.ssh_max_channels_per_connection
         self.idle_timeout = settings.ssh_idle_timeout_seconds
+        self.startups = Startups(settings.ssh_max_startups_per_source, settings.ssh_early_drop(), RefusalLog(logger))
         self.live: set[asyncssh.SSHServerConnection] = set()
 
 
@@ -78,6 +79,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         self._policy = policy
         self._conn: asyncssh.SSHServerConnection | None = None
         self._peer = "?"
+        self._peername = ("?", 0)  # admitted by the listener's Startups; released once authenticated
         self._grant: Grant | None = None
         self._claimed = False
         self._channels = 0
@@ -92,9 +94,11 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         coalesce_writes(conn)
         peer = conn.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._peername = (peer[0], peer[1]) if peer else self._peername
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._policy.startups.release(self._peername)
         metrics.CONNECTIONS.dec()
         if self._idle is not None:
             self._idle.cancel()
@@ -132,6 +136,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         # A key counts against its cap only once its signature checked out: anyone may know a
         # public key and query it, and must not fill the cap of the hub that holds the private key.
         assert self._grant is not None and self._conn is not None
+        self._policy.startups.release(self._peername)
         if self._policy.connections.claim(self._grant.fingerprint, self):
             self._claimed = True
         else:
@@ -287,6 +292,7 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
     acceptor = await asyncssh.listen(
         settings.ssh_listen_host,
         settings.ssh_port,
+        tunnel=GatedListener(policy.startups),
         server_factory=lambda: ForwardOnlyServer(policy),
         server_host_keys=[host_key],
         server_version=SERVER_VERSION,
@@ -301,7 +307,7 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
         x11_forwarding=False,
         allow_scp=False,
         allow_pty=False,
-        login_timeout=LOGIN_TIMEOUT_SECONDS,
+        login_timeout=settings.ssh_login_grace_seconds,
         keepalive_interval=settings.ssh_keepalive_seconds,
         keepalive_count_max=KEEPALIVE_COUNT_MAX,
         tcp_keepalive=True,

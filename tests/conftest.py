@@ -139,12 +139,12 @@ def free_port() -> int:
 async def function_process(
     function: str, target: str, settings: Settings, stderr: Any = subprocess.DEVNULL
 ) -> AsyncIterator[tuple[subprocess.Popen[bytes], httpx.AsyncClient]]:
-    """One function served by the functions-framework CLI in its own process, as deployed."""
+    """One function served in its own process as its container serves it (`outpost serve-function`)."""
     port = free_port()
     source = functions_dir() / function / "main.py"
     process = subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(source),
-         "--port", str(port)],
+        [str(Path(sys.executable).parent / "outpost"), "serve-function", "--target", target, "--source", str(source),
+         "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **settings_env(settings)}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=stderr,
     )  # fmt: skip

@@ -59,6 +59,10 @@ class TrustedProxies:
                 return _address(entry)
         return peer
 
+    def is_proxy(self, peer: str) -> bool:
+        """Whether a socket peer is one of the proxies: with a hop count, every peer is."""
+        return bool(self.hops) or self._trusted(peer)
+
     def _trusted(self, entry: str) -> bool:
         try:
             address = ipaddress.ip_address(_address(entry))

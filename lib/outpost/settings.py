@@ -26,6 +26,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outpost.callbacks import parse_prefix
+from outpost.connlimits import EarlyDrop
 from outpost.credits import CreditConfigError, CreditPolicy
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
@@ -175,6 +176,19 @@ class Settings(BaseSettings):
     ssh_max_channels_per_connection: int = Field(default=1024, gt=0)
     ssh_keepalive_seconds: int = Field(default=15, gt=0)
     ssh_idle_timeout_seconds: int = Field(default=0, ge=0)
+    # Before authentication (OpenSSH's LoginGraceTime, MaxStartups, PerSourceMaxStartups): seconds a
+    # connection has to log in; unauthenticated connections per source address; and "start:rate:full",
+    # refusing a new one with rate% chance once `start` are pending, rising to every one at `full`.
+    ssh_login_grace_seconds: int = Field(default=30, gt=0, le=600)
+    ssh_max_startups_per_source: int = Field(default=10, gt=0)
+    # Early drop starts at twice the per-source cap: one source alone never slows the others' logins.
+    ssh_max_startups: str = "20:30:100"
+    # The API server (`outpost dev`, the functions' containers): seconds a client has for a request's
+    # headers (from connecting, or from the previous answer) and for its body (from the headers);
+    # connections one source address may hold open (0: no cap; trusted proxies are never capped).
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    api_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    api_max_connections_per_source: int = Field(default=64, ge=0)
 
     @field_validator("crypt_key")
     @classmethod
@@ -198,6 +212,12 @@ class Settings(BaseSettings):
     def _proxies_valid(cls, value: str) -> str:
         TrustedProxies.parse(value)
         return value
+
+    @field_validator("ssh_max_startups")
+    @classmethod
+    def _startups_valid(cls, value: str) -> str:
+        EarlyDrop.parse(value)
+        return value.strip()
 
     @field_validator("base_path")
     @classmethod
@@ -293,6 +313,9 @@ class Settings(BaseSettings):
 
     def recreates_tunnels(self, hub: str) -> bool:
         return self.hub(hub).recreate_tunnels
+
+    def ssh_early_drop(self) -> EarlyDrop:
+        return EarlyDrop.parse(self.ssh_max_startups)
 
     def proxies(self) -> TrustedProxies:
         return TrustedProxies.parse(self.trusted_proxies)

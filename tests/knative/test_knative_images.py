@@ -55,10 +55,10 @@ def test_pinned_base_non_root_user_and_repo_install(path: Path) -> None:
     assert "!lib/" in ignore and "!uv.lock" in ignore and "*" in ignore.splitlines()
 
 
-def test_functions_image_runs_functions_framework() -> None:
+def test_functions_image_runs_functions_framework_with_the_api_limits() -> None:
     steps = instructions(FUNCTIONS)
     assert ("COPY", "functions/ /app/functions/") in steps
-    assert ("CMD", '["functions-framework"]') in steps
+    assert ("CMD", '["outpost", "serve-function"]') in steps
     assert "8080" in [args for op, args in steps if op == "EXPOSE"]
     # No X-Forwarded-For is believed by the server itself (tests/security/test_login_limits.py).
     runtime_env = [args for op, args in steps if op == "ENV"][-1]  # the last stage's: the image's

@@ -51,3 +51,10 @@ def test_bad_values_are_refused_with_the_setting_named(value: str) -> None:
 )
 def test_yaml_numbers_and_lists(value: object, parsed: TrustedProxies) -> None:
     assert load_settings(None, crypt_key="k", trusted_proxies=value).proxies() == parsed
+
+
+def test_which_peers_are_proxies() -> None:
+    assert not TrustedProxies.parse("").is_proxy("127.0.0.1")
+    assert TrustedProxies.parse("1").is_proxy("203.0.113.9")  # a hop count: every peer is the last proxy
+    networks = TrustedProxies.parse("10.0.0.0/8")
+    assert networks.is_proxy("10.1.2.3") and not networks.is_proxy("127.0.0.1")

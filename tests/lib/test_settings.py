@@ -198,3 +198,17 @@ def test_hub_names_are_those_of_the_credentials_from_the_environment_too(
     monkeypatch.setenv("OUTPOST_HUB_USERNAMES", "hubA;hubC")
     with pytest.raises(ConfigurationError, match=r"hubOptions.hubB: no hub credential is named 'hubB'; did you"):
         load_settings(config)
+
+
+@pytest.mark.parametrize("bad", ["10:30", "0:30:100", "20:30:10", "10:101:100", "ten", "10:30:100:5", ""])
+def test_ssh_max_startups_is_start_rate_full(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("OUTPOST_SSH_MAX_STARTUPS", bad)
+    with pytest.raises(ConfigurationError, match="ssh_max_startups: .*max startups"):
+        load_settings()
+
+
+def test_login_grace_no_longer_than_ten_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().ssh_login_grace_seconds <= 120  # OpenSSH's LoginGraceTime, the longest default
+    monkeypatch.setenv("OUTPOST_SSH_LOGIN_GRACE_SECONDS", "601")
+    with pytest.raises(ConfigurationError, match="ssh_login_grace_seconds"):
+        load_settings()

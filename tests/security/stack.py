@@ -154,6 +154,18 @@ class Stack:
     def log(self) -> str:
         return self.proc.text()
 
+    def function_env(self, workdir: Path) -> dict[str, str]:
+        """The environment of a function process serving these hubs from this stack's Redis."""
+        env = base_env(f"function-{secrets.token_hex(4)}")
+        env.update(
+            OUTPOST_CRYPT_KEY=Fernet.generate_key().decode(),
+            OUTPOST_HUB_USERNAMES=";".join(self.tenants),
+            OUTPOST_HUB_PASSWORDS=";".join(t.password for t in self.tenants.values()),
+            OUTPOST_REDIS_URL=f"unix://{self.data_dir / 'redis' / 'redis.sock'}",
+            OUTPOST_DATA_DIR=str(workdir / "data"),
+        )
+        return env
+
     def ssh(self, hub: str, workdir: Path) -> OpenSSH:
         """The real OpenSSH client with this hub's key, driven as forwardbasespawner drives it."""
         workdir.mkdir(parents=True, exist_ok=True)
@@ -222,8 +234,10 @@ def launch(
     backend_lines: str = "",
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
+    max_descriptors: int | None = None,
 ) -> Stack:
-    """`outpost dev` with two hubs, tiny notebook servers and the given YAML values, waited for."""
+    """`outpost dev` with two hubs, tiny notebook servers and the given YAML values, waited for;
+    `max_descriptors`: its RLIMIT_NOFILE (set by `prlimit`, which then runs it under the same pid)."""
     tmp.mkdir(parents=True, exist_ok=True)
     tenants = make_tenants(tmp)
     recorder = start_recorder()
@@ -245,8 +259,9 @@ def launch(
         OUTPOST_BACKEND_CONFIG=str(backend),
         **(env or {}),
     )
+    limit = ["prlimit", f"--nofile={max_descriptors}:{max_descriptors}", "--"] if max_descriptors else []
     cmd = [
-        str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
+        *limit, str(VENV_BIN / "outpost"), "dev", "--api-host", "127.0.0.1", "--api-port", str(api_port),
         "--ssh-port", str(ssh_port), "--data-dir", str(data_dir), "--config", str(config), *(args or []),
     ]  # fmt: skip
     proc = Proc.spawn("outpost dev", cmd, process_env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])

@@ -10,18 +10,16 @@ from __future__ import annotations
 import base64
 import secrets
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
 from outpost.cli.devserver import functions_dir
 from outpost.ratelimit import hub_bucket, source_id
 from tests.e2e.harness import chp_command
-from tests.e2e.processes import Proc, base_env, free_port, listening, wait_until
+from tests.e2e.processes import VENV_BIN, Proc, base_env, free_port, listening, wait_until
 from tests.security.stack import Stack, launch, shut_down
 from tests.support.raw_http import request_bytes, send
 
@@ -103,20 +101,13 @@ def test_a_victims_address_in_forwarded_for_does_not_lock_out_the_victim(limits:
 def test_functions_framework_believes_no_forwarded_for_as_deployed(
     limits: Stack, tmp_path: Path, forwarded_allow_ips: str | None, guesses: int
 ) -> None:
-    """`python -m functions_framework` serving the poll function on the stack's Redis, peer 127.0.0.1
+    """`outpost serve-function` (the image's command) serving the poll function on the stack's Redis, peer 127.0.0.1
     as behind queue-proxy, with rotating X-Forwarded-For."""
     port = free_port()
-    env = base_env(f"function-{secrets.token_hex(4)}")
-    env.update(
-        OUTPOST_CRYPT_KEY=Fernet.generate_key().decode(),
-        OUTPOST_HUB_USERNAMES=";".join(limits.tenants),
-        OUTPOST_HUB_PASSWORDS=";".join(t.password for t in limits.tenants.values()),
-        OUTPOST_REDIS_URL=f"unix://{limits.data_dir / 'redis' / 'redis.sock'}",
-        OUTPOST_DATA_DIR=str(tmp_path / "data"),
-    )
+    env = limits.function_env(tmp_path)
     if forwarded_allow_ips is not None:
         env["FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
-    cmd = [sys.executable, "-m", "functions_framework", "--target", "poll_service",
+    cmd = [str(VENV_BIN / "outpost"), "serve-function", "--target", "poll_service",
            "--source", str(functions_dir() / "poll" / "main.py"), "--port", str(port)]  # fmt: skip
     function = Proc.spawn("functions-framework", cmd, env, tmp_path / "function.log", cwd=tmp_path)
     try:

@@ -106,13 +106,15 @@ async def test_a_queued_start_shows_slurms_reason_then_runs(backend: SlurmJobBac
     """Two CPUs: one taken by another job, the first server takes the second; the next start waits in the queue
     (its progress says why), and runs once the first server stops."""
     other = subprocess.run(
-        ["sbatch", "--parsable", f"--uid={JOB_USER}", "--output=/dev/null", f"--chdir={slurm.root}", "--wrap=sleep 300"],
+        ["sbatch", "--parsable", f"--uid={JOB_USER}", "--output=/dev/null", f"--chdir={slurm.root}",
+         "--wrap=sleep 300"],
         env=slurm.env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     try:
         first = await start(backend, spec("first"))
         recorder = Recorder()
         second = asyncio.create_task(start(backend, spec("second"), recorder))
+
         async def queued() -> bool:
             return any("is queued (Resources)" in note for note in recorder.notes)
 
@@ -183,7 +185,9 @@ async def _fresh(backend: SlurmJobBackend) -> bool:
 
 async def test_polls_share_one_controller_query_per_interval(slurm: SingleNodeSlurm, path: str, redis: Any):
     """However many backends (function instances) poll, the controller is asked once per interval."""
-    instances = [SlurmJobBackend(backend_config(slurm, path, query_interval=30.0), SharedSnapshots(redis)) for _ in range(4)]
+    instances = [
+        SlurmJobBackend(backend_config(slurm, path, query_interval=30.0), SharedSnapshots(redis)) for _ in range(4)
+    ]
     started = await start(instances[0], spec("shared"))
     before = _job_info_rpcs(slurm)
     polls = await asyncio.gather(*(b.poll(started.state) for b in instances for _ in range(25)))

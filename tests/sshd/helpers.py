@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -218,14 +219,22 @@ class DaemonProcess:
         await self.reader
 
 
-async def start_daemon_process(config: Path, values: dict[str, Any], *args: str) -> DaemonProcess:
+async def start_daemon_process(
+    config: Path, values: dict[str, Any], *args: str, max_descriptors: int | None = None
+) -> DaemonProcess:
     """Write `values` to `config` and run the daemon on it, with none of this process's OUTPOST_*
-    settings; `args` default to `--metrics-port 0`."""
+    settings; `args` default to `--metrics-port 0`; `max_descriptors`: its RLIMIT_NOFILE."""
     config.write_text(yaml.safe_dump(values))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_") and k != "REDIS_URL"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lib"), str(ROOT)])
+
+    def limit() -> None:
+        if max_descriptors is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_descriptors, max_descriptors))
+
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sshd", "--config", str(config), *(args or ("--metrics-port", "0")),
         cwd=config.parent, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=limit,
     )  # fmt: skip
     return DaemonProcess(proc)

@@ -3,6 +3,7 @@ daemon applies it (a key's public-key queries, which anyone can make, do not cou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -62,3 +63,30 @@ async def test_public_key_queries_do_not_fill_the_cap(
     for _ in range(5):
         assert ForwardOnlyServer(policy).validate_public_key(USER, key)
     assert policy.connections.count(key.get_fingerprint()) == 0
+
+
+async def _banner_or_eof(port: int, source: str) -> tuple[bytes, asyncio.StreamWriter]:
+    """What the daemon sends a new connection from `source` first: its version line, or b"" (closed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    return await asyncio.wait_for(reader.readline(), 10), writer
+
+
+@pytest.mark.asyncio
+async def test_unauthenticated_connections_are_capped_per_source(start_daemon: Daemon) -> None:
+    daemon = await start_daemon(ssh_max_startups_per_source=2, ssh_max_startups="10:30:100")
+    held = [await _banner_or_eof(daemon.port, "127.0.0.5") for _ in range(2)]
+    assert all(line.startswith(b"SSH-2.0-OutpostSSHD") for line, _ in held)
+    refused, writer = await _banner_or_eof(daemon.port, "127.0.0.5")
+    assert refused == b""  # closed before the version exchange
+    other, other_writer = await _banner_or_eof(daemon.port, "127.0.0.6")  # another source is not affected
+    assert other.startswith(b"SSH-2.0-OutpostSSHD")
+    for _, w in [*held, (refused, writer), (other, other_writer)]:
+        w.close()
+
+
+@pytest.mark.asyncio
+async def test_an_authenticated_connection_stops_counting(start_daemon: Daemon, openssh: OpenSSHFactory) -> None:
+    """A hub's master holds its connection for days: it must not hold a startup of its source too."""
+    daemon = await start_daemon(ssh_max_startups_per_source=1, ssh_max_startups="1")
+    await started(openssh, daemon, key="hub_a")
+    await started(openssh, daemon, key="hub_b")  # the same source, one startup: the first one ended

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--rotate-key", action="store_true", help="new encryption key: re-encrypt every record before serving"
     )
+    function = commands.add_parser(
+        "serve-function", help="serve one function as its container does (functions-framework, API limits)"
+    )
+    function.add_argument("--target", default=os.environ.get("FUNCTION_TARGET"), help="$FUNCTION_TARGET")
+    function.add_argument("--source", default=os.environ.get("FUNCTION_SOURCE"), help="$FUNCTION_SOURCE")
+    function.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="$HOST (0.0.0.0)")
+    function.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="$PORT (8080)")
     commands.add_parser("check", parents=[common], help="validate configuration, secrets, Redis and the backend")
     commands.add_parser("rotate-key", parents=[common], help="re-encrypt every record under the first key")
     migrate = commands.add_parser(
@@ -102,6 +110,15 @@ def _dev(args: argparse.Namespace) -> int:
     return asyncio.run(run_dev(options))
 
 
+def _serve_function(args: argparse.Namespace) -> int:
+    from outpost.cli.functions_server import serve_function
+
+    if not args.target or not args.source:
+        raise ConfigurationError("serve-function: set FUNCTION_TARGET and FUNCTION_SOURCE (or --target, --source)")
+    serve_function(args.target, args.source, args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -111,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             envfile.load(args.env_file)
         if args.command == "dev":  # logs as its settings say (OUTPOST_LOG_FORMAT), once they are read
             return _dev(args)
+        if args.command == "serve-function":
+            return _serve_function(args)
         from outpost import logs
 
         logs.configure(json_format=False)  # a terminal's tool: the text form of the one log format

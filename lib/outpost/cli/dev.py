@@ -26,6 +26,7 @@ from outpost.cli import devkeys as keys
 from outpost.cli import devlock, envfile
 from outpost.cli.devserver import build_router
 from outpost.cli.embedded_redis import EmbeddedRedis
+from outpost.cli.httplimits import limited_protocol
 from outpost.cli.shutdown import Signals, say
 from outpost.errors import ConfigurationError
 from outpost.files import write_private
@@ -208,8 +209,10 @@ async def run_dev(options: DevOptions) -> int:
             server = _ApiServer(
                 # proxy_headers=False: uvicorn would take the caller from X-Forwarded-For of any loopback
                 # peer; who calls is decided by OUTPOST_TRUSTED_PROXIES alone (outpost.proxies).
+                # http: uvicorn's h11 protocol with the header and body deadlines and the per-source cap.
                 uvicorn.Config(build_router(base_path=settings.base_path), lifespan="off", log_level="warning",
-                               log_config=None, timeout_graceful_shutdown=GRACE_SECONDS, proxy_headers=False)
+                               log_config=None, timeout_graceful_shutdown=GRACE_SECONDS, proxy_headers=False,
+                               http=limited_protocol(settings))
             )  # fmt: skip
             listener = await serve_ssh(settings, runtime)
             env_file = options.data_dir / "env"
