@@ -119,6 +119,7 @@ async def test_run_as_comes_before_uid_range_and_only_root_changes_user() -> Non
     assert (a.uid, a.gid, b.uid, b.gid) == (70000, 70000, 70001, 70001)
     assert a.popen_args() == {"user": 70000, "group": 70000, "extra_groups": []}
     assert uids.asked[0][1:3] == (70000, 70009)
+    assert await users.of_hub("hubA") == a and len(uids.asked) == 2  # asked of the store once per hub
 
 
 @as_root

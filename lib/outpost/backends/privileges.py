@@ -92,6 +92,7 @@ class ServerUsers:
         self._range = range(0) if run_as or os.geteuid() != 0 else parse_uid_range(uid_range)
         self._uids = uids
         self._shared = None if self._range else server_user(run_as)
+        self._known: dict[str, ServerUser] = {}  # a hub's uid never changes: asked of the store once per process
 
     @property
     def per_hub(self) -> bool:
@@ -104,6 +105,9 @@ class ServerUsers:
     async def of_hub(self, hub: str) -> ServerUser:
         if self._shared is not None:
             return self._shared
+        known = self._known.get(hub)
+        if known is not None:
+            return known
         if self._uids is None:
             raise BackendError("c.LocalProcessBackend.uid_range needs the store to keep each hub's uid")
         bounds = self._range
@@ -113,7 +117,8 @@ class ServerUsers:
                 f"every uid of c.LocalProcessBackend.uid_range ({bounds.start}-{bounds.stop - 1}) belongs to a "
                 "hub already: widen the range"
             )
-        return ServerUser(f"uid {uid}", uid, uid)
+        self._known[hub] = ServerUser(f"uid {uid}", uid, uid)
+        return self._known[hub]
 
 
 def lookup_user(run_as: str) -> ServerUser:
