@@ -243,16 +243,15 @@ def record(running: Running, request: StartRequest, backend: SpawnerBackend) -> 
 
 
 async def checked(
-    runtime: Runtime, backend: SpawnerBackend, running: Running, named: Counter[str], out: Print
-) -> ImportedRecord:
-    """The record of a running service once it has passed what a start passes; raises `Refused`."""
+    runtime: Runtime, backend: SpawnerBackend, running: Running, named: Counter[str]
+) -> tuple[ImportedRecord, list[str]]:
+    """The record of a running service once it has passed what a start passes, and the notes a start would give
+    about its callback URLs (which are then never called); raises `Refused`."""
     sid = running.sid
     try:
         request = await screened(runtime, sid.hub, running.request)
     except OutpostError as exc:
         raise Refused(exc.message) from None
-    for note in callback_notes(runtime, sid, request.env, announce=True):
-        out(f"  {note}")  # as a start: noted, and never called
     address = running.address
     host, port = urlparse(f"//{address}").hostname, _port(address)
     if not host or port is None:
@@ -269,7 +268,7 @@ async def checked(
         raise Refused(f"its address {address} is not proved to be its server's: {exc.message}") from None
     except Exception as exc:  # the spawner's own load_state or poll on a state it cannot use
         raise Refused(f"its address {address} is not proved to be its server's: {type(exc).__name__}") from None
-    return imported
+    return imported, callback_notes(runtime, sid, request.env, announce=True)
 
 
 def _port(address: str) -> int | None:
@@ -329,7 +328,7 @@ async def import_upstream(runtime: Runtime, url: URL, *, dry_run: bool, out: Pri
             out(f"{label}: not running, skipped ({item})")
             continue
         try:
-            adopted = await checked(runtime, backend, item, named, out)
+            adopted, notes = await checked(runtime, backend, item, named)
         except Refused as exc:
             summary.refused += 1
             out(f"{label}: refused, skipped ({exc})")
@@ -351,5 +350,7 @@ async def import_upstream(runtime: Runtime, url: URL, *, dry_run: bool, out: Pri
             out(
                 f"{label}: {'would import' if dry_run else 'imported'} (user {adopted.user}, address {adopted.address})"
             )
+            for note in notes:
+                out(f"  {note}")
     out(summary.line(dry_run))
     return summary
