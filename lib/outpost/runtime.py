@@ -138,7 +138,7 @@ class Runtime:
         if name == "local":
             from outpost.backends.local import LocalBackend
 
-            return LocalBackend(self.config, self.settings.data_dir)
+            return LocalBackend(self.config, self.settings.data_dir, self.store)
         if name == "kubernetes":
             from outpost.backends.kubernetes.backend import PodBackend
 

@@ -18,6 +18,7 @@ import kmock
 import psutil
 import pytest
 import pytest_asyncio
+from jupyterhub.spawner import Spawner  # type: ignore[import-untyped]
 from traitlets.config import Config
 
 from outpost import names
@@ -256,3 +257,42 @@ async def test_kubespawner_publishes_only_its_services_name(
     host = template.format(name="jupyter-alice--srv", namespace=NAMESPACE)
     assert started.address == f"http://{host}:8888"
     await backend.stop(started.state)
+
+
+async def test_an_adopted_pod_s_address_is_proved_by_its_service_name(
+    kubespawner_config: Config, tmp_path: Path
+) -> None:
+    """`prove_adopted` (import-upstream): the address must name the Service of the state's pod, at its port."""
+    backend = SpawnerBackend(kubespawner_config, "kubespawner.KubeSpawner", tmp_path)
+    pod = {"pod_name": "jupyter-alice--srv", "namespace": NAMESPACE}
+    state = backend.adopted_state(ServiceId("hubA", "srv", "1"), {"JUPYTERHUB_USER": "alice"}, {}, pod)
+    for host in (f"jupyter-alice--srv.{NAMESPACE}.svc.cluster.local", f"jupyter-alice--srv.{NAMESPACE}"):
+        await backend.prove_adopted(state, f"http://{host}:8888", 1)
+    for address in (
+        f"http://outpost-api.{NAMESPACE}.svc.cluster.local:8888",  # another Service
+        "http://127.0.0.1:8888",
+        "http://jupyter-alice--srv:8888",  # resolves in whoever looks it up's namespace
+        f"http://jupyter-alice--srv.{NAMESPACE}.svc.cluster.local:2222",  # not the server's port
+    ):
+        with pytest.raises(HostNotAllowed):
+            await backend.prove_adopted(state, address, 1)
+
+
+class NoProcessNoPod(Spawner):  # type: ignore[misc]
+    """A spawner whose servers run somewhere this outpost cannot look (a batch system's node)."""
+
+    async def start(self) -> tuple[str, int]:
+        return "node-1", 8888
+
+    async def poll(self) -> None:
+        return None
+
+    async def stop(self, now: bool = False) -> None:
+        return None
+
+
+async def test_an_adopted_address_no_check_can_prove_is_refused(tmp_path: Path) -> None:
+    backend = SpawnerBackend(Config(), NoProcessNoPod, tmp_path)
+    state = backend.adopted_state(ServiceId("hubA", "srv", "1"), {"JUPYTERHUB_USER": "alice"}, {}, {})
+    with pytest.raises(BackendError, match="runs neither a local process nor a pod"):
+        await backend.prove_adopted(state, "http://node-1:8888", 1)

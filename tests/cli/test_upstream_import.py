@@ -1,5 +1,6 @@
-"""`outpost import-upstream`: an upstream Outpost's sqlite database (its schema, built here), imported by the
-real command, then the imported servers polled and stopped through the API with the spawner backend."""
+"""`outpost import-upstream`: an upstream Outpost's database (its schema, built here: sqlite, and a throwaway
+PostgreSQL cluster), imported by the real command, then the imported servers polled and stopped through the API
+with the spawner backend. tests/security/test_upstream_import.py has the crafted rows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from outpost.errors import ConfigurationError
 from outpost.settings import Settings, load_settings
 from tests.backends.test_spawner import spec
 from tests.conftest import TINY_SERVER, basic, settings_env
-from tests.e2e.processes import VENV_BIN
+from tests.e2e.processes import VENV_BIN, free_port, listening, wait_until
+from tests.support import postgresql
 from tests.support.recorder import Recorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -38,6 +40,17 @@ CREATE TABLE service (
     last_update DATETIME, start_date DATETIME, end_date DATETIME,
     state_stored BOOLEAN, start_pending BOOLEAN, stop_pending BOOLEAN,
     body BLOB, state BLOB, start_response BLOB, jupyterhub_user_id INTEGER, flavor VARCHAR,
+    PRIMARY KEY (id), FOREIGN KEY(jupyterhub_username) REFERENCES jupyterhub (name)
+);
+"""
+# The same table as SQLAlchemy creates it on PostgreSQL.
+POSTGRESQL_SCHEMA = """
+CREATE TABLE jupyterhub (name VARCHAR NOT NULL, PRIMARY KEY (name));
+CREATE TABLE service (
+    id SERIAL NOT NULL, name VARCHAR, start_id VARCHAR, jupyterhub_username VARCHAR NOT NULL,
+    last_update TIMESTAMP WITH TIME ZONE, start_date TIMESTAMP WITH TIME ZONE, end_date TIMESTAMP WITH TIME ZONE,
+    state_stored BOOLEAN, start_pending BOOLEAN, stop_pending BOOLEAN,
+    body BYTEA, state BYTEA, start_response BYTEA, jupyterhub_user_id INTEGER, flavor VARCHAR,
     PRIMARY KEY (id), FOREIGN KEY(jupyterhub_username) REFERENCES jupyterhub (name)
 );
 """
@@ -57,7 +70,7 @@ def token(fernet: Fernet, value: Any) -> bytes:
 def upstream_row(fernet: Fernet, hub: str, name: str, start_id: str, env: dict[str, str], spawner_state: dict[str, Any],
                  service: str, **columns: Any) -> dict[str, Any]:  # fmt: skip
     """A `service` row as upstream writes it once a start has finished."""
-    body = {"env": env, "misc": {"port": 0, "ip": "127.0.0.1", "image": "ignored"}, "user_options": {}}
+    body = {"env": env, "misc": {"port": 0, "ip": "127.0.0.1"}, "user_options": {}}
     return {
         "name": name, "start_id": start_id, "jupyterhub_username": hub, "last_update": "2026-11-30 10:00:05.000000",
         "start_date": "2026-11-30 10:00:00.000000", "end_date": NO_END, "state_stored": 1, "start_pending": 0,
@@ -121,62 +134,116 @@ async def _import_poll_and_stop(
     exited.wait()
     address = server.removeprefix("http://")
     rows = [
-        upstream_row(fernet, "hubA", "srv", "1", env, {"pid": pid}, address),
-        upstream_row(
-            fernet,
-            "hubB",
-            "gone",
-            "5",
-            {**env, "JUPYTERHUB_USER": "bob"},
-            {"pid": exited.pid},
-            "127.0.0.1:1",
-            flavor="small",
-            end_date="2030-01-01 00:00:00.000000",
-        ),  # fmt: skip
+        upstream_row(fernet, "hubA", "srv", "1", env, {"pid": pid}, address, flavor="small",
+                     end_date="2030-01-01 00:00:00.000000"),
+        # A server that has exited since: no process proves its address.
+        upstream_row(fernet, "hubB", "gone", "5", {**env, "JUPYTERHUB_USER": "bob"}, {"pid": exited.pid},
+                     "127.0.0.1:1"),
         upstream_row(fernet, "hubA", "bad-token", "1", env, {}, "x:1", body=b"not a fernet token"),
         upstream_row(fernet, "hubA", "bad-json", "1", env, {}, "x:2", state=fernet.encrypt(b"{oops")),
         upstream_row(fernet, "hubA", "starting", "1", env, {}, "x:3", state_stored=0),
         upstream_row(fernet, "hubA", "stopping", "1", env, {}, "x:4", stop_pending=1),
-        # Another hub's record claiming hubA's server address: it must not take over hubA's forwards.
-        upstream_row(fernet, "hubB", "thief", "1", env, {"pid": pid}, address),
-    ]
+    ]  # fmt: skip
     database = tmp_path / "upstream.db"
     write_database(database, rows)
     url = f"sqlite:///{database}"
 
     dry = run_import(upstream_settings, "--database", url, "--dry-run")
-    assert "[1/7] hubA/srv/1: would import" in dry.stdout, dry.stdout + dry.stderr
+    assert "[1/6] hubA/srv/1: would import" in dry.stdout, dry.stdout + dry.stderr
     assert await redis.keys("outpost:hub:*") == []  # a dry run writes nothing
 
     first = run_import(upstream_settings, "--database", url)
     out = first.stdout
-    assert first.returncode == 1, out + first.stderr  # unreadable records are worth a non-zero exit
-    assert "[1/7] hubA/srv/1: imported" in out and "[2/7] hubB/gone/5: imported" in out
-    assert "[3/7] hubA/bad-token/1: unreadable, skipped (body:" in out
-    assert "[4/7] hubA/bad-json/1: unreadable, skipped (state:" in out
-    assert "[5/7] hubA/starting/1: not running, skipped" in out and "[6/7] hubA/stopping/1: not running" in out
-    assert f"[7/7] hubB/thief/1: skipped, its address {address} already belongs to another record" in out
-    assert "imported 2, already present 0, not running 2, unreadable 2, address already taken 1" in out
+    assert first.returncode == 1, out + first.stderr  # unreadable and refused records are worth a non-zero exit
+    assert "[1/6] hubA/srv/1: imported" in out
+    assert "[2/6] hubB/gone/5: refused, skipped (its address 127.0.0.1:1 is not proved" in out
+    assert "[3/6] hubA/bad-token/1: unreadable, skipped (body:" in out
+    assert "[4/6] hubA/bad-json/1: unreadable, skipped (state:" in out
+    assert "[5/6] hubA/starting/1: not running, skipped" in out and "[6/6] hubA/stopping/1: not running" in out
+    assert "imported 1, already present 0, not running 2, unreadable 2, refused 1, address already taken 0" in out
     assert "not a fernet token" not in out and "secret-api-token" not in out
 
     before = await snapshot(redis)
     second = run_import(upstream_settings, "--database", url)
-    assert "imported 0, already present 2, not running 2, unreadable 2, address already taken 1" in second.stdout
+    assert "imported 0, already present 1, not running 2, unreadable 2, refused 1" in second.stdout
     assert await snapshot(redis) == before  # idempotent: nothing changed
 
-    # The hubs poll and stop their servers as before the switch.
+    # The hub polls and stops its server as before the switch.
     [listed] = (await api.get("/services", headers=A)).json()
     assert (listed["name"], listed["start_id"], listed["jupyterhub_userid"]) == ("srv", "1", "7")
     assert (await api.get("/services/srv/1", headers=A)).json() == {"status": None}
     assert (await api.get("/services/srv/1", headers=B)).status_code == 404  # still hubA's only
-    assert (await api.get("/services/gone/5", headers=B)).json()["status"] == 0
-    assert (await api.get("/flavors", headers=B)).status_code == 200
+    assert (await api.get("/services/gone/5", headers=B)).status_code == 404
     assert int(await redis.get("outpost:slots:flavor:small") or 0) == 1  # the imported server holds its slot
     assert (await api.delete("/services/srv/1", headers=A)).status_code == 200
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert (await api.delete("/services/gone/5", headers=B)).status_code == 200
     assert int(await redis.get("outpost:slots:flavor:small") or 0) == 0
     assert (await api.get("/services", headers=A)).json() == []
+
+
+@pytest.fixture(scope="module")
+def postgresql_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster of this module's own."""
+    bin_dir = postgresql.binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server (initdb, pg_ctl): sh tools/install_postgresql.sh")
+    with postgresql.cluster(bin_dir) as url:
+        yield url
+
+
+def write_postgresql(url: str, rows: list[dict[str, Any]]) -> None:
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        db.execute(POSTGRESQL_SCHEMA)
+        for hub in {row["jupyterhub_username"] for row in rows}:
+            db.execute("INSERT INTO jupyterhub (name) VALUES (%s)", [hub])
+        for row in rows:
+            names = ", ".join(row)
+            db.execute(f"INSERT INTO service ({names}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values()))
+
+
+@pytest.fixture
+def tiny_server() -> Iterator[tuple[int, int]]:
+    """A running server, as upstream's LocalProcessSpawner left it: its pid and port."""
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/"}
+    proc = subprocess.Popen([sys.executable, str(TINY_SERVER)], env=env)
+    wait_until(f"a server on {port}", lambda: listening(port), 15)
+    yield proc.pid, port
+    proc.kill()
+    proc.wait()
+
+
+async def test_import_from_postgresql_passes_the_start_s_checks(
+    api: httpx.AsyncClient, upstream_settings: Settings, redis: aioredis.Redis, postgresql_url: str,
+    tiny_server: tuple[int, int],
+) -> None:  # fmt: skip
+    fernet = Fernet(upstream_settings.crypt_key.get_secret_value())
+    pid, port = tiny_server
+    env = {"JUPYTERHUB_USER": "alice", "JUPYTERHUB_API_TOKEN": "secret-api-token", "JUPYTERHUB_USER_ID": "7"}
+    rows = [
+        upstream_row(fernet, "hubA", "srv", "1", env, {"pid": pid}, f"127.0.0.1:{port}"),
+        upstream_row(fernet, "hubA", "preload", "1", {**env, "LD_PRELOAD": "/tmp/evil.so"}, {"pid": pid},
+                     "127.0.0.1:9"),
+    ]  # fmt: skip
+    for row in rows:  # PostgreSQL's types: booleans, and the time zone upstream writes
+        row.update(state_stored=True, start_pending=False, stop_pending=False)
+        for column in ("last_update", "start_date", "end_date"):
+            row[column] += "+00"
+    write_postgresql(postgresql_url, rows)
+
+    result = run_import(upstream_settings, "--database", postgresql_url)
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert f"2 service record(s) in postgresql+psycopg://outpost@127.0.0.1:{postgresql_url.split(':')[-1]}" in out
+    assert f"[1/2] hubA/srv/1: imported (user alice, address 127.0.0.1:{port})" in out
+    assert "[2/2] hubA/preload/1: refused, skipped (This outpost does not pass these environment variables" in out
+    assert "imported 1, already present 0, not running 0, unreadable 0, refused 1, address already taken 0" in out
+    assert await redis.hgetall("outpost:addresses") == {f"127.0.0.1:{port}".encode(): b"outpost:hub:hubA:svc:srv:1"}
+    assert (await api.get("/services/srv/1", headers=A)).json() == {"status": None}
+    assert (await api.delete("/services/srv/1", headers=A)).status_code == 200
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 async def test_import_needs_the_spawner_backend_and_a_database(

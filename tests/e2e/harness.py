@@ -101,7 +101,7 @@ class Outpost:
 
 def outpost_home(tmp: Path) -> Path:
     """HOME for the outpost process, out of the real home. Its servers each get their own (one per hub
-    and user); as root, `outpost dev` runs the venv's jupyterhub-singleuser (which `nobody` cannot run)
+    and user); as root, `outpost dev` runs the venv's jupyterhub-singleuser (which no unprivileged uid can run)
     as root with --allow-root, so no Jupyter configuration is needed for that here."""
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def path_without_the_venv() -> str:
 
 def test_default_command_runs_without_an_activated_venv(tmp_path: Path, hub_api: str) -> None:
     """`.venv/bin/outpost dev` with the venv's bin off PATH: the default jupyterhub-singleuser still starts
-    (as root, as root with --allow-root, since `nobody` cannot run the venv's interpreter under /root)."""
+    (as root, as root with --allow-root, since no unprivileged uid can run the venv's interpreter under /root)."""
     search_path = path_without_the_venv()
     assert shutil.which("jupyterhub-singleuser", path=search_path) is None, "jupyterhub-singleuser is on PATH"
     outpost = harness.start_outpost(tmp_path, f"novenv-{tmp_path.name}", extra_env={"PATH": search_path})

@@ -284,7 +284,7 @@ def shut_down(stack: Stack) -> None:
     """SIGINT, as Ctrl-C: every server stopped, nothing left running, no traceback."""
     stack.recorder.close()
     code = stack.proc.stop(signal.SIGINT)
-    shutil.rmtree(default_home_root(stack.data_dir), ignore_errors=True)  # homes of servers run as nobody
+    shutil.rmtree(default_home_root(stack.data_dir), ignore_errors=True)  # homes of servers run as another uid
     assert code in (0, 130, -signal.SIGINT), stack.proc.tail()
     assert "Traceback" not in stack.proc.text(), stack.proc.tail()
 

@@ -3,7 +3,8 @@
 The server runs under `sh`, which records its exit code in a file, so any process (not only the
 one that started it) can poll it; pid plus process creation time guard against pid reuse.
 
-When the outpost runs as root, servers run as `run_as` (`privileges`). What the outpost relies on
+When the outpost runs as root, servers run as a uid of their hub's own from `uid_range`, or as `run_as`
+(`privileges`). What the outpost relies on
 (server.json, the output log, the exit code) stays in its own 0700 directory, out of the server's
 reach; what the server needs (its home, certificate files) lives under `home_root`.
 """
@@ -35,7 +36,7 @@ from traitlets.config import Config, Configurable
 
 from outpost.backends import common, output, sockets
 from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
-from outpost.backends.privileges import ServerUser, server_user
+from outpost.backends.privileges import HubUids, ServerUser, ServerUsers
 from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.files import private_dir
 from outpost.models import ServiceId
@@ -78,8 +79,15 @@ class LocalProcessBackend(Configurable):
     stop_timeout = Float(5.0, help="Seconds between SIGTERM and SIGKILL").tag(config=True)
     run_as = Unicode(
         "",
-        help="User (name or uid) servers run as; required when the outpost runs as root ('root' is allowed, "
-        "and then Jupyter servers need --allow-root in args). Empty: the outpost's own user.",
+        help="One user (name or uid) every server runs as, when the outpost runs as root ('root' is allowed, and "
+        "then Jupyter servers need --allow-root in args); it comes before uid_range. Empty: uid_range, or the "
+        "outpost's own user when it is not root.",
+    ).tag(config=True)
+    uid_range = Unicode(
+        "",
+        help="FIRST-LAST: when the outpost runs as root (and run_as is unset), each hub's servers run as a uid and "
+        "gid of the hub's own from this range, kept in Redis (as systemd's DynamicUser). outpost dev sets "
+        "60578-61183.",
     ).tag(config=True)
     home_root = Unicode(
         "",
@@ -91,7 +99,7 @@ class LocalProcessBackend(Configurable):
 
 # Chosen by the administrator alone: a hub choosing them would choose who its server runs as, or where
 # it may listen.
-_ADMIN_ONLY = frozenset({"run_as", "home_root", "allowed_ips"})
+_ADMIN_ONLY = frozenset({"run_as", "uid_range", "home_root", "allowed_ips"})
 
 
 _OPTION_NAMES = frozenset(LocalProcessBackend.class_trait_names(config=True))
@@ -115,6 +123,11 @@ def _passable_dir(path: Path) -> Path:
         directory.mkdir(mode=0o711, exist_ok=True)
         directory.chmod(0o711)  # the umask may have narrowed it
     return path
+
+
+def _hub_dir(path: Path, users: ServerUsers, user: ServerUser) -> Path:
+    """A hub's directory of homes: its own user's alone when each hub has one, else passable by all (0711)."""
+    return _user_dir(path, user) if users.per_hub else _passable_dir(path)
 
 
 def _user_dir(path: Path, user: ServerUser) -> Path:
@@ -267,25 +280,26 @@ def _reap_on_exit(proc: subprocess.Popen[bytes]) -> None:
 class LocalBackend:
     keeps_identity = True  # identity.sealed, next to server.json
 
-    def __init__(self, config: Config, data_dir: Path) -> None:
+    def __init__(self, config: Config, data_dir: Path, uids: HubUids | None = None) -> None:
         self._config = config
         self._data_dir = data_dir
         self._servers = data_dir / "servers"
+        self._uids = uids
 
     @functools.cached_property
     def _defaults(self) -> LocalProcessBackend:
         return LocalProcessBackend(config=self._config)
 
     @functools.cached_property
-    def _user(self) -> ServerUser:
-        return server_user(self._defaults.run_as)
+    def _users(self) -> ServerUsers:
+        return ServerUsers(self._defaults.run_as, self._defaults.uid_range, self._uids)
 
     @functools.cached_property
     def _home_root(self) -> Path:
         configured = self._defaults.home_root
         if configured:
             return _passable_dir(Path(configured))
-        if self._user.is_outpost:
+        if self._users.is_outpost:
             return _passable_dir(self._private_servers() / "home")
         return _passable_dir(default_home_root(self._data_dir))
 
@@ -301,10 +315,10 @@ class LocalBackend:
         workdir.mkdir(mode=0o700)
         return workdir
 
-    def _home(self, spec: StartSpec) -> Path:
+    def _home(self, spec: StartSpec, user: ServerUser) -> Path:
         """One home per hub and user, the user's alone: no hub plants configuration another loads."""
-        hub_homes = _passable_dir(self._home_root / _segment(spec.sid.hub))
-        return _user_dir(hub_homes / _segment(spec.env.get("JUPYTERHUB_USER", "user")), self._user)
+        hub_homes = _hub_dir(self._home_root / _segment(spec.sid.hub), self._users, user)
+        return _user_dir(hub_homes / _segment(spec.env.get("JUPYTERHUB_USER", "user")), user)
 
     def _options(self, misc: dict[str, Any]) -> LocalProcessBackend:
         if not _ADMIN_ONLY.isdisjoint(misc):
@@ -342,16 +356,17 @@ class LocalBackend:
     async def _start_once(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec.misc)
         self._bind_ip(options, spec.misc)
-        home = self._home(spec)  # first: as root without run_as, this refuses before anything exists
+        user = await self._users.of_hub(spec.sid.hub)  # first: as root without a user, this refuses
+        home = self._home(spec, user)
         workdir = self._server_dir(spec.sid)
         files = self._home_root / ".servers" / workdir.name  # for the server's user: certificate files
         cwd = Path(options.notebook_dir) if options.notebook_dir else home
         cwd.mkdir(parents=True, exist_ok=True)
         port = options.port or _free_port(options.ip)
-        scheme, env = self._environment(spec, options, files, home, port)
+        scheme, env = self._environment(spec, options, files, home, port, user)
         cmd = resolved_command([*options.cmd, *options.args], env.get("PATH", os.defpath))
         try:
-            proc = self._spawn(cmd, workdir, env, cwd)
+            proc = self._spawn(cmd, workdir, env, cwd, user)
         except (OSError, ValueError):
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(files, ignore_errors=True)
@@ -391,7 +406,9 @@ class LocalBackend:
             shutil.rmtree(old, ignore_errors=True)
         log.info("the output of the failed start of %s is kept in %s", sid, kept / "output.log")
 
-    def _spawn(self, cmd: list[str], workdir: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, cmd: list[str], workdir: Path, env: dict[str, str], cwd: Path, user: ServerUser
+    ) -> subprocess.Popen[bytes]:
         """The server's process group, as the server's user. Its output and exit status go to files the
         outpost opens in `workdir`, which that user cannot reach."""
         with (workdir / "output.log").open("wb") as output, (workdir / "exit_code").open("wb") as exit_code:
@@ -399,26 +416,26 @@ class LocalBackend:
                 return subprocess.Popen(
                     ["/bin/sh", "-c", _RECORD_EXIT, "sh", *cmd],
                     stdin=exit_code, stdout=output, stderr=subprocess.STDOUT,
-                    env=env, cwd=cwd, start_new_session=True, **self._user.popen_args(),
+                    env=env, cwd=cwd, start_new_session=True, **user.popen_args(),
                 )  # fmt: skip
             except OSError as exc:
                 raise BackendError(f"cannot start {cmd[0]!r}: {exc.strerror}") from None
             except ValueError as exc:  # an environment the OS refuses: a NUL, '=' in a name
                 raise InvalidBody(f"the server's environment is invalid: {exc}") from None
 
-    def _install_certs(self, certs: dict[str, str], files: Path) -> dict[str, str]:
+    def _install_certs(self, certs: dict[str, str], files: Path, user: ServerUser) -> dict[str, str]:
         """The server's certificate files, readable by its user only; their variables for its env."""
         _passable_dir(files.parent)
         shutil.rmtree(files, ignore_errors=True)
         files.mkdir(mode=0o700)
         paths = common.write_private_files(files, {name: certs.get(name, "") for name in common.SSL_ENV})
         for path in paths.values():
-            self._user.owns(Path(path))
-        self._user.owns(files)
+            user.owns(Path(path))
+        user.owns(files)
         return common.ssl_env(paths)
 
     def _environment(
-        self, spec: StartSpec, options: LocalProcessBackend, files: Path, home: Path, port: int
+        self, spec: StartSpec, options: LocalProcessBackend, files: Path, home: Path, port: int, user: ServerUser
     ) -> tuple[str, dict[str, str]]:
         env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
         env.update(spec.env)
@@ -427,7 +444,7 @@ class LocalBackend:
         env.update(common.resource_env(spec.resources))
         tls = common.uses_tls(spec.certs)
         if tls:
-            env.update(self._install_certs(spec.certs, files))
+            env.update(self._install_certs(spec.certs, files, user))
         scheme = common.scheme(tls)
         env["JUPYTERHUB_SERVICE_URL"] = common.service_url(scheme, options.ip, port, spec.env)
         return scheme, env

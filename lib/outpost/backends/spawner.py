@@ -169,7 +169,7 @@ class SpawnerBackend:
         try:
             result = await self._run_start(spawner, progress)
             address = _address(result, ssl)
-            await _prove_local_address(spawner, address)
+            await _prove_local_address(spawner, address, float(spawner.http_timeout))
         except Exception:
             await self._discard(spawner, state)
             raise
@@ -178,10 +178,11 @@ class SpawnerBackend:
         log.info("%s started %s", self._class.__name__, spec.sid)
         return Started(address=address, state=state, spawner=spawner, response=result)
 
-    def _check_service_name(self, spawner: Spawner) -> None:
-        """A KubeSpawner-like spawner publishes `dns_name`, rendered from a template the hub overrode: it must
-        still name the Service of the spawner's own pod (or be what the administrator's template gives)."""
-        pod, namespace, host = (getattr(spawner, key, None) for key in ("pod_name", "namespace", "dns_name"))
+    def _check_service_name(self, spawner: Spawner, host: object = None) -> None:
+        """A KubeSpawner-like spawner publishes `dns_name` (or `host`), rendered from a template the hub overrode:
+        it must still name the Service of the spawner's own pod (or be what the administrator's template gives)."""
+        pod, namespace = (getattr(spawner, key, None) for key in ("pod_name", "namespace"))
+        host = getattr(spawner, "dns_name", None) if host is None else host
         if not (isinstance(pod, str) and isinstance(namespace, str) and isinstance(host, str)):
             return  # not a spawner that names its pods: nothing to check against
         template = _configured(self._class, self._config, "dns_name_template")
@@ -196,6 +197,28 @@ class SpawnerBackend:
         raise HostNotAllowed(
             f"dns_name_template gives {shown([host])}, not a name of the server's Service {pod} in namespace "
             f"{namespace}: use {{name}}.{{namespace}}.svc.cluster.local or a shorter form of it"
+        )
+
+    async def prove_adopted(self, state: dict[str, Any], address: str, timeout: float) -> None:
+        """That a server another outpost started (`adopted_state`) serves `address`, "scheme://host:port", proved
+        as a start proves its own: a local process of the spawner (and none that this process descends from)
+        listens there, or the address is the Service of a KubeSpawner-like spawner's pod, at the spawner's port.
+        Raises AddressTaken, HostNotAllowed or BackendError; an address no check can prove is refused."""
+        spawner = self._resume(state)
+        pid = getattr(spawner, "pid", 0)
+        url = urlparse(address)
+        if isinstance(pid, int) and pid > 0:
+            if os.getpid() in sockets.process_tree(pid):  # pid 1, or a parent: every process would count as it
+                raise BackendError(f"process {pid} is not a server: this outpost's own process descends from it")
+            await _prove_local_address(spawner, address, timeout)
+            return
+        if isinstance(getattr(spawner, "pod_name", None), str) and isinstance(getattr(spawner, "namespace", None), str):
+            self._check_service_name(spawner, url.hostname or "")
+            if url.port != int(spawner.port):
+                raise HostNotAllowed(f"port {url.port} is not the port of the server's Service ({spawner.port})")
+            return
+        raise BackendError(
+            f"{self._class.__name__} runs neither a local process nor a pod: no check proves its address"
         )
 
     async def _install_certs(self, spawner: Spawner, spec: StartSpec) -> Path:
@@ -295,7 +318,7 @@ async def _exit_code(spawner: Spawner) -> int | None:
     return None if result is None else int(result)
 
 
-async def _prove_local_address(spawner: Spawner, address: str) -> None:
+async def _prove_local_address(spawner: Spawner, address: str, timeout: float) -> None:
     """A spawner that runs a local process (it has a pid, as LocalProcessSpawner): its address is published
     only once that process, or one it started, listens there and nobody else does. A spawner answers as soon
     as it has launched the process, so this also waits for the server, as JupyterHub would (http_timeout)."""
@@ -305,7 +328,7 @@ async def _prove_local_address(spawner: Spawner, address: str) -> None:
     url = urlparse(address)
     members = functools.partial(sockets.process_tree, pid)
     exit_code = functools.partial(_exit_code, spawner)
-    await sockets.wait_until_served(url.hostname or "", url.port or 0, members, exit_code, float(spawner.http_timeout))
+    await sockets.wait_until_served(url.hostname or "", url.port or 0, members, exit_code, timeout)
 
 
 async def _forward_progress(spawner: Spawner, progress: Progress) -> None:

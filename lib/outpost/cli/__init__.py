@@ -86,7 +86,7 @@ async def _admin(args: argparse.Namespace) -> int:
             summary = await import_upstream(
                 runtime, url, dry_run=args.dry_run, out=lambda line: print(line, flush=True)
             )
-            return 1 if summary.unreadable or summary.conflicts else 0
+            return 1 if summary.unreadable or summary.refused or summary.conflicts else 0
         elif args.action == "list":
             print(await admin.list_services(runtime, args.hub))
         else:

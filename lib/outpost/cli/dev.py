@@ -293,26 +293,31 @@ def _shown(path: Path) -> str:
 
 
 def choose_server_user(config: Config) -> str:
-    """As root, pick who local servers run as, unless the administrator's `run_as` says: `nobody` when
-    that user can run the configured command; otherwise root, with `--allow-root`, so a first server
-    starts on any machine. Sets it in `config`; answers the line that tells the administrator."""
+    """As root, pick who local servers run as, unless the administrator's `run_as` or `uid_range` says: a uid
+    of each hub's own from DEV_UID_RANGE when such a uid can run the configured command; otherwise root, with
+    `--allow-root`, so a first server starts on any machine. Sets it in `config`; answers the line that tells
+    the administrator."""
     from outpost.backends.local import LocalProcessBackend, resolved_command
-    from outpost.backends.privileges import lookup_user, unusable_path
+    from outpost.backends.privileges import DEV_UID_RANGE, ServerUser, parse_uid_range, system_ids, unusable_path
 
     options = LocalProcessBackend(config=config)
     if options.run_as:
         return f"outpost dev runs as root: servers run as {options.run_as!r} (c.LocalProcessBackend.run_as)"
+    if options.uid_range:
+        return (
+            f"outpost dev runs as root: each hub's servers run as a uid of its own from {options.uid_range} "
+            "(c.LocalProcessBackend.uid_range)"
+        )
     search_path = options.env.get("PATH", os.environ.get("PATH", ""))
     command = resolved_command([*options.cmd, *options.args], search_path)
-    try:
-        blocked = unusable_path(lookup_user("nobody"), command, search_path)
-    except ConfigurationError:
-        blocked = "(there is no user 'nobody')"
+    bounds = parse_uid_range(DEV_UID_RANGE)
+    probe = next(uid for uid in bounds if uid not in system_ids(bounds))  # any unused uid can do what all can
+    blocked = unusable_path(ServerUser(f"uid {probe}", probe, probe), command, search_path)
     if not blocked:
-        config.LocalProcessBackend.run_as = "nobody"
+        config.LocalProcessBackend.uid_range = DEV_UID_RANGE
         return (
-            "outpost dev runs as root: servers run as the unprivileged user 'nobody' "
-            "(set c.LocalProcessBackend.run_as to choose another)"
+            f"outpost dev runs as root: each hub's servers run as an unprivileged uid of its own from {DEV_UID_RANGE} "
+            "(set c.LocalProcessBackend.uid_range or run_as to choose)"
         )
     config.LocalProcessBackend.run_as = "root"
     config.LocalProcessBackend.args = [*options.args, "--allow-root"]
@@ -320,10 +325,10 @@ def choose_server_user(config: Config) -> str:
     if real != blocked and os.path.exists(real):
         blocked = f"{blocked} (that is, {real})"
     return (
-        f"WARNING: outpost dev runs as root, and the user 'nobody' cannot use {blocked} to run {command[0]!r}: "
-        "servers run AS ROOT (with --allow-root). To run them unprivileged, set c.LocalProcessBackend.run_as "
-        "to a user who can run the command (installed outside root's home), or run outpost dev as an "
-        "ordinary user."
+        f"WARNING: outpost dev runs as root, and an unprivileged uid cannot use {blocked} to run {command[0]!r}: "
+        "servers run AS ROOT (with --allow-root). To run them unprivileged, install the command where every user "
+        "can run it (outside root's home) or set c.LocalProcessBackend.run_as to a user who can, or run outpost "
+        "dev as an ordinary user."
     )
 
 

@@ -23,6 +23,9 @@ def admin_environment(settings: Settings) -> dict[str, str]:
         "OUTPOST_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
         "OUTPOST_DATA_DIR": str(Path(settings.data_dir).resolve()),
         "OUTPOST_BACKEND": settings.backend,
+        # The outpost's own listeners, which `import-upstream` never publishes as a server's address.
+        "OUTPOST_API_PORT": str(settings.api_port),
+        "OUTPOST_SSH_PORT": str(settings.ssh_port),
     }
     if settings.redis_password is not None:
         values["OUTPOST_REDIS_PASSWORD"] = settings.redis_password.get_secret_value()

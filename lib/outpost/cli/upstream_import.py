@@ -2,15 +2,19 @@
 hubs keep polling and stopping them after the switch (with the spawner backend and the same class).
 
 Reads upstream's `service` table with SQLAlchemy Core (sqlite, or PostgreSQL with the `postgresql`
-extra's driver) and decrypts its Fernet tokens with OUTPOST_CRYPT_KEY. Each record is written whole
-by one Redis script, or not at all; a record already here is left alone, so a second run changes
-nothing.
+extra's driver) and decrypts its Fernet tokens with OUTPOST_CRYPT_KEY. An import is a start: each row
+passes the start's checks of `env`, `misc` and callback URLs (`outpost.lifecycle.start.screened`), its
+address is never one of the outpost's own listeners nor one another row names, and the backend proves
+the server serves it before it is published; a row that fails is reported and skipped. Each record is
+written whole by one Redis script, or not at all, never over another record's address; a record
+already here is left alone, so a second run changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,7 +22,9 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from outpost.errors import ConfigurationError, UndecryptableRecord
+from outpost.errors import ConfigurationError, OutpostError, UndecryptableRecord
+from outpost.lifecycle.notes import callback_notes
+from outpost.lifecycle.start import screened
 from outpost.models import ServiceId, StartRequest
 from outpost.store import ImportedRecord
 
@@ -42,11 +48,17 @@ REQUIRED = (
 )
 OPTIONAL = ("id", "start_date", "end_date", "last_update", "jupyterhub_user_id", "flavor")
 SQLITE_TYPES = ("sqlite", "sqlite+pysqlite")
+# A running server listens already: what proves its address is there at once, or never.
+PROOF_SECONDS = 10.0
 Print = Callable[[str], None]
 
 
 class Unreadable(Exception):
     """A record that cannot be decrypted or parsed: reported and skipped."""
+
+
+class Refused(Exception):
+    """A record a start's check, or the proof of its address, refuses: reported and skipped."""
 
 
 @dataclass
@@ -55,6 +67,7 @@ class Summary:
     present: int = 0
     not_running: int = 0
     unreadable: int = 0
+    refused: int = 0
     conflicts: int = 0
     unknown_hubs: set[str] = field(default_factory=set)
 
@@ -62,7 +75,7 @@ class Summary:
         verb = "would import" if dry_run else "imported"
         text = (
             f"{verb} {self.imported}, already present {self.present}, not running {self.not_running}, "
-            f"unreadable {self.unreadable}, address already taken {self.conflicts}"
+            f"unreadable {self.unreadable}, refused {self.refused}, address already taken {self.conflicts}"
         )
         if self.unknown_hubs:
             text += f"; hubs without credentials here: {', '.join(sorted(self.unknown_hubs))}"
@@ -172,8 +185,23 @@ def service_id(row: Mapping[str, Any]) -> ServiceId:
     return ServiceId(str(row["jupyterhub_username"]), str(row["name"] or ""), str(row["start_id"] or "0"))
 
 
-def adopt(row: Mapping[str, Any], crypt: Crypt, backend: SpawnerBackend) -> ImportedRecord | str:
-    """The record for a running upstream service, or why it is not running; raises `Unreadable`."""
+@dataclass(frozen=True)
+class Running:
+    """A running service as its upstream row says, before any check."""
+
+    sid: ServiceId
+    row: Mapping[str, Any]
+    request: StartRequest
+    spawner_state: dict[str, Any]
+    answer: str
+
+    @property
+    def address(self) -> str:
+        return _address(self.answer)
+
+
+def parse(row: Mapping[str, Any], crypt: Crypt) -> Running | str:
+    """The running upstream service of a row, or why it is not running; raises `Unreadable`."""
     if row["stop_pending"]:
         return "its stop is under way"
     if not row["state_stored"]:
@@ -191,6 +219,12 @@ def adopt(row: Mapping[str, Any], crypt: Crypt, backend: SpawnerBackend) -> Impo
         )
     except ValidationError as exc:
         raise Unreadable(f"body: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    return Running(sid, row, request, spawner_state, response["service"])
+
+
+def record(running: Running, request: StartRequest, backend: SpawnerBackend) -> ImportedRecord:
+    """The RUNNING record of a service, with the request as the start's checks left it."""
+    row, sid = running.row, running.sid
     now = dt.datetime.now(dt.UTC)
     started = _utc(row.get("start_date"), now) or now
     return ImportedRecord(
@@ -201,11 +235,64 @@ def adopt(row: Mapping[str, Any], crypt: Crypt, backend: SpawnerBackend) -> Impo
         start_date=started,
         end_date=_utc(row.get("end_date"), None),
         last_update=_utc(row.get("last_update"), started) or started,
-        address=_address(response["service"]),
+        address=running.address,
         body=request.without_certs(),
-        state=backend.adopted_state(sid, request.env, request.misc, spawner_state),
-        answer=response["service"],
+        state=backend.adopted_state(sid, request.env, request.misc, running.spawner_state),
+        answer=running.answer,
     )
+
+
+async def checked(
+    runtime: Runtime, backend: SpawnerBackend, running: Running, named: Counter[str]
+) -> tuple[ImportedRecord, list[str]]:
+    """The record of a running service once it has passed what a start passes, and the notes a start would give
+    about its callback URLs (which are then never called); raises `Refused`."""
+    sid = running.sid
+    try:
+        request = await screened(runtime, sid.hub, running.request)
+    except OutpostError as exc:
+        raise Refused(exc.message) from None
+    address = running.address
+    host, port = urlparse(f"//{address}").hostname, _port(address)
+    if not host or port is None:
+        raise Refused(f"its start answer names no host and port: {running.answer!r}")
+    if named[address] > 1:
+        raise Refused(f"another row of upstream's database names its address {address} as well")
+    own = await _own_listener(runtime, host, port)
+    if own:
+        raise Refused(own)
+    imported = record(running, request, backend)
+    try:
+        await backend.prove_adopted(imported.state, f"http://{address}", PROOF_SECONDS)
+    except OutpostError as exc:
+        raise Refused(f"its address {address} is not proved to be its server's: {exc.message}") from None
+    except Exception as exc:  # the spawner's own load_state or poll on a state it cannot use
+        raise Refused(f"its address {address} is not proved to be its server's: {type(exc).__name__}") from None
+    return imported, callback_notes(runtime, sid, request.env, announce=True)
+
+
+def _port(address: str) -> int | None:
+    try:
+        return urlparse(f"//{address}").port
+    except ValueError:  # out of range, or not a number
+        return None
+
+
+async def _own_listener(runtime: Runtime, host: str, port: int) -> str:
+    """Why the address is one the outpost never connects to (its own API, SSH daemon or Redis on a local
+    address, a metadata address), as for a callback URL; "" otherwise, and for a name that does not resolve
+    here (a Service of another network: its proof is its name)."""
+    import httpcore
+
+    from outpost.guarded_http import AddressRefused, GuardedNetworkBackend
+
+    try:
+        await GuardedNetworkBackend(runtime.settings.own_ports()).checked(host, port, PROOF_SECONDS)
+    except AddressRefused as exc:
+        return f"its address is not a server's: {exc}"
+    except (httpcore.ConnectError, httpcore.ConnectTimeout):
+        return ""
+    return ""
 
 
 async def import_upstream(runtime: Runtime, url: URL, *, dry_run: bool, out: Print) -> Summary:
@@ -221,18 +308,30 @@ async def import_upstream(runtime: Runtime, url: URL, *, dry_run: bool, out: Pri
     rows: Sequence[Mapping[str, Any]] = await asyncio.to_thread(read_services, url)
     out(f"{len(rows)} service record(s) in {url.render_as_string(hide_password=True)}" + (" (dry run)" * dry_run))
     summary = Summary()
-    for number, row in enumerate(rows, 1):
+    parsed: list[Running | str | Unreadable] = []
+    for row in rows:
+        try:
+            parsed.append(parse(row, runtime.store.crypt))
+        except Unreadable as exc:
+            parsed.append(exc)
+    # Upstream never ran two services at one address: of two rows naming one, one is forged, and neither wins.
+    named = Counter(item.address for item in parsed if isinstance(item, Running))
+    for number, (row, item) in enumerate(zip(rows, parsed, strict=True), 1):
         sid = service_id(row)
         label = f"[{number}/{len(rows)}] {sid}"
-        try:
-            adopted = adopt(row, runtime.store.crypt, backend)
-        except Unreadable as exc:
+        if isinstance(item, Unreadable):
             summary.unreadable += 1
-            out(f"{label}: unreadable, skipped ({exc})")
+            out(f"{label}: unreadable, skipped ({item})")
             continue
-        if isinstance(adopted, str):
+        if isinstance(item, str):
             summary.not_running += 1
-            out(f"{label}: not running, skipped ({adopted})")
+            out(f"{label}: not running, skipped ({item})")
+            continue
+        try:
+            adopted, notes = await checked(runtime, backend, item, named)
+        except Refused as exc:
+            summary.refused += 1
+            out(f"{label}: refused, skipped ({exc})")
             continue
         if sid.hub not in runtime.credentials:
             summary.unknown_hubs.add(sid.hub)
@@ -251,5 +350,7 @@ async def import_upstream(runtime: Runtime, url: URL, *, dry_run: bool, out: Pri
             out(
                 f"{label}: {'would import' if dry_run else 'imported'} (user {adopted.user}, address {adopted.address})"
             )
+            for note in notes:
+                out(f"  {note}")
     out(summary.line(dry_run))
     return summary

@@ -35,26 +35,7 @@ async def request_start(runtime: Runtime, hub: str, request: StartRequest, *, in
     """A hub's start request: checked, admitted and recorded PENDING, then started now (the address the
     hub gets) or handed to the background (None: the hub hears of it through its events URL)."""
     sid = ServiceId(hub, request.name, request.start_id)
-    options = runtime.settings.hub(hub)
-    refused = refused_overrides(hub, request.misc, options.allowed_overrides, runtime.hooks.allow_override)
-    if refused:
-        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {errors.shown(refused)}.")
-    if not await upstream_config.allows_override(runtime.upstream, hub, request.misc):
-        raise errors.OverrideNotAllowed(
-            f"This outpost does not allow overriding: {errors.shown(sorted(request.misc))}."
-        )
-    refused = refused_templates(request.misc)
-    if refused:
-        raise errors.TemplateNotAllowed(
-            f"These options hold more than plain {{field}} placeholders (or too many): {errors.shown(refused)}."
-        )
-    screened = screen_env(request.env, options.allowed_env)
-    if screened.refused:
-        raise errors.EnvNotAllowed(
-            f"This outpost does not pass these environment variables to servers: {errors.shown(screened.refused)}. "
-            "Its administrator can allow them for this hub (hubOptions.<hub>.allowedEnv)."
-        )
-    request = request.model_copy(update={"env": screened.env})
+    request = await screened(runtime, hub, request)
     decision = await quota.admit(runtime, hub, request)
     certs = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
     created = await runtime.store.create(
@@ -78,6 +59,32 @@ async def request_start(runtime: Runtime, hub: str, request: StartRequest, *, in
             raise
         return None
     return await _start(runtime, sid, request.without_certs(), certs, announce_tunnel=False)
+
+
+async def screened(runtime: Runtime, hub: str, request: StartRequest) -> StartRequest:
+    """The request as this hub may send it, or the refusal: `misc` overrides the hub's policy and the administrator's
+    hooks allow, plain `{field}` templates, `env` names the hub may pass. Every start goes through here, and so does
+    every record `outpost import-upstream` brings in."""
+    options = runtime.settings.hub(hub)
+    refused = refused_overrides(hub, request.misc, options.allowed_overrides, runtime.hooks.allow_override)
+    if refused:
+        raise errors.OverrideNotAllowed(f"This outpost does not allow overriding: {errors.shown(refused)}.")
+    if not await upstream_config.allows_override(runtime.upstream, hub, request.misc):
+        raise errors.OverrideNotAllowed(
+            f"This outpost does not allow overriding: {errors.shown(sorted(request.misc))}."
+        )
+    refused = refused_templates(request.misc)
+    if refused:
+        raise errors.TemplateNotAllowed(
+            f"These options hold more than plain {{field}} placeholders (or too many): {errors.shown(refused)}."
+        )
+    screened_env = screen_env(request.env, options.allowed_env)
+    if screened_env.refused:
+        raise errors.EnvNotAllowed(
+            f"This outpost does not pass these environment variables to servers: {errors.shown(screened_env.refused)}. "
+            "Its administrator can allow them for this hub (hubOptions.<hub>.allowedEnv)."
+        )
+    return request.model_copy(update={"env": screened_env.env})
 
 
 async def run_background_start(runtime: Runtime, sid: ServiceId) -> None:

@@ -30,6 +30,7 @@ from outpost.store.batcher import ReadBatcher
 from outpost.store.keys import (
     ADDRESSES,
     ADOPT,
+    ALLOCATE_UID,
     CERTS_TTL_SECONDS,
     CLAIM,
     CLAIM_TUNNEL,
@@ -37,6 +38,7 @@ from outpost.store.keys import (
     END,
     EXPIRY,
     FORGET,
+    HUB_UIDS,
     IMPORT,
     OBSERVE,
     ONCE,
@@ -46,6 +48,7 @@ from outpost.store.keys import (
     TOMBSTONE_TTL_SECONDS,
     TRANSITION,
     TUNNEL_CLAIM_SECONDS,
+    UID_HUBS,
     key_certs,
     key_flavor_slots,
     key_index,
@@ -136,6 +139,7 @@ class Store:
         self._end = client.register_script(END)
         self._import = client.register_script(IMPORT)
         self._claim_tunnel = client.register_script(CLAIM_TUNNEL)
+        self._allocate_uid = client.register_script(ALLOCATE_UID)
 
     async def ping(self) -> None:
         """Fail now when Redis cannot be reached (at a process's start, in `outpost check`)."""
@@ -368,6 +372,12 @@ class Store:
             pipe.wait(self.replication.replicas, self.replication.timeout_ms)
             result, acknowledged = await pipe.execute()
         return result, int(acknowledged)
+
+    async def hub_uid(self, hub: str, first: int, last: int, skip: Sequence[int]) -> int | None:
+        """The uid a hub's local servers run as, from first..last and never one in `skip`: allocated once, in
+        one script, so every outpost process gives a hub the same uid and no two hubs one. None: all are taken."""
+        uid = int(await self._acknowledged(self._allocate_uid, [HUB_UIDS, UID_HUBS], [hub, first, last, *skip]))
+        return None if uid < 0 else uid
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:stopped:{hub}:{name}:{start_id}   string tombstone of a stop (TTL): its server is never re-adopted
   outpost:lock:{name}                       string a timer run's lock (expires)
   outpost:auth:{kind}:{id}                  failed-login counters, blocks and known sources (`outpost.ratelimit`)
+  outpost:uids                              hash   hub -> the uid (and gid) its local servers run as
+  outpost:uid-hubs                          hash   uid -> its hub: one hub per uid, for ever
 
 Every write may be sent twice: the client retries a command whose connection failed (a failover), and the
 first attempt may have run. Writes that are not naturally idempotent carry a random write id (a record's
@@ -29,6 +31,8 @@ from outpost.models import ServiceId
 
 ADDRESSES = "outpost:addresses"
 EXPIRY = "outpost:expiry"
+HUB_UIDS = "outpost:uids"
+UID_HUBS = "outpost:uid-hubs"
 CERTS_TTL_SECONDS = 900
 # A stop's tombstone outlives many reconciler runs (every minute), so a stopped server is never re-adopted.
 TOMBSTONE_TTL_SECONDS = 3600
@@ -316,4 +320,25 @@ for i, key in ipairs(KEYS) do
   if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
 end
 return counts
+"""
+
+# A hub's uid from the range first..last, the same for every process: the one it holds, or the lowest one no hub
+# ever held that is not in ARGV[4..] (the system's own users and groups). A uid stays its hub's for ever (files
+# it owned may remain), so a hub whose uid lies outside a changed range gets a new one. -1: the range is used up.
+# A retry after a failover answers the uid the first run chose. KEYS: hub uids, uid hubs; ARGV: hub, first, last,
+# then the uids to skip
+ALLOCATE_UID = """
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
+if held and held >= first and held <= last then return held end
+local skip = {}
+for i = 4, #ARGV do skip[ARGV[i]] = true end
+for uid = first, last do
+  local id = string.format('%d', uid)
+  if not skip[id] and redis.call('HSETNX', KEYS[2], id, ARGV[1]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[1], id)
+    return uid
+  end
+end
+return -1
 """
