@@ -173,7 +173,9 @@ class SingleNodeSlurm:
             self._wait(self._node_ready, "the node to come back", daemon="slurmd")
 
     def stop_controller(self) -> None:
-        self._signal("slurmctld", signal.SIGKILL)
+        """As a restart or an upgrade stops it: SIGTERM, so it saves its state (jobs started since its last
+        periodic save would otherwise come back as pending, and slurmd would end them)."""
+        self._signal("slurmctld", signal.SIGTERM)
         self._wait(lambda: not self._alive("slurmctld"), "slurmctld to end")
 
     def token(self, user: str, lifespan: int = 86400) -> str:

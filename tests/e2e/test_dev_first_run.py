@@ -155,9 +155,10 @@ def test_admin_commands_read_the_env_file(tmp_path: Path) -> None:
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         printed = next(line for line in outpost.proc.text().splitlines() if "--env-file" in line)
         command = printed.split("Administration: ", 1)[1].split("   ")[0].split()
-        assert command[:3] == ["outpost", "--env-file", "outpost-data/env"], printed
+        assert command[1:3] == ["--env-file", "outpost-data/env"], printed
+        assert Path(command[0]) == VENV_BIN / "outpost", printed  # runnable as printed, with no venv activated
         shell = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_")}  # nothing set by hand
-        check = outpost_cli(*command[1:], env=shell, cwd=tmp_path)
+        check = subprocess.run(command, env=shell, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         listing = outpost_cli("--env-file", str(env_file), "services", "list", env=shell, cwd=tmp_path)
         assert "<default>" in listing.stdout, listing.stdout + listing.stderr

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,7 +277,9 @@ def announce(settings: Settings, options: DevOptions, ssh_port: int, env_file: P
     """What `outpost dev` prints once everything listens: addresses, the admin hint, the hub's snippet."""
     print(f"Outpost API on http://{options.api_host}:{options.api_port}  (Redis: {_redacted(_url(settings))})")
     print(f"SSH daemon on {options.api_host}:{ssh_port} (user {settings.ssh_username})")
-    print(f"Administration: outpost --env-file {_shown(env_file)} check   (also: services list, rotate-key)")
+    # The console script beside this Python: a fresh install puts no `outpost` on PATH (.venv/bin/outpost).
+    command = _shown(Path(sys.executable).parent / "outpost")
+    print(f"Administration: {command} --env-file {_shown(env_file)} check   (also: services list, rotate-key)")
     print(spawner_snippet(settings, options), flush=True)
 
 
