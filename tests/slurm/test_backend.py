@@ -105,11 +105,7 @@ async def test_an_administrators_scancel_is_the_polls_exit_code(backend: SlurmJo
 async def test_a_queued_start_shows_slurms_reason_then_runs(backend: SlurmJobBackend, slurm: SingleNodeSlurm):
     """Two CPUs: one taken by another job, the first server takes the second; the next start waits in the queue
     (its progress says why), and runs once the first server stops."""
-    other = subprocess.run(
-        ["sbatch", "--parsable", f"--uid={JOB_USER}", "--output=/dev/null", f"--chdir={slurm.root}",
-         "--wrap=sleep 300"],
-        env=slurm.env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+    other = _occupy(slurm, cpus=1)
     try:
         first = await start(backend, spec("first"))
         recorder = Recorder()
@@ -131,15 +127,26 @@ async def test_a_queued_start_shows_slurms_reason_then_runs(backend: SlurmJobBac
 async def test_a_start_still_queued_after_start_timeout_is_cancelled(
     slurm: SingleNodeSlurm, path: str, snapshots: SharedSnapshots
 ):
-    held = SlurmJobBackend(
-        backend_config(slurm, path, start_timeout=1.0, sbatch_options={"begin": "now+1hour"}), snapshots
-    )
-    with pytest.raises(BackendError, match=r"still queued after 1 s \(BeginTime\); it is cancelled"):
-        await start(held, spec("held"))
-    snapshot = await held.jobs.current(0)
-    mine = [job for job in snapshot.jobs.values() if "BeginTime" in job.reason and not job.ended]
-    assert not mine  # cancelled, not left in the queue
-    await held.aclose()
+    blocker = _occupy(slurm, cpus=2)  # both CPUs: the start waits (Slurm's reason, once it has looked)
+    held = SlurmJobBackend(backend_config(slurm, path, start_timeout=1.0), snapshots)
+    try:
+        with pytest.raises(BackendError, match=r"still queued after 1 s \(\w+\); it is cancelled"):
+            await start(held, spec("held"))
+        snapshot = await held.jobs.current(0)
+        waiting = [job for job in snapshot.jobs.values() if job.waiting]
+        assert not waiting  # cancelled, not left in the queue
+    finally:
+        subprocess.run(["scancel", blocker], env=slurm.env, check=False)
+        await held.aclose()
+
+
+def _occupy(slurm: SingleNodeSlurm, cpus: int) -> str:
+    """A job of another program holding `cpus` of the node's two CPUs; its id."""
+    return subprocess.run(
+        ["sbatch", "--parsable", f"--uid={JOB_USER}", "--output=/dev/null", f"--chdir={slurm.root}",
+         f"--cpus-per-task={cpus}", "--wrap=sleep 300"],
+        env=slurm.env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
 
 
 async def test_the_runtime_limit_becomes_the_jobs_time_limit(backend: SlurmJobBackend, slurm: SingleNodeSlurm):
