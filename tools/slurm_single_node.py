@@ -218,13 +218,18 @@ class SingleNodeSlurm:
                 continue
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-                environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                environ = b""
             if name is not None and Path(argv[0].decode(errors="replace")).name != name:
                 continue
-            mine = str(self.root).encode()
-            if any(mine in arg for arg in argv) or f"SLURM_CONF={self.conf}".encode() in environ.split(b"\0"):
+            # slurmrestd drops to nobody, and then its environment may not be readable: its address names it.
+            mine = (str(self.root).encode(), f"127.0.0.1:{self._ports()['rest']}".encode())
+            named = any(m in arg for arg in argv for m in mine)
+            if named or f"SLURM_CONF={self.conf}".encode() in environ.split(b"\0"):
                 found.append(int(entry.name))
         return found
 

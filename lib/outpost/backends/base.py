@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import PyFileConfigLoader
 
-from outpost.errors import ConfigurationError
+from outpost.errors import ConfigurationError, InvalidBody, OverrideNotAllowed
 from outpost.models import ServiceId
 
+OptionsT = TypeVar("OptionsT", bound=Configurable)
 SaveState = Callable[[dict[str, Any]], Awaitable[None]]
 Progress = Callable[[int, str], Awaitable[None]]
 
@@ -86,3 +87,20 @@ def apply_overrides(options: Configurable, misc: dict[str, Any]) -> None:
     for key, value in misc.items():
         if options.has_trait(key) and options.trait_metadata(key, "config"):
             setattr(options, key, value)
+
+
+def options_for_start(defaults: OptionsT, misc: dict[str, Any], admin_only: frozenset[str]) -> OptionsT:
+    """A backend's options for one start: `defaults` itself when `misc` overrides none of them (most starts:
+    the shared object, unchanged), else a copy with the overrides. An option in `admin_only` is refused."""
+    if not admin_only.isdisjoint(misc):
+        raise OverrideNotAllowed(
+            f"This outpost does not allow overriding: {', '.join(sorted(admin_only & set(misc)))}."
+        )
+    if set(defaults.class_trait_names(config=True)).isdisjoint(misc):
+        return defaults
+    options = type(defaults)(config=defaults.config)
+    try:
+        apply_overrides(options, misc)
+    except Exception as exc:  # a trait rejected the value's type
+        raise InvalidBody(f"invalid backend option in misc: {exc}") from None
+    return options

@@ -35,9 +35,9 @@ from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
 from outpost.backends import common, output, sockets
-from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
+from outpost.backends.base import Progress, SaveState, Started, StartSpec, options_for_start
 from outpost.backends.privileges import HubUids, ServerUser, ServerUsers
-from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
+from outpost.errors import AddressTaken, BackendError, InvalidBody
 from outpost.files import private_dir
 from outpost.models import ServiceId
 
@@ -321,18 +321,7 @@ class LocalBackend:
         return _user_dir(hub_homes / _segment(spec.env.get("JUPYTERHUB_USER", "user")), user)
 
     def _options(self, misc: dict[str, Any]) -> LocalProcessBackend:
-        if not _ADMIN_ONLY.isdisjoint(misc):
-            raise OverrideNotAllowed(
-                f"This outpost does not allow overriding: {', '.join(sorted(_ADMIN_ONLY & set(misc)))}."
-            )
-        if _OPTION_NAMES.isdisjoint(misc):  # most starts override nothing: the shared, unchanged defaults
-            return self._defaults
-        options = LocalProcessBackend(config=self._config)
-        try:
-            apply_overrides(options, misc)
-        except Exception as exc:  # a trait rejected the value's type
-            raise InvalidBody(f"invalid backend option in misc: {exc}") from None
-        return options
+        return options_for_start(self._defaults, misc, _ADMIN_ONLY)
 
     def _bind_ip(self, options: LocalProcessBackend, misc: dict[str, Any]) -> None:
         """The address a server binds to is the administrator's: a hub's misc.ip counts only if allowed_ips

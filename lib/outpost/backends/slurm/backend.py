@@ -22,13 +22,13 @@ from typing import Any
 from traitlets.config import Config
 
 from outpost.backends import common, output
-from outpost.backends.base import Progress, SaveState, Started, StartSpec, apply_overrides
+from outpost.backends.base import Progress, SaveState, Started, StartSpec, options_for_start
 from outpost.backends.slurm import script
 from outpost.backends.slurm.controller import Commands, Controller, ControllerUnreachable, Rest
 from outpost.backends.slurm.jobs import Comment, Job, parse_comment, proven_port
-from outpost.backends.slurm.options import ADMIN_ONLY, OPTION_NAMES, SlurmBackend
+from outpost.backends.slurm.options import ADMIN_ONLY, SlurmBackend
 from outpost.backends.slurm.snapshot import JobList, SharedCache, Snapshot
-from outpost.errors import BackendError, ConfigurationError, InvalidBody, OverrideNotAllowed, shown
+from outpost.errors import BackendError, ConfigurationError, InvalidBody, shown
 from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
@@ -67,18 +67,7 @@ class SlurmJobBackend:
         return JobList(self.controller, self._cache, self._defaults.name_prefix)
 
     def _options(self, misc: dict[str, Any]) -> SlurmBackend:
-        if not ADMIN_ONLY.isdisjoint(misc):
-            raise OverrideNotAllowed(
-                f"This outpost does not allow overriding: {', '.join(sorted(ADMIN_ONLY & set(misc)))}."
-            )
-        if OPTION_NAMES.isdisjoint(misc):
-            return self._defaults
-        options = SlurmBackend(config=self._config)
-        try:
-            apply_overrides(options, misc)
-        except Exception as exc:  # a trait rejected the value's type
-            raise InvalidBody(f"invalid backend option in misc: {exc}") from None
-        return options
+        return options_for_start(self._defaults, misc, ADMIN_ONLY)
 
     def _job_user(self, spec: StartSpec) -> str:
         """The account the job runs as: the administrator's choice alone, never root unless named so."""

@@ -80,4 +80,3 @@ ADMIN_ONLY = frozenset(
         "job_dir", "query_interval", "start_query_interval", "controller_timeout", "stale_warning", "name_prefix",
     }
 )  # fmt: skip
-OPTION_NAMES = frozenset(SlurmBackend.class_trait_names(config=True))
