@@ -20,7 +20,7 @@ __all__ = [
 CONNECTIONS = Gauge("outpost_sshd_connections", "Open SSH connections (authenticated or not)")
 AUTH_REFUSED = Counter(
     "outpost_sshd_auth_refused_total", "Public keys refused, by reason", ["reason"]
-)  # reason: unknown-key (or wrong user name), from-mismatch, key-expired, key-connection-limit
+)  # reason: unknown-key (or wrong user name), from-mismatch, key-expired, key-connection-limit, too-many-failures
 FORWARDS = Counter("outpost_sshd_forwards_total", "Forwards opened to a running service")
 FORWARDS_REFUSED = Counter(
     "outpost_sshd_forwards_refused_total", "Forwards refused, by reason", ["reason"]

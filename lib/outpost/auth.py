@@ -43,11 +43,12 @@ def verify(hub: str, password: str, credentials: Mapping[str, str]) -> bool:
 async def authenticate(
     authorization: str | None, source: str, credentials: Mapping[str, str], guard: LoginGuard
 ) -> str:
-    """The hub name for valid credentials; failed attempts count against the source and the hub name."""
+    """The hub name for valid credentials. The comparison is local and its answer leaves only once the
+    guard has counted a failure (one script) or found the source not blocked (one read), so no guess is
+    answered beyond the source's budget, and right credentials cost one round trip."""
     hub, password = parse_basic(authorization)
-    await guard.check(source, hub)
-    if not verify(hub, password, credentials):
-        await guard.failed(source, hub)
-        raise Unauthorized("wrong hub name or password")
-    await guard.succeeded(source, hub)
-    return hub
+    if verify(hub, password, credentials):
+        await guard.admit(source)
+        return hub
+    await guard.fail(source, hub)
+    raise Unauthorized("wrong hub name or password")
