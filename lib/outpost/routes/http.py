@@ -109,7 +109,7 @@ class Route:
 
     def match(self, path: str) -> dict[str, str] | None:
         regex, convertors = self.pattern
-        found = regex.match(path)
+        found = regex.fullmatch(path)  # not match(): its "$" also matches before a final newline
         if found is None:
             return None
         return {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
