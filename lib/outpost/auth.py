@@ -1,4 +1,5 @@
-"""HTTP Basic authentication of hubs: the credential's user name is the hub's identity."""
+"""HTTP Basic authentication of hubs (the credential's user name is the hub's identity), and the
+metrics scraper's bearer token."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import base64
 import hmac
 from collections.abc import Mapping
 
-from outpost.errors import Unauthorized
+from outpost.errors import MetricsOff, ScraperUnauthorized, Unauthorized
 from outpost.ratelimit import LoginGuard
 
 # Compared against when the user name is unknown, so timing does not reveal valid hub names.
@@ -52,3 +53,17 @@ async def authenticate(
         return hub
     await guard.fail(source, hub)
     raise Unauthorized("wrong hub name or password")
+
+
+async def authenticate_scraper(authorization: str | None, source: str, token: str | None, guard: LoginGuard) -> None:
+    """`Authorization: Bearer <token>` for /metrics; a wrong token is a failed login of the source."""
+    if token is None:
+        raise MetricsOff()
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip() or len(given) > MAX_AUTHORIZATION_CHARS:
+        raise ScraperUnauthorized()  # nothing guessed: not counted, as a malformed Basic header
+    if hmac.compare_digest(given.strip().encode(), token.encode()):
+        await guard.admit(source)
+        return
+    await guard.fail(source, None)
+    raise ScraperUnauthorized("wrong metrics token")

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     auth_failures_per_source: int = Field(default=20, gt=0)
     auth_failures_per_hub: int = Field(default=100, gt=0)
     auth_window_seconds: int = Field(default=300, gt=0)
+    # The bearer token /metrics wants (Prometheus' `authorization: {credentials: ...}`); None: /metrics is off.
+    # The hub passwords never open it: metrics name every hub and its usage.
+    metrics_token: SecretStr | None = None
     # Proxies whose X-Forwarded-For entries are believed: a hop count or CIDRs (outpost.proxies).
     # Empty: the caller is the socket peer, whatever the headers say.
     trusted_proxies: str = ""
@@ -184,6 +187,13 @@ class Settings(BaseSettings):
         if not value.get_secret_value().strip():
             raise ValueError("OUTPOST_CRYPT_KEY is empty")
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("OUTPOST_METRICS_TOKEN must be at least 16 characters (or unset: metrics off)")
+        return value or None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
