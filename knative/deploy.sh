@@ -119,7 +119,7 @@ fi
 # Render the manifests with this installation's names, image, secret names, fingerprint and class.
 # The files name everything as release "outpost" does: outpost-<part> and the Broker "outpost".
 # The names first, so a secret name that starts with outpost- is left alone.
-PARTS="start|poll|stop|events|timer|pod-|tick|config|env|redis|functions"
+PARTS="start|poll|stop|events|timer|pod-|tick|config|env|redis|metrics|functions"
 RENDERED="$(mktemp -d)"
 trap 'rm -rf "${RENDERED}"' EXIT
 for file in "${HERE}"/outpost-*.yaml "${HERE}/eventing.yaml"; do

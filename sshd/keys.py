@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -203,19 +203,23 @@ def _parse(index: int, text: str, hub: str | None) -> tuple[asyncssh.SSHKey, _En
     if unknown:
         raise ValueError(f"unsupported option(s): {', '.join(unknown)}")
     permitopen = cast("set[tuple[str, int | None]] | None", options.get("permitopen"))
+    # asyncssh's dict keeps an option once, where it first appears; OpenSSH reads every one in order.
+    written = _RawOptions(text).written if options else []
+    forwarding = _forwarding(name for name, _ in written)
     rule = Rule(
         hubs=None if hub is None else frozenset({hub}),
-        forwarding=_forwarding(options),
+        forwarding=forwarding,
         permitopen=None if permitopen is None else frozenset(permitopen),
     )
-    return line.key, _Entry(index, line, rule, _expiry(options.get("expiry-time")), _summary(text, options))
+    summary = _summary(written, forwarding)
+    return line.key, _Entry(index, line, rule, _expiry(options.get("expiry-time")), summary)
 
 
-def _forwarding(options: Mapping[str, object]) -> bool:
-    """OpenSSH reads the flags in order: `restrict` and `no-port-forwarding` forbid, a later
-    `port-forwarding` allows again. asyncssh keeps the options in the order they first appear."""
+def _forwarding(names: Iterable[str]) -> bool:
+    """As OpenSSH reads the flags, each in the order written: `restrict` and `no-port-forwarding`
+    forbid, `port-forwarding` allows; the last one wins (`restrict,port-forwarding,restrict` forbids)."""
     allowed = True
-    for name in options:
+    for name in names:
         if name in ("restrict", "no-port-forwarding"):
             allowed = False
         elif name == "port-forwarding":
@@ -244,23 +248,23 @@ def _expiry(values: object) -> datetime.datetime | None:
 
 
 class _RawOptions(OptionsParser):
-    """asyncssh's option tokenizer with no value handlers: every `name=value` stays its raw text."""
+    """asyncssh's option tokenizer, keeping every option as written: (name, raw value or None), in order."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
+        self.written: list[tuple[str, str | None]] = []
         self._parse_options(text)
 
+    def _add_option(self, option: str) -> None:
+        name, sep, value = option.partition("=")
+        self.written.append((name, value if sep else None))
 
-def _summary(text: str, options: Mapping[str, object]) -> str:
-    """The options for the log: `from=`, `permitopen=` and `expiry-time=` with their values, the others
-    by name only (the values of `command=` or `environment=` may hold secrets)."""
-    if not options:
+
+def _summary(written: list[tuple[str, str | None]], forwarding: bool) -> str:
+    """The options for the log, every one in the order written: `from=`, `permitopen=` and `expiry-time=`
+    with their values, the others by name only (the values of `command=` or `environment=` may hold
+    secrets); then what the forwarding flags add up to."""
+    if not written:
         return "options=-"
-    raw = _RawOptions(text).options
-    parts: list[str] = []
-    for name in options:
-        if name in ("from", "permitopen", "expiry-time"):
-            parts.extend(f'{name}="{value}"' for value in cast("list[str]", raw[name]))
-        else:
-            parts.append(name)
-    return "options=" + ",".join(parts)
+    parts = [f'{name}="{value}"' if name in ("from", "permitopen", "expiry-time") else name for name, value in written]
+    return f"options={','.join(parts)} forwarding={'yes' if forwarding else 'no'}"

@@ -21,7 +21,7 @@ __all__ = [
 CONNECTIONS = Gauge("outpost_sshd_connections", "Open SSH connections (authenticated or not)")
 AUTH_REFUSED = Counter(
     "outpost_sshd_auth_refused_total", "Public keys refused, by reason", ["reason"]
-)  # reason: unknown-key (or wrong user name), from-mismatch, key-expired, key-connection-limit
+)  # reason: unknown-key (or wrong user name), from-mismatch, key-expired, key-connection-limit, too-many-failures
 STARTUPS_REFUSED = Counter(
     "outpost_sshd_startups_refused_total", "Connections closed before authentication by a cap, by reason", ["reason"]
 )  # reason: see sshd.limits.StartupRefusal

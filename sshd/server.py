@@ -17,10 +17,12 @@ import asyncssh
 from asyncssh import ChannelOpenError, SSHTCPSession
 
 from outpost.connlimits import RefusalLog
+from outpost.errors import TooManyAttempts
 from outpost.logs import escape
 from outpost.models import ACTIVE_PHASES
+from outpost.ratelimit import FailureCounts, LoginGuard
 from outpost.settings import Settings
-from outpost.store import AddressOwner
+from outpost.store import UNREACHABLE, AddressOwner
 from sshd import metrics
 from sshd.coalesce import coalesce_writes
 from sshd.forwards import ChannelSide, Forward, ServiceSide
@@ -53,9 +55,12 @@ class ForwardRefusal(enum.StrEnum):
 
 
 class AddressLookup(Protocol):
-    """`outpost.store.Store`: which service, if any, listens at host:port."""
+    """`outpost.store.Store`: which service, if any, listens at host:port; the failed-login counts."""
 
     def address_owner(self, host: str, port: int) -> Awaitable[AddressOwner | None]: ...
+
+    @property
+    def logins(self) -> FailureCounts: ...
 
 
 class Policy:
@@ -65,6 +70,9 @@ class Policy:
         self.username = settings.ssh_username
         self.keys = AuthorizedKeys(settings.ssh_public_keys)
         self.lookup = lookup
+        # The API's limit on failed logins, in the same counters: a source's refused keys and wrong
+        # passwords spend one budget.
+        self.guard = LoginGuard(lookup.logins, settings.login_limits())
         self.connections = ConnectionCounter(settings.ssh_max_connections_per_key)
         self.max_channels = settings.ssh_max_channels_per_connection
         self.idle_timeout = settings.ssh_idle_timeout_seconds
@@ -81,6 +89,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         self._peer = "?"
         self._peername = ("?", 0)  # admitted by the listener's Startups; released once authenticated
         self._grant: Grant | None = None
+        self._admitted = False
         self._claimed = False
         self._channels = 0
         self._idle: asyncio.TimerHandle | None = None
@@ -117,7 +126,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         # Called for the client's query and again for the signed request, so the last key
         # validated is the one that authenticated.
         grant = self._policy.keys.grant_for(key, self._peer_address())
@@ -125,11 +134,31 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             grant = KeyRefusal.UNKNOWN
         if isinstance(grant, KeyRefusal):
             self._refuse_key(key, grant)
+            # Counted before the refusal is answered: past its budget the source hears nothing more.
+            await self._login_check(self._policy.guard.fail(self._peer_address(), None))
             return False
+        if not self._admitted:  # once per connection: one read, as for the API's right passwords
+            self._admitted = await self._login_check(self._policy.guard.admit(self._peer_address()))
+            if not self._admitted:
+                return False
         if self._policy.connections.count(grant.fingerprint) >= self._policy.connections.limit:
             self._refuse_connection(grant)
             return False
         self._grant = grant
+        return True
+
+    async def _login_check(self, check: Awaitable[None]) -> bool:
+        """Whether the guard let the source go on; a source past its budget is disconnected. Without
+        Redis, keys are still checked (only forwards need it): the limit waits for it."""
+        try:
+            await check
+        except TooManyAttempts:
+            metrics.AUTH_REFUSED.labels("too-many-failures").inc()
+            if self._conn is not None:
+                self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many failed logins")
+            return False
+        except UNREACHABLE as exc:
+            logger.warning("login limit not checked peer=%s: store unavailable (%s)", self._peer, type(exc).__name__)
         return True
 
     def auth_completed(self) -> None:

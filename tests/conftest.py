@@ -43,6 +43,8 @@ TINY_SERVER = Path(__file__).parent / "support" / "tiny_singleuser.py"
 OWN_USER = pwd.getpwuid(os.geteuid()).pw_name
 RUN_AS_OWN_USER = f"c.LocalProcessBackend.run_as = {OWN_USER!r}\n"
 HUBS = {"hubA": "password-a", "hubB": "password-b"}
+METRICS_TOKEN = "metrics-token-of-the-tests"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 # For tests about something else that steer the tiny server through its TINY_* variables (exit, delay).
 TINY_ENV = {hub: {"allowedEnv": ["TINY_*"]} for hub in HUBS}
 
@@ -100,6 +102,7 @@ async def make_settings(
             "backend_config": backend_config,
             "hub_retries": 2,
             "hub_timeout_seconds": 2.0,
+            "metrics_token": METRICS_TOKEN,
             **overrides,
         }
         settings = Settings(**values)
@@ -153,7 +156,7 @@ async def function_process(
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    await client.get("/metrics")
+                    await client.get("/metrics", headers=SCRAPER)
                     break
                 except httpx.TransportError:
                     if time.monotonic() > deadline or process.poll() is not None:

@@ -10,7 +10,7 @@ from outpost.routes.http import Route, dispatch
 ROUTES = [
     Route("GET", "/ping", handlers.ping, public=True),
     Route("GET", "/openapi.json", handlers.describe_api, public=True),
-    Route("GET", "/metrics", handlers.metrics_text, public=True),  # not on the public route
+    Route("GET", "/metrics", handlers.metrics_text, scraper=True),  # the metrics token only
     Route("GET", "/services", handlers.list_services),
     # One segment: a name, never empty (`/services/` is the listing).
     Route("GET", "/services/{name}", handlers.poll_service),

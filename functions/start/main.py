@@ -12,7 +12,7 @@ from outpost.runtime import use_background
 use_background(Background)
 ROUTES = [
     Route("POST", "/services", handlers.start_service),
-    Route("GET", "/metrics", handlers.metrics_text, public=True),  # not on the public route
+    Route("GET", "/metrics", handlers.metrics_text, scraper=True),  # the metrics token only
 ]
 
 

@@ -13,7 +13,7 @@ use_background(Background)
 ROUTES = [
     Route("DELETE", "/services/{name}", handlers.stop_service),  # a name, never empty
     Route("DELETE", "/services/{name:segment}/{start_id:segment}", handlers.stop_service),
-    Route("GET", "/metrics", handlers.metrics_text, public=True),  # not on the public route
+    Route("GET", "/metrics", handlers.metrics_text, scraper=True),  # the metrics token only
 ]
 
 

@@ -1,4 +1,5 @@
-"""HTTP Basic authentication of hubs: the credential's user name is the hub's identity."""
+"""HTTP Basic authentication of hubs (the credential's user name is the hub's identity), and the
+metrics scraper's bearer token."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import base64
 import hmac
 from collections.abc import Mapping
 
-from outpost.errors import Unauthorized
+from outpost.errors import MetricsOff, ScraperUnauthorized, Unauthorized
 from outpost.ratelimit import LoginGuard
 
 # Compared against when the user name is unknown, so timing does not reveal valid hub names.
@@ -43,11 +44,26 @@ def verify(hub: str, password: str, credentials: Mapping[str, str]) -> bool:
 async def authenticate(
     authorization: str | None, source: str, credentials: Mapping[str, str], guard: LoginGuard
 ) -> str:
-    """The hub name for valid credentials; failed attempts count against the source and the hub name."""
+    """The hub name for valid credentials. The comparison is local and its answer leaves only once the
+    guard has counted a failure (one script) or found the source not blocked (one read), so no guess is
+    answered beyond the source's budget, and right credentials cost one round trip."""
     hub, password = parse_basic(authorization)
-    await guard.check(source, hub)
-    if not verify(hub, password, credentials):
-        await guard.failed(source, hub)
-        raise Unauthorized("wrong hub name or password")
-    await guard.succeeded(source, hub)
-    return hub
+    if verify(hub, password, credentials):
+        await guard.admit(source)
+        return hub
+    await guard.fail(source, hub)
+    raise Unauthorized("wrong hub name or password")
+
+
+async def authenticate_scraper(authorization: str | None, source: str, token: str | None, guard: LoginGuard) -> None:
+    """`Authorization: Bearer <token>` for /metrics; a wrong token is a failed login of the source."""
+    if token is None:
+        raise MetricsOff()
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip() or len(given) > MAX_AUTHORIZATION_CHARS:
+        raise ScraperUnauthorized()  # nothing guessed: not counted, as a malformed Basic header
+    if hmac.compare_digest(given.strip().encode(), token.encode()):
+        await guard.admit(source)
+        return
+    await guard.fail(source, None)
+    raise ScraperUnauthorized("wrong metrics token")

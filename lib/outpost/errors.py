@@ -9,9 +9,11 @@ OutpostError
  │    ├── IncompleteBody         400  the client left before sending the body it announced
  │    └── BodyTooLarge           413  body over the configured limit
  ├── Unauthorized                401  missing or wrong hub credentials
+ │    └── ScraperUnauthorized    401  missing or wrong metrics token
  ├── TooManyAttempts             429  too many failed logins from this source or for this hub
  ├── NotFound                    404
  │    ├── UnknownRoute           404  no such path
+ │    ├── MetricsOff             404  /metrics without a configured metrics token
  │    └── UnknownService         404  no such service for this hub
  ├── MethodNotAllowed            405
  ├── ServiceExists               409  a start for a service that is already active
@@ -145,6 +147,12 @@ class Unauthorized(OutpostError):
     default_message = "authentication required"
 
 
+class ScraperUnauthorized(Unauthorized):
+    """Missing or wrong `Authorization: Bearer <metrics token>` on /metrics."""
+
+    default_message = "metrics need the metrics token (Authorization: Bearer ...)"
+
+
 class TooManyAttempts(OutpostError):
     """Too many failed logins; the client should wait `retry_after` seconds."""
 
@@ -163,6 +171,12 @@ class NotFound(OutpostError):
 
 class UnknownRoute(NotFound):
     """No function serves this path."""
+
+
+class MetricsOff(NotFound):
+    """No metrics token is configured, so nobody may read /metrics."""
+
+    default_message = "metrics are off: OUTPOST_METRICS_TOKEN is not set"
 
 
 class UnknownService(NotFound):

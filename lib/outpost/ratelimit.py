@@ -1,14 +1,19 @@
-"""Failed logins are limited per source and per hub name, counted in Redis so every function instance agrees.
+"""Failed logins are limited per source, counted in Redis so every function instance and the SSH daemon agree.
 
-This module decides; `outpost.store.LoginCounters` counts.
+This module decides what a failure costs and words the refusal; `outpost.store.LoginCounters` counts,
+in one Lua script per failure, so the count and the decision are one step.
 
-A source with too many failures is refused (429) before its password is even checked. A hub name
-under attack is only closed to sources that have not recently logged in as that hub, so the real
-hub keeps working while someone elsewhere guesses its password.
+A failed guess is answered only after it was counted: of N concurrent wrong passwords from one source,
+at most `per_source` get 401 and the rest 429, however many instances check them at once. A source
+that used up its budget gets 429 for every hub, right passwords included, until its window ends.
+Right credentials from a source without failures are never refused: no one else's failures close a
+hub. Distributed guessing is bounded per hub name instead: once a hub name's bucket has seen
+`per_hub` failures in the window, each source gets one more failure, not `per_source`, so every
+further guess costs the attacker a new source address (an IPv6 source is its /64).
 
-Sources and hub names come from the request, so neither reaches a key as it is: a source is
-hashed, and hub names are hashed into HUB_BUCKETS buckets, however many names are tried and however
-long (`outpost.auth` caps the Authorization header before decoding it). Known and unknown names are
+Sources and hub names come from the request, so neither reaches a key as it is: a source is hashed,
+and hub names are hashed into HUB_BUCKETS buckets, however many names are tried and however long
+(`outpost.auth` caps the Authorization header before decoding it). Known and unknown names are
 bucketed alike: were unknown names treated apart, whether a name's bucket closes would tell an
 attacker that the name exists.
 """
@@ -16,15 +21,14 @@ attacker that the name exists.
 from __future__ import annotations
 
 import hashlib
-import time
+import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
 from outpost.errors import TooManyAttempts
 
-CACHE_SECONDS = 1.0  # how long an instance trusts its last look at Redis, to keep polls at one read
-GOOD_REFRESH_SECONDS = 60.0
-HUB_BUCKETS = 1024  # a few hubs rarely share one; sharing only closes one's new sources with the other's
+HUB_BUCKETS = 1024  # a few hubs rarely share one; sharing only lowers each source's budget for both
+IPV6_SOURCE_PREFIX = 64  # one site's network: its hosts pick their addresses in it freely
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,9 @@ class LoginLimits:
 class FailureCounts(Protocol):
     """`outpost.store.LoginCounters`: the shared counts, by source id and hub bucket."""
 
-    async def standing(self, source: str, bucket: str) -> tuple[bool, int]: ...
+    async def blocked(self, source: str) -> bool: ...
 
-    async def known_source(self, bucket: str, source: str) -> bool: ...
-
-    async def count_failure(self, source: str, bucket: str, window_seconds: int) -> int: ...
-
-    async def block(self, source: str, seconds: int) -> None: ...
-
-    async def note_known_source(self, bucket: str, source: str) -> None: ...
+    async def count_failure(self, source: str, bucket: str | None, limits: LoginLimits) -> bool: ...
 
 
 def _digest(value: str) -> str:
@@ -53,9 +51,22 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def _counted_as(source: str) -> str:
+    """The address whose budget a source spends: an IPv6 address's /64, an IPv4-mapped one's IPv4."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:  # "unknown", or what a trusted proxy wrote: counted as it is
+        return source
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_SOURCE_PREFIX), strict=False))
+    return source
+
+
 def source_id(source: str) -> str:
-    """A source as keys and sets hold it: fixed size, whatever the request said."""
-    return _digest(source)
+    """A source as keys hold it: fixed size, whatever the request said."""
+    return _digest(_counted_as(source))
 
 
 def hub_bucket(hub: str) -> str:
@@ -64,44 +75,20 @@ def hub_bucket(hub: str) -> str:
 
 
 class LoginGuard:
-    """Takes sources and hub names as the request gave them; only their ids reach Redis and memory."""
+    """Takes sources and hub names as the request gave them; only their ids reach Redis."""
 
     def __init__(self, counts: FailureCounts, limits: LoginLimits) -> None:
         self._counts = counts
         self._limits = limits
-        self._checked: dict[tuple[str, str], float] = {}
-        self._good_noted: dict[tuple[str, str], float] = {}
 
-    async def check(self, source: str, hub: str) -> None:
-        """Raise TooManyAttempts when this source, or this hub name for this source, is closed."""
-        caller, bucket = source_id(source), hub_bucket(hub)
-        now = time.monotonic()
-        if self._checked.get((caller, bucket), 0.0) > now:
-            return
-        blocked, hub_failures = await self._counts.standing(caller, bucket)
-        if blocked:
+    async def admit(self, source: str) -> None:
+        """For right credentials: TooManyAttempts if the source used up its failures (one Redis read)."""
+        if await self._counts.blocked(source_id(source)):
             raise TooManyAttempts(retry_after=self._limits.window_seconds)
-        if hub_failures >= self._limits.per_hub:
-            if not await self._counts.known_source(bucket, caller):
-                raise TooManyAttempts(retry_after=self._limits.window_seconds)
-        if len(self._checked) > 10_000:
-            self._checked.clear()
-        self._checked[(caller, bucket)] = now + CACHE_SECONDS
 
-    async def failed(self, source: str, hub: str) -> None:
-        caller, bucket = source_id(source), hub_bucket(hub)
-        window = self._limits.window_seconds
-        self._checked.pop((caller, bucket), None)
-        if await self._counts.count_failure(caller, bucket, window) >= self._limits.per_source:
-            await self._counts.block(caller, window)
-
-    async def succeeded(self, source: str, hub: str) -> None:
-        """Remember this source as the hub's own (at most once a minute per instance)."""
-        caller, bucket = source_id(source), hub_bucket(hub)
-        now = time.monotonic()
-        if self._good_noted.get((caller, bucket), 0.0) > now:
-            return
-        await self._counts.note_known_source(bucket, caller)
-        if len(self._good_noted) > 10_000:
-            self._good_noted.clear()
-        self._good_noted[(caller, bucket)] = now + GOOD_REFRESH_SECONDS
+    async def fail(self, source: str, hub: str | None) -> None:
+        """Count a failed login (`hub`: the name it tried; None for an SSH key); TooManyAttempts when
+        the source's budget was used up before it, so the caller must not answer it as checked."""
+        bucket = None if hub is None else hub_bucket(hub)
+        if not await self._counts.count_failure(source_id(source), bucket, self._limits):
+            raise TooManyAttempts(retry_after=self._limits.window_seconds)

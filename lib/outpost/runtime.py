@@ -23,7 +23,7 @@ from outpost.flavor_rules import FlavorPolicy
 from outpost.hooks import Outpost, load_hooks
 from outpost.models import ServiceId
 from outpost.proxies import TrustedProxies
-from outpost.ratelimit import LoginGuard, LoginLimits
+from outpost.ratelimit import LoginGuard
 from outpost.redis_client import redis_client
 from outpost.settings import Settings, load_settings
 from outpost.store import Replication, Store
@@ -99,11 +99,7 @@ class Runtime:
 
     @cached_property
     def guard(self) -> LoginGuard:
-        settings = self.settings
-        limits = LoginLimits(
-            settings.auth_failures_per_source, settings.auth_failures_per_hub, settings.auth_window_seconds
-        )
-        return LoginGuard(self.store.logins, limits)
+        return LoginGuard(self.store.logins, self.settings.login_limits())
 
     @cached_property
     def config(self) -> Config:

@@ -31,6 +31,7 @@ from outpost.credits import CreditConfigError, CreditPolicy
 from outpost.errors import ConfigurationError
 from outpost.flavor_rules import FlavorConfigError, FlavorPolicy, Normaliser
 from outpost.proxies import TrustedProxies
+from outpost.ratelimit import LoginLimits
 from outpost.suggest import did_you_mean, unknown_key
 
 MIB = 1024 * 1024
@@ -107,10 +108,14 @@ class Settings(BaseSettings):
     # Retries of a command while Redis is unreachable or failing over (backoff up to 0.5 s each).
     redis_retries: int = Field(default=20, ge=0, le=1000)
 
-    # Failed logins allowed per source and per hub name within the window, before 429s.
+    # Failed logins (API passwords and SSH keys) allowed per source within the window, before 429s; over
+    # `auth_failures_per_hub` failures for one hub name, each source gets one (`outpost.ratelimit`).
     auth_failures_per_source: int = Field(default=20, gt=0)
     auth_failures_per_hub: int = Field(default=100, gt=0)
     auth_window_seconds: int = Field(default=300, gt=0)
+    # The bearer token /metrics wants (Prometheus' `authorization: {credentials: ...}`); None: /metrics is off.
+    # The hub passwords never open it: metrics name every hub and its usage.
+    metrics_token: SecretStr | None = None
     # Proxies whose X-Forwarded-For entries are believed: a hop count or CIDRs (outpost.proxies).
     # Empty: the caller is the socket peer, whatever the headers say.
     trusted_proxies: str = ""
@@ -196,6 +201,13 @@ class Settings(BaseSettings):
         if not value.get_secret_value().strip():
             raise ValueError("OUTPOST_CRYPT_KEY is empty")
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("OUTPOST_METRICS_TOKEN must be at least 16 characters (or unset: metrics off)")
+        return value or None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -319,6 +331,9 @@ class Settings(BaseSettings):
 
     def proxies(self) -> TrustedProxies:
         return TrustedProxies.parse(self.trusted_proxies)
+
+    def login_limits(self) -> LoginLimits:
+        return LoginLimits(self.auth_failures_per_source, self.auth_failures_per_hub, self.auth_window_seconds)
 
     def crypt_keys(self) -> list[str]:
         return [k.strip() for k in re.split("[,;]", self.crypt_key.get_secret_value()) if k.strip()]

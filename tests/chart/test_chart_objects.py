@@ -388,6 +388,41 @@ def test_notes_name_the_release_for_deploy_sh(run_helm: Any) -> None:
     assert 'ssh_node = "jh-outpost-sshd.default.svc.cluster.local"' in notes
 
 
+def test_the_metrics_token_is_generated_given_or_borrowed(render: Any) -> None:
+    """The functions' /metrics answers only this token; it is generated once (read back on upgrades)."""
+    generated = one_object(render(), "Secret", "outpost-metrics")["stringData"]["token"]
+    assert len(generated) == 40 and generated.isalnum()
+    assert not find_objects(render(), "ServiceMonitor")  # off by default: the CRD may not exist
+    given = render(CI_VALUES)
+    assert one_object(given, "Secret", "outpost-metrics")["stringData"]["token"] == "ci-metrics-token-0123456789"
+    borrowed = render(
+        sets=("functions.metrics.existingSecret=my-metrics", "functions.metrics.serviceMonitor.enabled=true")
+    )
+    assert not find_objects(borrowed, "Secret", "outpost-metrics")
+    endpoint = one_object(borrowed, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "my-metrics", "key": "token"}}
+
+
+def test_the_service_monitor_scrapes_the_functions_with_the_token(render: Any) -> None:
+    monitor = one_object(render(CI_VALUES), "ServiceMonitor")
+    assert (
+        monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["metadata"]["labels"]["release"] == "prometheus"
+    )
+    selector = monitor["spec"]["selector"]
+    assert selector["matchLabels"] == {"networking.internal.knative.dev/serviceType": "Private"}
+    assert selector["matchExpressions"] == [
+        {
+            "key": "serving.knative.dev/service",
+            "operator": "In",
+            "values": ["outpost-start", "outpost-poll", "outpost-stop"],
+        }
+    ]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s",
+         "authorization": {"type": "Bearer", "credentials": {"name": "outpost-metrics", "key": "token"}}}
+    ]  # fmt: skip
+
+
 def test_chart_provides_what_knative_references(render: Any) -> None:
     """Every ConfigMap, Secret and ServiceAccount the knative/ manifests name is rendered by default."""
     rendered = {(d["kind"], d["metadata"]["name"]) for d in render()}

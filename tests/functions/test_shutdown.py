@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from outpost.settings import Settings
-from tests.conftest import function_process
+from tests.conftest import SCRAPER, function_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -20,7 +20,7 @@ async def test_sigterm_ends_a_function_cleanly(settings: Settings, tmp_path: Pat
     log = tmp_path / "function.log"
     with log.open("wb") as stderr:
         async with function_process(function, target, settings, stderr=stderr) as (process, client):
-            assert (await client.get("/ping" if function == "poll" else "/metrics")).status_code == 200
+            assert (await client.get("/ping" if function == "poll" else "/metrics", headers=SCRAPER)).status_code == 200
             workers = psutil.Process(process.pid).children(recursive=True)
             process.send_signal(signal.SIGTERM)
             try:

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from outpost.runtime import close_runtime, get_runtime, use_settings
 from outpost.settings import HubOptions, Settings
-from tests.conftest import RUN_AS_OWN_USER, TINY_SERVER
+from tests.conftest import METRICS_TOKEN, RUN_AS_OWN_USER, TINY_SERVER
 from tests.fuzz.harness import (
     BASE_URL,
     FUZZ_OVERRIDES,
@@ -53,6 +53,7 @@ async def outpost(redis_url: str, router: Any, tmp_path_factory: pytest.TempPath
         credits=FUZZ_CREDITS,
         hub_retries=1,
         hub_timeout_seconds=1.0,
+        metrics_token=METRICS_TOKEN,
     )
     redis = aioredis.from_url(redis_url)
     await redis.flushdb()

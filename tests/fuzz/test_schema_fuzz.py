@@ -166,7 +166,8 @@ async def test_operation_without_valid_credentials(
         assert response.json()["error"], response.text
     elif response.status_code == 404:  # routing comes first: a path with a '/' in a segment
         assert response.json()["error"] == "UnknownRoute", response.text
-    else:
+    else:  # /metrics wants the scraper's bearer token, the rest a hub's Basic credentials
+        scheme, error = ("Bearer", "ScraperUnauthorized") if label == "GET /metrics" else ("Basic", "Unauthorized")
         assert response.status_code == 401, response.text
-        assert response.headers["www-authenticate"].startswith("Basic")
-        assert response.json()["error"] == "Unauthorized"
+        assert response.headers["www-authenticate"].startswith(scheme)
+        assert response.json()["error"] == error

@@ -250,7 +250,8 @@ def test_any_release_name_names_everything_as_the_chart_does(run_script, render,
         referenced |= {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"]}
         referenced |= {("ConfigMap", e["configMapRef"]["name"]) for e in container["envFrom"]}
         secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
-        assert referenced <= rendered and secrets - SEED_SECRETS == {"jh-outpost-redis"}
+        assert referenced <= rendered and secrets - SEED_SECRETS <= {"jh-outpost-redis", "jh-outpost-metrics"}
+        assert {("Secret", name) for name in secrets - SEED_SECRETS} <= rendered
     services = {d["metadata"]["name"] for d in documents if d["kind"] == "Service"}
     route = one_object(chart, "HTTPRoute")
     hosts = {f["urlRewrite"]["hostname"] for r in route["spec"]["rules"] for f in r.get("filters", [])}

@@ -89,7 +89,11 @@ def test_function_target_account_and_environment(manifests: dict[str, list[dict[
         for n, e in env.items()
         if "valueFrom" in e
     }
-    assert refs == SECRET_ENV
+    # The functions that serve /metrics get its bearer token (chart functions.metrics); the others none.
+    metrics = {"OUTPOST_METRICS_TOKEN": ("outpost-metrics", "token")} if name in PUBLIC else {}
+    assert refs == SECRET_ENV | metrics
+    if metrics:
+        assert env["OUTPOST_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert env["OUTPOST_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert container["envFrom"] == [{"configMapRef": {"name": "outpost-env"}}]
     assert container["volumeMounts"] == [{"name": "config", "mountPath": "/etc/outpost", "readOnly": True}]

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from outpost.settings import Settings
-from tests.conftest import TINY_ENV, basic, function_process, start_body
+from tests.conftest import SCRAPER, TINY_ENV, basic, function_process, start_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A = basic("hubA")
@@ -27,10 +27,10 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_metrics_count_requests_starts_and_services(api: httpx.AsyncClient, settings: Settings) -> None:
-    before = samples((await api.get("/metrics")).text)
+    before = samples((await api.get("/metrics", headers=SCRAPER)).text)
     assert (await api.post("/services", json=start_body(), headers=A)).status_code == 200
     assert (await api.get("/services/srv/1", headers=A)).status_code == 200
-    response = await api.get("/metrics")
+    response = await api.get("/metrics", headers=SCRAPER)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     after = samples(response.text)
     poll = ("outpost_requests_total", (("method", "GET"), ("route", "/services/{name:segment}/{start_id:segment}"),
@@ -89,3 +89,28 @@ async def test_each_failed_request_is_one_line_without_secrets(settings: Setting
         "r-route": 'request failed: 404 GET "/nothing\\u001b[31m\\r\\u00e9" hub=- request_id=r-route',
     }
     assert "not-the-password" not in text and "password-a" not in text
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/%6detrics", "/metrics/", "/outpost/metrics", "/outpost/%6detrics/"])
+async def test_metrics_want_the_metrics_token_in_every_spelling(
+    api: httpx.AsyncClient, make_settings: Callable[..., Settings], path: str
+) -> None:
+    make_settings(base_path="/outpost")
+    for headers in ({}, basic("hubA"), {"Authorization": "Bearer wrong-token-of-the-tests"}):
+        answer = await api.get(path, headers=headers)
+        assert answer.status_code == 401 and answer.json()["error"] == "ScraperUnauthorized", (headers, answer.text)
+        assert answer.headers["www-authenticate"] == 'Bearer realm="metrics"'
+    answer = await api.get(path, headers=SCRAPER)
+    assert answer.status_code == 200 and "outpost_services" in answer.text
+
+
+async def test_metrics_are_off_without_a_token_and_wrong_tokens_are_failed_logins(
+    api: httpx.AsyncClient, make_settings: Callable[..., Settings]
+) -> None:
+    make_settings(metrics_token=None)
+    answer = await api.get("/metrics", headers=SCRAPER)
+    assert answer.status_code == 404 and answer.json()["error"] == "MetricsOff"
+    make_settings(auth_failures_per_source=2)
+    codes = [(await api.get("/metrics", headers={"Authorization": "Bearer guess"})).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+    assert (await api.get("/metrics", headers=SCRAPER)).status_code == 429  # the source is closed, as for a hub

@@ -139,6 +139,17 @@ class Stack:
         with self.api(hub) as api:
             return api.delete(f"/services/{name}/{start_id}")
 
+    @property
+    def metrics_token(self) -> str:
+        """The token `outpost dev` generated for /metrics (no OUTPOST_METRICS_TOKEN given)."""
+        return (self.data_dir / "metrics_token").read_text().strip()
+
+    def metrics(self) -> str:
+        """GET /metrics as the scraper: with the metrics token, never a hub's password."""
+        answer = httpx.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {self.metrics_token}"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.text
+
     def redis(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(self.data_dir / "redis" / "redis.sock"))
 

@@ -68,7 +68,7 @@ def start_and_finish(stack: Stack, hub: str, body: dict[str, Any]) -> str:
 
 def unmatched_posts(stack: Stack) -> list[str]:
     """The outpost's own count of POSTs to paths it does not serve (a hub's callback path, say)."""
-    text = httpx.get(f"{stack.url}/metrics", timeout=5).text
+    text = stack.metrics()
     counted = (line for line in text.splitlines() if line.startswith("outpost_requests_total{"))
     return [line for line in counted if 'route="unmatched"' in line and 'method="POST"' in line]
 

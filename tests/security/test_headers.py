@@ -98,11 +98,9 @@ def test_a_client_that_leaves_mid_body_leaves_no_traceback(stack: Stack) -> None
     """Was a logged 'unexpected error' (starlette's ClientDisconnect) for every such client."""
 
     def answered_400() -> int:
-        with stack.api("hubA") as api:
-            found = re.search(
-                r'outpost_requests_total\{method="POST",route="/services",status="400"\} (\S+)',
-                api.get("/metrics").text,
-            )
+        found = re.search(
+            r'outpost_requests_total\{method="POST",route="/services",status="400"\} (\S+)', stack.metrics()
+        )
         return int(float(found.group(1))) if found else 0
 
     before = answered_400()

@@ -22,6 +22,9 @@ KEYS = {
     "narrow": 'restrict,port-forwarding,permitopen="127.0.0.1:1"',
     "no-forwarding": "restrict",
     "plain": 'restrict,port-forwarding,command="/bin/echo No commands allowed"',  # upstream's docs
+    # The last flag wins in OpenSSH; asyncssh's dict of options kept only each flag's first place.
+    "flag-repeated": "no-port-forwarding,port-forwarding,no-port-forwarding",
+    "restrict-repeated": "restrict,port-forwarding,restrict",
 }
 
 
@@ -80,7 +83,11 @@ def test_a_pinned_key_from_elsewhere_cannot_log_in(stack: Stack, client: Callabl
     assert "reason=from-mismatch" in stack.log()
 
 
-@pytest.mark.parametrize("name,reaches", [("plain", True), ("narrow", False), ("no-forwarding", False)])
+@pytest.mark.parametrize(
+    "name,reaches",
+    [("plain", True), ("narrow", False), ("no-forwarding", False), ("flag-repeated", False),
+     ("restrict-repeated", False)],
+)  # fmt: skip
 def test_options_narrow_what_a_key_reaches(
     clean: Stack, client: Callable[[str], OpenSSH], name: str, reaches: bool
 ) -> None:
@@ -95,3 +102,10 @@ def test_options_narrow_what_a_key_reaches(
     ssh = client(name)
     assert asyncio.run(ssh.start_master()).returncode == 0
     assert (forwarded(ssh, port) != b"") is reaches
+
+
+def test_the_start_up_log_shows_every_option_and_what_they_add_up_to(stack: Stack) -> None:
+    log = stack.log()
+    assert "options=no-port-forwarding,port-forwarding,no-port-forwarding forwarding=no" in log
+    assert "options=restrict,port-forwarding,restrict forwarding=no" in log
+    assert "options=restrict,port-forwarding,command forwarding=yes" in log

@@ -7,12 +7,14 @@ was connected from to X-Forwarded-For as any reverse proxy does; the outpost tru
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncssh
 import httpx
 import pytest
 
@@ -24,6 +26,8 @@ from tests.security.stack import Stack, launch, shut_down
 from tests.support.raw_http import request_bytes, send
 
 PER_SOURCE = 20  # the default auth_failures_per_source
+PER_HUB = 100  # the default auth_failures_per_hub
+BURST = 200
 
 
 def client(url: str, source: str = "127.0.0.1") -> httpx.Client:
@@ -85,6 +89,83 @@ def test_a_victims_address_in_forwarded_for_does_not_lock_out_the_victim(limits:
         answer = hub.get("/services", headers=limits.tenants["hubA"].auth)
         assert answer.status_code == 200, answer.text
     assert f"outpost:auth:block:{source_id(victim)}" not in auth_keys(limits)
+
+
+# --- concurrency: a guess is counted before it is answered --------------------------------------
+
+
+async def burst(url: str, source: str, authorization: str, n: int = BURST) -> list[int]:
+    """`n` requests at once from `source` (64 connections, kept alive: a proxy's way of sending)."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    transport = httpx.AsyncHTTPTransport(local_address=source, limits=limits)
+    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=60) as api:
+        answers = await asyncio.gather(*(api.get("/services", headers={"Authorization": authorization})
+                                         for _ in range(n)))  # fmt: skip
+    return [answer.status_code for answer in answers]
+
+
+def status(url: str, source: str, headers: dict[str, str]) -> int:
+    with client(url, source) as api:
+        return api.get("/services", headers=headers).status_code
+
+
+def test_a_burst_of_wrong_passwords_from_one_source_gets_exactly_its_limit_checked(limits: Stack) -> None:
+    """Was 200 x 401: each instance cached "allowed" for a second before any failure was counted."""
+    codes = asyncio.run(burst(limits.url, "127.0.0.5", basic("hubA", "guess")))
+    assert sorted(codes) == [401] * PER_SOURCE + [429] * (BURST - PER_SOURCE), sorted(set(codes))
+    with limits.redis() as redis:
+        assert int(redis.get(f"outpost:auth:fails-source:{source_id('127.0.0.5')}") or 0) == PER_SOURCE
+    # The attacker's source is closed even to the right password; the hub from elsewhere is not.
+    assert status(limits.url, "127.0.0.5", limits.tenants["hubA"].auth) == 429
+    assert status(limits.url, "127.0.0.6", limits.tenants["hubA"].auth) == 200
+
+
+def test_other_sources_failures_never_refuse_a_hubs_right_password_from_a_clean_source(limits: Stack) -> None:
+    """Was 429 from a new source once a burst had filled the hub name's count: a lock-out from anywhere.
+    Now sources over the hub name's limit get one guess each, and right passwords pass."""
+    attackers = [f"127.0.0.{n}" for n in range(10, 16)]  # 6 x 20 failures: over the hub name's 100
+
+    async def attack() -> list[list[int]]:
+        return await asyncio.gather(*(burst(limits.url, source, basic("hubA", "guess"), 40) for source in attackers))
+
+    counted = sum(codes.count(401) for codes in asyncio.run(attack()))
+    assert PER_HUB <= counted <= len(attackers) * PER_SOURCE
+    newcomer = "127.0.0.20"  # never logged in, no failures
+    assert status(limits.url, newcomer, limits.tenants["hubA"].auth) == 200
+    assert status(limits.url, newcomer, limits.tenants["hubB"].auth) == 200
+    # A fresh source guessing the attacked hub name gets one answer, then 429.
+    assert sorted(asyncio.run(burst(limits.url, "127.0.0.21", basic("hubA", "guess"), 30))) == [401] + [429] * 29
+
+
+def test_failed_key_logins_spend_the_same_budget_and_close_the_source_even_to_the_right_key(
+    limits: Stack, tmp_path: Path
+) -> None:
+    """Keys nobody listed, 4 connections at once trying 10 each from 127.0.0.5: 20 are answered, then
+    the daemon disconnects; the hub's own key is refused from there and logs in from 127.0.0.6.
+    Was: no limit at all."""
+    strangers = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(10)]
+
+    async def guess() -> None:
+        options = asyncssh.SSHClientConnectionOptions(
+            username="jhuboutpost", client_keys=strangers, known_hosts=None, agent_path=None
+        )
+        try:
+            async with asyncssh.connect("127.0.0.1", limits.ssh_port, local_addr=("127.0.0.5", 0), options=options):
+                raise AssertionError("a stranger's key logged in")
+        except (asyncssh.PermissionDenied, asyncssh.DisconnectError, ConnectionError):
+            pass
+
+    async def attack() -> None:
+        await asyncio.gather(*(guess() for _ in range(4)))
+
+    asyncio.run(attack())
+    with limits.redis() as redis:
+        assert int(redis.get(f"outpost:auth:fails-source:{source_id('127.0.0.5')}") or 0) == PER_SOURCE
+    blocked = asyncio.run(limits.ssh("hubA", tmp_path / "blocked").start_master("-oBindAddress=127.0.0.5"))
+    assert blocked.returncode == 255 and "too many failed logins" in blocked.stderr, blocked.stderr
+    clean = limits.ssh("hubA", tmp_path / "clean")
+    assert asyncio.run(clean.start_master("-oBindAddress=127.0.0.6")).returncode == 0
+    asyncio.run(clean.mux("exit"))
 
 
 # --- the functions as deployed: functions-framework under gunicorn's UvicornWorker -------------

@@ -116,6 +116,11 @@ def test_upstream_docs_key_forwards(plain: bool) -> None:
         ("restrict,port-forwarding", True),
         ("port-forwarding,restrict", False),
         ("no-port-forwarding,port-forwarding", True),
+        # The last flag wins, as in OpenSSH: asyncssh's dict keeps only each flag's first place.
+        ("no-port-forwarding,port-forwarding,no-port-forwarding", False),
+        ("restrict,port-forwarding,restrict", False),
+        ("port-forwarding,no-port-forwarding,port-forwarding", True),
+        ("restrict,no-port-forwarding,port-forwarding", True),
         ('no-pty,no-X11-forwarding,no-agent-forwarding,pty,tunnel="0",environment="A=b"', True),
     ],
 )
@@ -181,9 +186,19 @@ def test_the_start_up_description_names_fingerprint_hub_and_options_not_the_key(
     (described,) = AuthorizedKeys([SSHKeyEntry(hub="a", key=f"{options} {line}")]).describe()
     assert described == (
         f"sshPublicKeys[0] key={key.get_fingerprint()} hub=a options=restrict,port-forwarding,command,"
-        'from="10.0.0.0/8",permitopen="10.0.0.5:*",environment'
+        'from="10.0.0.0/8",permitopen="10.0.0.5:*",environment forwarding=yes'
     )
     assert line.split()[1] not in described and "s3cret" not in described and "echo" not in described
+
+
+def test_the_start_up_description_keeps_every_option_in_order() -> None:
+    """A repeated option is logged where each one was written, with what the flags add up to."""
+    key, line = public_line()
+    options = 'permitopen="10.0.0.5:1",restrict,port-forwarding,permitopen="10.0.0.6:2",restrict'
+    (described,) = AuthorizedKeys([f"{options} {line}"]).describe()
+    assert described.endswith(
+        'options=permitopen="10.0.0.5:1",restrict,port-forwarding,permitopen="10.0.0.6:2",restrict forwarding=no'
+    )
 
 
 @pytest.mark.asyncio

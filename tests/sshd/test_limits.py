@@ -61,7 +61,7 @@ async def test_public_key_queries_do_not_fill_the_cap(
     policy = Policy(make_settings(ssh_max_connections_per_key=1), store)
     key = asyncssh.import_public_key(client_keys["hub_a"].public)
     for _ in range(5):
-        assert ForwardOnlyServer(policy).validate_public_key(USER, key)
+        assert await ForwardOnlyServer(policy).validate_public_key(USER, key)
     assert policy.connections.count(key.get_fingerprint()) == 0
 
 

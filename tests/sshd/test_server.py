@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from outpost.models import Phase
+from outpost.ratelimit import source_id
 from outpost.store import Store
 from sshd.server import REFUSED, Listener
 from tests.sshd.helpers import (
@@ -198,6 +199,22 @@ async def test_unknown_key_or_user_is_refused(daemon: Listener, openssh: OpenSSH
     assert result.returncode == 255
     assert "Permission denied (publickey)" in result.stderr
     assert (await client.mux("check")).returncode != 0
+
+
+@pytest.mark.asyncio
+async def test_refused_keys_are_failed_logins_of_their_source(
+    start_daemon: Daemon, openssh: OpenSSHFactory, store: Store
+) -> None:
+    """Each refused key is counted before it is answered; past the budget the source is disconnected,
+    even with a listed key, while the same key logs in from another address."""
+    daemon = await start_daemon(auth_failures_per_source=2)
+    for _ in range(2):
+        refused = await openssh(daemon.port, "stranger").start_master("-oBindAddress=127.0.0.7")
+        assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
+    closed = await openssh(daemon.port, "hub_a").start_master("-oBindAddress=127.0.0.7")
+    assert closed.returncode == 255 and "too many failed logins" in closed.stderr
+    assert await store.logins.blocked(source_id("127.0.0.7"))
+    assert (await openssh(daemon.port, "hub_a").start_master("-oBindAddress=127.0.0.8")).returncode == 0
 
 
 @pytest.mark.asyncio

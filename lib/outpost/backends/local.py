@@ -39,6 +39,7 @@ from outpost.backends.base import Progress, SaveState, Started, StartSpec, optio
 from outpost.backends.privileges import HubUids, ServerUser, ServerUsers
 from outpost.errors import AddressTaken, BackendError, InvalidBody
 from outpost.files import private_dir
+from outpost.logs import escape
 from outpost.models import ServiceId
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ class LocalProcessBackend(Configurable):
         Unicode(), default_value=["127.0.0.1"], help="Addresses a hub's misc.ip may choose; any other is ignored"
     ).tag(config=True)
     port = Int(
-        0, help="Port the server listens on; 0 picks a free one. A start fails if another process listens there"
+        0,
+        min=0,
+        max=65535,
+        help="Port the server listens on; 0 picks a free one. A start fails if another process listens there",
     ).tag(config=True)
     notebook_dir = Unicode("", help="Working directory; default: one per hub and user in the data directory").tag(
         config=True
@@ -136,6 +140,21 @@ def _user_dir(path: Path, user: ServerUser) -> Path:
     user.owns(path)
     path.chmod(0o700)
     return path
+
+
+def _check_environment(env: dict[str, str]) -> None:
+    """InvalidBody for what execve cannot carry: a NUL anywhere, '=' in a name or an empty one, text the
+    file system encoding cannot write (a lone surrogate). subprocess would refuse it only at the spawn."""
+    for name, value in env.items():
+        try:
+            encoded = os.fsencode(name) + b"=" + os.fsencode(value)
+        except (UnicodeError, TypeError):
+            encoded = b"\0"
+        if not name or "=" in name or b"\0" in encoded:
+            raise InvalidBody(
+                f"env: the variable {escape(name)} cannot be passed to a process (a NUL, '=' in its name, or text"
+                " the system cannot encode)"
+            )
 
 
 def _free_port(ip: str) -> int:
@@ -345,18 +364,19 @@ class LocalBackend:
     async def _start_once(self, spec: StartSpec, save_state: SaveState, progress: Progress) -> Started:
         options = self._options(spec.misc)
         self._bind_ip(options, spec.misc)
+        _check_environment({**spec.env, **options.env})  # before anything exists: a refused start leaves nothing
         user = await self._users.of_hub(spec.sid.hub)  # first: as root without a user, this refuses
         home = self._home(spec, user)
         workdir = self._server_dir(spec.sid)
         files = self._home_root / ".servers" / workdir.name  # for the server's user: certificate files
-        cwd = Path(options.notebook_dir) if options.notebook_dir else home
-        cwd.mkdir(parents=True, exist_ok=True)
-        port = options.port or _free_port(options.ip)
-        scheme, env = self._environment(spec, options, files, home, port, user)
-        cmd = resolved_command([*options.cmd, *options.args], env.get("PATH", os.defpath))
         try:
+            cwd = Path(options.notebook_dir) if options.notebook_dir else home
+            cwd.mkdir(parents=True, exist_ok=True)
+            port = options.port or _free_port(options.ip)
+            scheme, env = self._environment(spec, options, files, home, port, user)
+            cmd = resolved_command([*options.cmd, *options.args], env.get("PATH", os.defpath))
             proc = self._spawn(cmd, workdir, env, cwd, user)
-        except (OSError, ValueError):
+        except BaseException:  # no server: nothing of it stays
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(files, ignore_errors=True)
             raise
@@ -409,7 +429,7 @@ class LocalBackend:
                 )  # fmt: skip
             except OSError as exc:
                 raise BackendError(f"cannot start {cmd[0]!r}: {exc.strerror}") from None
-            except ValueError as exc:  # an environment the OS refuses: a NUL, '=' in a name
+            except ValueError as exc:  # an environment the OS refuses, which _check_environment missed
                 raise InvalidBody(f"the server's environment is invalid: {exc}") from None
 
     def _install_certs(self, certs: dict[str, str], files: Path, user: ServerUser) -> dict[str, str]:

@@ -18,6 +18,7 @@ from typing import Any
 import asyncssh
 import uvicorn
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 from traitlets.config import Config
 
@@ -78,7 +79,11 @@ def dev_settings(options: DevOptions, redis_url: str) -> Settings:
     if not (os.environ.get("OUTPOST_HUB_USERNAMES") or os.environ.get("usernames")):  # upstream's name too
         overrides["hub_usernames"] = "jupyterhub"
         overrides["hub_passwords"] = _persisted_secret(data / "hub_password", secrets.token_urlsafe(24))
-    return load_settings(options.config_file, **overrides)
+    settings = load_settings(options.config_file, **overrides)
+    if settings.metrics_token is None:  # neither the environment nor the values set one: /metrics gets its own
+        token = _persisted_secret(data / "metrics_token", secrets.token_urlsafe(32))
+        settings = settings.model_copy(update={"metrics_token": SecretStr(token)})
+    return settings
 
 
 def spawner_snippet(settings: Settings, options: DevOptions) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from outpost.errors import ConfigurationError
+from outpost.routes.framework import JsonAnswers
 from outpost.routes.http import route_path
 
 FUNCTIONS = {"start": "start_service", "poll": "poll_service", "stop": "stop_service"}
@@ -48,6 +49,6 @@ class FunctionRouter:
         await target(scope, receive, send)
 
 
-def build_router(directory: Path | None = None, base_path: str = "") -> FunctionRouter:
+def build_router(directory: Path | None = None, base_path: str = "") -> ASGIApp:
     start, poll, stop = (load_function(name, directory) for name in ("start", "poll", "stop"))
-    return FunctionRouter(start, poll, stop, base_path)
+    return JsonAnswers(FunctionRouter(start, poll, stop, base_path))

@@ -27,6 +27,8 @@ def admin_environment(settings: Settings) -> dict[str, str]:
         "OUTPOST_API_PORT": str(settings.api_port),
         "OUTPOST_SSH_PORT": str(settings.ssh_port),
     }
+    if settings.metrics_token is not None:
+        values["OUTPOST_METRICS_TOKEN"] = settings.metrics_token.get_secret_value()
     if settings.redis_password is not None:
         values["OUTPOST_REDIS_PASSWORD"] = settings.redis_password.get_secret_value()
     if settings.backend_config is not None:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 
 from outpost import errors, logs
-from outpost.auth import authenticate
+from outpost.auth import authenticate, authenticate_scraper
 from outpost.logs import new_request_id
 from outpost.routes.metrics import request_metrics
 from outpost.runtime import Runtime, get_runtime
@@ -100,7 +100,8 @@ class Route:
     method: str
     path: str
     operation: Operation
-    public: bool = False
+    public: bool = False  # no credential at all
+    scraper: bool = False  # the metrics token (settings.metrics_token), never a hub's password
     pattern: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -109,7 +110,7 @@ class Route:
 
     def match(self, path: str) -> dict[str, str] | None:
         regex, convertors = self.pattern
-        found = regex.match(path)
+        found = regex.fullmatch(path)  # not match(): its "$" also matches before a final newline
         if found is None:
             return None
         return {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
@@ -167,12 +168,24 @@ def _source(request: Request, runtime: Runtime) -> str:
     return runtime.proxies.caller(peer, request.headers.getlist("x-forwarded-for"))
 
 
-async def _authenticate(request: Request, runtime: Runtime) -> str:
+def _authorization(request: Request) -> str | None:
     headers = request.headers.getlist("authorization")
     if len(headers) > 1:  # proxies disagree on which one counts: believe neither
         raise errors.Unauthorized("more than one Authorization header")
-    header = headers[0] if headers else None
-    return await authenticate(header, _source(request, runtime), runtime.credentials, runtime.guard)
+    return headers[0] if headers else None
+
+
+async def _authenticate(request: Request, runtime: Runtime, route: Route) -> str:
+    """The calling hub ("" for a public route or the scraper's)."""
+    if route.public:
+        return ""
+    source = _source(request, runtime)
+    if route.scraper:
+        token = runtime.settings.metrics_token
+        secret = token.get_secret_value() if token is not None else None
+        await authenticate_scraper(_authorization(request), source, secret, runtime.guard)
+        return ""
+    return await authenticate(_authorization(request), source, runtime.credentials, runtime.guard)
 
 
 async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
@@ -185,7 +198,7 @@ async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
         runtime = await get_runtime()
         route, params = _find(routes, request.method, route_path(request.scope["path"], runtime.settings.base_path))
         route_label = route.path
-        hub = "" if route.public else await _authenticate(request, runtime)
+        hub = await _authenticate(request, runtime, route)
         body = await _read_body(request, runtime.settings.max_body_bytes)
         call = Call(runtime, hub, params, request.query_params, request.headers, body)
         response = (await route.operation(call)).response()
@@ -224,6 +237,8 @@ _FOREIGN: dict[type[BaseException], type[errors.OutpostError]] = {
 
 
 def _headers(exc: errors.OutpostError) -> dict[str, str] | None:
+    if isinstance(exc, errors.ScraperUnauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="metrics"'}
     if isinstance(exc, errors.Unauthorized):
         return {"WWW-Authenticate": 'Basic realm="outpost"'}
     if isinstance(exc, errors.TooManyAttempts):

@@ -131,10 +131,12 @@ def _document() -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics (served by each function; not exposed by the public route)",
-                    "security": [],
+                    "summary": "Prometheus metrics (each function's own), for the scraper's bearer token only",
+                    "security": [{"metrics": []}],
                     "responses": {
-                        "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                        "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        "401": _json(_ERROR, "no or a wrong metrics token"),
+                        "404": _json(_ERROR, "metrics are off (no metrics token configured)"),
                     },
                 }
             },
@@ -192,7 +194,10 @@ def _document() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"hub": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {
+                "hub": {"type": "http", "scheme": "basic"},
+                "metrics": {"type": "http", "scheme": "bearer"},
+            },
             "schemas": {
                 "StartRequest": StartRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
                 "Status": {

@@ -13,7 +13,7 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:once:{id}                         string idempotency marker of a delivered event
   outpost:stopped:{hub}:{name}:{start_id}   string tombstone of a stop (TTL): its server is never re-adopted
   outpost:lock:{name}                       string a timer run's lock (expires)
-  outpost:auth:{kind}:{id}                  failed-login counters, blocks and known sources (`outpost.ratelimit`)
+  outpost:auth:{kind}:{id}                  failed-login counters and blocks (`outpost.ratelimit`)
   outpost:uids                              hash   hub -> the uid (and gid) its local servers run as
   outpost:uid-hubs                          hash   uid -> its hub: one hub per uid, for ever
 
@@ -96,7 +96,7 @@ def key_snapshot_claim(name: str) -> str:
 
 
 def key_login(kind: str, value: str) -> str:
-    """`kind`: "fails-source", "fails-hub", "block" or "good"; `value`, a source's id or a hub bucket (hashed)."""
+    """`kind`: "fails-source", "fails-hub" or "block"; `value`, a source's id or a hub bucket (hashed)."""
     return f"outpost:auth:{kind}:{value}"
 
 
@@ -312,14 +312,24 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-# Counts failed logins in a window that starts with the first one. KEYS: counters. ARGV: window seconds
-COUNT_IN_WINDOW = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-  counts[i] = redis.call('INCR', key)
-  if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+# Counts one failed login unless its source's budget is used up: the count and the verdict are one step, so
+# concurrent failures of one source never get more than its budget. Each counter's window starts with its
+# first failure. Once a hub bucket has more than its limit, a source's budget there is one failure.
+# KEYS: block, source failures[, hub bucket failures]. ARGV: window seconds, per-source limit, per-hub limit.
+# 1: counted (the failure may be answered as such); 0: the source's budget was used up before it.
+COUNT_FAILURE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local budget = tonumber(ARGV[2])
+if KEYS[3] then
+  local hub = redis.call('INCR', KEYS[3])
+  if hub == 1 then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
+  if hub > tonumber(ARGV[3]) then budget = 1 end
 end
-return counts
+local failures = redis.call('INCR', KEYS[2])
+if failures == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+if failures >= budget then redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end
+if failures > budget then return 0 end
+return 1
 """
 
 # A hub's uid from the range first..last, the same for every process: the one it holds, or the lowest one no hub

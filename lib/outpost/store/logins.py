@@ -4,37 +4,24 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from outpost.store.keys import COUNT_IN_WINDOW, key_login
-
-GOOD_SOURCE_DAYS = 7
+from outpost.ratelimit import LoginLimits
+from outpost.store.keys import COUNT_FAILURE, key_login
 
 
 class LoginCounters:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._count = client.register_script(COUNT_IN_WINDOW)
+        self._count = client.register_script(COUNT_FAILURE)
 
-    async def standing(self, source: str, bucket: str) -> tuple[bool, int]:
-        """Whether the source is blocked, and the failures counted in the hub bucket: one MGET."""
-        blocked, hub_failures = await self._redis.mget(key_login("block", source), key_login("fails-hub", bucket))
-        return bool(blocked), int(hub_failures or 0)
+    async def blocked(self, source: str) -> bool:
+        """Whether the source used up its failures in its window: one GET."""
+        return bool(await self._redis.exists(key_login("block", source)))
 
-    async def known_source(self, bucket: str, source: str) -> bool:
-        """Whether the source logged in as a hub of this bucket lately."""
-        return bool(await self._redis.sismember(key_login("good", bucket), source))
-
-    async def count_failure(self, source: str, bucket: str, window_seconds: int) -> int:
-        """Count a failure of the source and of the bucket; answers the source's failures in its window."""
-        source_failures, _ = await self._count(
-            keys=[key_login("fails-source", source), key_login("fails-hub", bucket)], args=[window_seconds]
-        )
-        return int(source_failures)
-
-    async def block(self, source: str, seconds: int) -> None:
-        await self._redis.set(key_login("block", source), "1", ex=seconds)
-
-    async def note_known_source(self, bucket: str, source: str) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(key_login("good", bucket), source)
-            pipe.expire(key_login("good", bucket), GOOD_SOURCE_DAYS * 86400)
-            await pipe.execute()
+    async def count_failure(self, source: str, bucket: str | None, limits: LoginLimits) -> bool:
+        """Count a failure of the source (and of the hub bucket, if any) unless the source's budget is
+        used up: True if counted, False if refused."""
+        keys = [key_login("block", source), key_login("fails-source", source)]
+        if bucket is not None:
+            keys.append(key_login("fails-hub", bucket))
+        args = [limits.window_seconds, limits.per_source, limits.per_hub]
+        return bool(await self._count(keys=keys, args=args))

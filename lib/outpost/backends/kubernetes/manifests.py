@@ -64,7 +64,7 @@ class KubernetesBackend(Configurable):
     )
     args = List(Unicode(), help="Extra arguments appended to cmd").tag(config=True)
     ip = Unicode("0.0.0.0", help="Address the server binds to inside the pod").tag(config=True)
-    port = Int(8888, help="Port the server listens on; 0 means 8888").tag(config=True)
+    port = Int(8888, min=0, max=65535, help="Port the server listens on; 0 means 8888").tag(config=True)
     environment = Dict(value_trait=Unicode(), help="Extra environment variables of the server").tag(config=True)
     cpu_guarantee = Float(None, allow_none=True, help="CPU cores requested").tag(config=True)
     cpu_limit = Float(None, allow_none=True, help="CPU cores at most").tag(config=True)
