@@ -17,7 +17,7 @@ import asyncssh
 from asyncssh import ChannelOpenError, SSHTCPSession
 
 from outpost.logs import escape
-from outpost.models import ACTIVE_PHASES
+from outpost.models import ACTIVE_PHASES, ServiceId
 from outpost.settings import Settings
 from outpost.store import AddressOwner
 from sshd import metrics
@@ -38,6 +38,7 @@ LOGIN_TIMEOUT_SECONDS = 30
 KEEPALIVE_COUNT_MAX = 3
 SERVER_VERSION = "OutpostSSHD"
 REFUSED = "not a running service of this hub"
+MAX_NOTED = 4096  # services one connection remembers having noted as tunnelled
 
 
 class ForwardRefusal(enum.StrEnum):
@@ -53,9 +54,12 @@ class ForwardRefusal(enum.StrEnum):
 
 
 class AddressLookup(Protocol):
-    """`outpost.store.Store`: which service, if any, listens at host:port."""
+    """`outpost.store.Store`: which service, if any, listens at host:port; and noting that a hub tunnels to
+    a service, so that its tunnel is rebuilt after a restart (`sshd.tunnels`)."""
 
     def address_owner(self, host: str, port: int) -> Awaitable[AddressOwner | None]: ...
+
+    def mark_tunnelled(self, sid: ServiceId) -> Awaitable[bool]: ...
 
 
 class Policy:
@@ -82,6 +86,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         self._claimed = False
         self._channels = 0
         self._idle: asyncio.TimerHandle | None = None
+        self._tunnelled: set[ServiceId] = set()  # noted in the store by this connection
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -192,6 +197,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             self.channel_closed()
             raise
         forward.opened(self._peer)
+        await self._note_tunnel(owner)
         # A forwarder is the session asyncssh's own forward_connection() hands back, typed the same way.
         return cast("SSHTCPSession[bytes]", ChannelSide(forward, service))  # a string: no subscripting per channel
 
@@ -211,6 +217,23 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             return owner
         # The client learns no more than this: whether another hub's service is there is not its business.
         raise ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, REFUSED)
+
+    async def _note_tunnel(self, owner: AddressOwner) -> None:
+        """The hub tunnels to this service: say so in its record, once per connection (one write per service,
+        not per channel). A failure is logged and forwards anyway."""
+        sid = ServiceId(owner.hub, owner.name, owner.start_id)
+        if sid in self._tunnelled:
+            return
+        if len(self._tunnelled) >= MAX_NOTED:  # a master that lives for months: forget, and note again
+            self._tunnelled.clear()
+        try:
+            await self._policy.lookup.mark_tunnelled(sid)
+        except Exception as exc:
+            logger.warning(
+                "could not note the tunnel to %s (%s): it is not recreated after a restart", sid, type(exc).__name__
+            )
+            return
+        self._tunnelled.add(sid)
 
     def channel_closed(self) -> None:
         self._channels -= 1

@@ -55,7 +55,7 @@ def test_markers_and_login_counters_have_their_own_prefixes() -> None:
 
 
 SCRIPTS = ["CREATE", "IMPORT", "FORGET", "ADOPT", "TRANSITION", "CLAIM", "END", "ONCE", "REPLACE_IF", "OWNER",
-           "OBSERVE", "HMGET_MANY", "CLAIM_TUNNEL", "COUNT_IN_WINDOW"]  # fmt: skip
+           "OBSERVE", "HMGET_MANY", "CLAIM_TUNNEL", "MARK_TUNNELLED", "COUNT_IN_WINDOW"]  # fmt: skip
 
 
 @pytest.mark.asyncio
