@@ -183,6 +183,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
     async def _open_forward(self, grant: Grant, host: str, port: int) -> SSHTCPSession[bytes]:
         try:
             owner = await self._authorize(grant, host, port)
+            await self._note_tunnel(owner)
             forward = Forward(owner, f"{host}:{port}", self.channel_closed)
             loop = asyncio.get_running_loop()
             try:
@@ -197,7 +198,6 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             self.channel_closed()
             raise
         forward.opened(self._peer)
-        await self._note_tunnel(owner)
         # A forwarder is the session asyncssh's own forward_connection() hands back, typed the same way.
         return cast("SSHTCPSession[bytes]", ChannelSide(forward, service))  # a string: no subscripting per channel
 

@@ -379,6 +379,32 @@ def printed_snippet(outpost: Outpost) -> str:
     return text[start : text.index("# -----", start + 10)]
 
 
+def tunnelled_hub_config(ssh_files: SSHClientFiles, ssh_port: int) -> str:
+    """Hub lines for the snippet's SSH variant, hub and servers on this machine: the hub forwards a local port
+    to each server through the daemon on `ssh_port`."""
+    return f"""
+c.OutpostSpawner.ssh_during_startup = True
+c.OutpostSpawner.svc_name_template = "127.0.0.1"
+c.OutpostSpawner.svc_create = True
+c.OutpostSpawner.ssh_custom_svc = lambda spawner, port_forward_info: ("127.0.0.1", spawner.port)
+c.OutpostSpawner.ssh_custom_svc_remove = lambda spawner, port_forward_info: None
+c.OutpostSpawner.custom_misc_disable_default = True
+c.OutpostSpawner.ssh_node = "127.0.0.1"
+c.OutpostSpawner.ssh_port = {ssh_port}
+c.OutpostSpawner.ssh_username = "jhuboutpost"
+c.OutpostSpawner.ssh_key = {str(ssh_files.key)!r}
+c.OutpostSpawner.ssh_forward_options = {ssh_files.forward_options()!r}
+"""
+
+
+def snippet_forward_lock(outpost: Outpost) -> str:
+    """The printed snippet's "one forward at a time" lines (commented there, in its SSH variant), uncommented."""
+    lines = printed_snippet(outpost).splitlines()
+    first = lines.index("# import asyncio")
+    last = next(i for i, line in enumerate(lines) if line.startswith("# c.OutpostSpawner.ssh_custom_forward"))
+    return "\n".join(line.removeprefix("# ") for line in lines[first : last + 1]) + "\n"
+
+
 def start_hub(tmp: Path, marker: str, outpost: Outpost, chp: str, extra_config: str = "") -> Hub:
     """`python -m jupyterhub` with a generated config in its own directory, waited for via the proxy."""
     workdir = tmp / "hub"

@@ -45,20 +45,7 @@ def outpost(e2e_dir: Path, marker: str, ssh_files: SSHClientFiles) -> Iterator[O
 def hub_extra_config(setup: str, ssh_files: SSHClientFiles, outpost: Outpost) -> str:
     if setup == DIRECT:
         return ""  # the printed snippet as it is: no SSH
-    # As the snippet's commented variant: the hub forwards a local port through outpost dev's daemon.
-    return f"""
-c.OutpostSpawner.ssh_during_startup = True
-c.OutpostSpawner.svc_name_template = "127.0.0.1"
-c.OutpostSpawner.svc_create = True
-c.OutpostSpawner.ssh_custom_svc = lambda spawner, port_forward_info: ("127.0.0.1", spawner.port)
-c.OutpostSpawner.ssh_custom_svc_remove = lambda spawner, port_forward_info: None
-c.OutpostSpawner.custom_misc_disable_default = True
-c.OutpostSpawner.ssh_node = "127.0.0.1"
-c.OutpostSpawner.ssh_port = {outpost.ssh_port}
-c.OutpostSpawner.ssh_username = "jhuboutpost"
-c.OutpostSpawner.ssh_key = {str(ssh_files.key)!r}
-c.OutpostSpawner.ssh_forward_options = {ssh_files.forward_options()!r}
-"""
+    return harness.tunnelled_hub_config(ssh_files, outpost.ssh_port)
 
 
 @pytest.fixture(scope="module", autouse=True)
