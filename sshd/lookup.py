@@ -21,6 +21,7 @@ class TunnelTarget:
     answer: str
     setup_tunnel_url: str
     api_token: str
+    tunnelled: bool = False  # the hub had a tunnel to it (`ServiceMeta.tunnelled`)
 
 
 class Records(Protocol):
@@ -44,4 +45,4 @@ async def running_tunnels(records: Records) -> AsyncIterator[TunnelTarget]:
         env = body.get("env", {})
         url, token = env.get("JUPYTERHUB_SETUPTUNNEL_URL", ""), env.get("JUPYTERHUB_API_TOKEN", "")
         if answer and url and token:
-            yield TunnelTarget(meta.id, answer, url, token)
+            yield TunnelTarget(meta.id, answer, url, token, meta.tunnelled)

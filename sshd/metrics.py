@@ -38,7 +38,7 @@ FORWARD_BYTES_UP = FORWARD_BYTES.labels("up")
 FORWARD_BYTES_DOWN = FORWARD_BYTES.labels("down")
 TUNNEL_RECREATIONS = Counter(
     "outpost_sshd_tunnel_recreations_total", "Setup-tunnel calls after a start, by outcome", ["outcome"]
-)  # outcome: posted, failed, skipped, elsewhere
+)  # outcome: posted, failed, skipped, elsewhere, untunnelled
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> None:

@@ -19,7 +19,7 @@ from asyncssh import ChannelOpenError, SSHTCPSession
 from outpost.connlimits import RefusalLog
 from outpost.errors import TooManyAttempts
 from outpost.logs import escape
-from outpost.models import ACTIVE_PHASES
+from outpost.models import ACTIVE_PHASES, ServiceId
 from outpost.ratelimit import FailureCounts, LoginGuard
 from outpost.settings import Settings
 from outpost.store import UNREACHABLE, AddressOwner
@@ -40,6 +40,7 @@ ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 KEEPALIVE_COUNT_MAX = 3
 SERVER_VERSION = "OutpostSSHD"
 REFUSED = "not a running service of this hub"
+MAX_NOTED = 4096  # services one connection remembers having noted as tunnelled
 
 
 class ForwardRefusal(enum.StrEnum):
@@ -55,9 +56,12 @@ class ForwardRefusal(enum.StrEnum):
 
 
 class AddressLookup(Protocol):
-    """`outpost.store.Store`: which service, if any, listens at host:port; the failed-login counts."""
+    """`outpost.store.Store`: which service, if any, listens at host:port; the failed-login counts; and noting
+    that a hub tunnels to a service, so that its tunnel is rebuilt after a restart (`sshd.tunnels`)."""
 
     def address_owner(self, host: str, port: int) -> Awaitable[AddressOwner | None]: ...
+
+    def mark_tunnelled(self, sid: ServiceId) -> Awaitable[bool]: ...
 
     @property
     def logins(self) -> FailureCounts: ...
@@ -93,6 +97,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         self._claimed = False
         self._channels = 0
         self._idle: asyncio.TimerHandle | None = None
+        self._tunnelled: set[ServiceId] = set()  # noted in the store by this connection
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -212,6 +217,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
     async def _open_forward(self, grant: Grant, host: str, port: int) -> SSHTCPSession[bytes]:
         try:
             owner = await self._authorize(grant, host, port)
+            await self._note_tunnel(owner)
             forward = Forward(owner, f"{host}:{port}", self.channel_closed)
             loop = asyncio.get_running_loop()
             try:
@@ -245,6 +251,23 @@ class ForwardOnlyServer(asyncssh.SSHServer):
             return owner
         # The client learns no more than this: whether another hub's service is there is not its business.
         raise ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, REFUSED)
+
+    async def _note_tunnel(self, owner: AddressOwner) -> None:
+        """The hub tunnels to this service: say so in its record, once per connection (one write per service,
+        not per channel). A failure is logged and forwards anyway."""
+        sid = ServiceId(owner.hub, owner.name, owner.start_id)
+        if sid in self._tunnelled:
+            return
+        if len(self._tunnelled) >= MAX_NOTED:  # a master that lives for months: forget, and note again
+            self._tunnelled.clear()
+        try:
+            await self._policy.lookup.mark_tunnelled(sid)
+        except Exception as exc:
+            logger.warning(
+                "could not note the tunnel to %s (%s): it is not recreated after a restart", sid, type(exc).__name__
+            )
+            return
+        self._tunnelled.add(sid)
 
     def channel_closed(self) -> None:
         self._channels -= 1

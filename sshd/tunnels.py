@@ -1,9 +1,13 @@
 """Tunnel recreation: after a daemon start, ask each hub to rebuild its forwards to running services.
 
 Every tunnel a hub had through the previous daemon died with it. For each running service whose
-hub wants it, the stored start answer is POSTed again to the service's setup-tunnel URL, which
-makes the hub run `ssh -O forward` anew. Several daemons behind one Service share the work: each service's
-tunnel is claimed in Redis (`Store.claim_tunnel_recreation`), so daemons starting together post it once.
+hub wants it and that had a tunnel, the stored start answer is POSTed again to the service's setup-tunnel
+URL, which makes the hub run `ssh -O forward` anew. A service had a tunnel when a daemon opened a forward
+to it or the hub took its address from the async start's setup-tunnel call (`ServiceMeta.tunnelled`):
+a hub that reaches its servers without SSH answers that call with 400 and stops the server.
+
+Several daemons behind one Service share the work: each service's tunnel is claimed in Redis
+(`Store.claim_tunnel_recreation`), so daemons starting together post it once.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ class TunnelPoster(Protocol):
 class RecreateResult:
     posted: int = 0
     failed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # the hub does not want its tunnels recreated
     elsewhere: int = 0  # claimed by another daemon that started with this one
+    untunnelled: int = 0  # the hub never tunnelled to it (reaches it directly)
 
 
 async def recreate_tunnels(
@@ -60,14 +65,17 @@ async def recreate_tunnels(
     claimer: str = "",
     concurrency: int = CONCURRENCY,
 ) -> RecreateResult:
-    """POST every running service's answer to its hub, for the hubs where `wanted(hub)` is true.
+    """POST every running service's answer to its hub, for the services a hub tunnelled to and the hubs where
+    `wanted(hub)` is true.
 
-    One failing hub never stops the others; failures are logged with the service's identifiers
-    only (never the URL or the token). A service another daemon claimed moments ago is left to it;
-    `claimer` names this daemon (default: the host name, a pod's name in Kubernetes).
+    A hub's refusal (a 4xx) is logged and changes nothing here: the server keeps running. One failing hub
+    never stops the others; failures are logged with the service's identifiers only (never the URL or the
+    token). Each hub gets its first call alone, then the others at once (`concurrency` in all). A service
+    another daemon claimed moments ago is left to it; `claimer` names this daemon (default: the host name,
+    a pod's name in Kubernetes).
     """
     gate = asyncio.Semaphore(concurrency)
-    counts = {"posted": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
+    counts = {"posted": 0, "failed": 0, "skipped": 0, "elsewhere": 0, "untunnelled": 0}
     claimer = claimer or socket.gethostname()
 
     async def post(target: TunnelTarget) -> None:
@@ -87,22 +95,37 @@ async def recreate_tunnels(
             else:
                 logger.warning("tunnel recreation failed service=%s: %s", about, error)
 
+    async def hub_tunnels(targets: list[TunnelTarget]) -> None:
+        # The hub's first call opens its SSH master. Calls at the same moment would each find no master and
+        # open one (forwardbasespawner checks, then connects): the losers fail or linger as extra connections.
+        await post(targets[0])
+        async with asyncio.TaskGroup() as group:
+            for target in targets[1:]:
+                group.create_task(post(target))
+
+    by_hub: dict[str, list[TunnelTarget]] = {}
+    async for target in running_tunnels(source):
+        if not target.tunnelled:
+            counts["untunnelled"] += 1
+            continue
+        decision = wanted(target.id.hub) if target.setup_tunnel_url else False
+        if not (await decision if inspect.isawaitable(decision) else decision):
+            counts["skipped"] += 1
+            continue
+        by_hub.setdefault(target.id.hub, []).append(target)
     async with asyncio.TaskGroup() as group:
-        async for target in running_tunnels(source):
-            decision = wanted(target.id.hub) if target.setup_tunnel_url else False
-            if not (await decision if inspect.isawaitable(decision) else decision):
-                counts["skipped"] += 1
-                continue
-            group.create_task(post(target))
+        for targets in by_hub.values():
+            group.create_task(hub_tunnels(targets))
     result = RecreateResult(**counts)
     for outcome, count in counts.items():
         metrics.TUNNEL_RECREATIONS.labels(outcome).inc(count)
     logger.info(
-        "tunnel recreation done posted=%d failed=%d skipped=%d elsewhere=%d",
+        "tunnel recreation done posted=%d failed=%d skipped=%d elsewhere=%d untunnelled=%d",
         result.posted,
         result.failed,
         result.skipped,
         result.elsewhere,
+        result.untunnelled,
     )
     return result
 

@@ -198,6 +198,9 @@ class HubReceiver:
     url: str = ""
     calls: list[dict[str, Any]] = field(default_factory=list)
     status: int = 204
+    # Seconds each answer takes (a real hub's setup-tunnel API runs ssh), and when each call began and ended.
+    delay_seconds: float = 0.0
+    events: list[str] = field(default_factory=list)
 
     def of(self, path: str) -> list[dict[str, Any]]:
         return [c for c in self.calls if c["path"] == path]
@@ -215,6 +218,7 @@ async def hub_receiver() -> AsyncIterator[HubReceiver]:
     receiver = HubReceiver()
 
     async def record(request: Request) -> Response:
+        receiver.events.append(f"begin {request.url.path}")
         receiver.calls.append(
             {
                 "path": request.url.path,
@@ -222,6 +226,9 @@ async def hub_receiver() -> AsyncIterator[HubReceiver]:
                 "json": await request.json(),
             }
         )
+        if receiver.delay_seconds:
+            await asyncio.sleep(receiver.delay_seconds)
+        receiver.events.append(f"end {request.url.path}")
         return Response(status_code=receiver.status)
 
     app = Starlette(routes=[Route("/{path:path}", record, methods=["POST"])])

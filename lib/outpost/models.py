@@ -126,6 +126,9 @@ class ServiceMeta:
     # The last status an event reported (None: running) and when (epoch seconds; 0: never).
     observed_exit: int | None = None
     observed_at: float = 0.0
+    # The hub reaches it through an SSH tunnel: an SSH daemon opened a forward to it, or the hub took its
+    # address from the setup-tunnel call. Only such tunnels are rebuilt after a restart (`sshd.tunnels`).
+    tunnelled: bool = False
 
     def listing(self) -> dict[str, Any]:
         """One entry of `GET /services`."""

@@ -7,14 +7,18 @@ fails if either leaves a process behind.
 
 from __future__ import annotations
 
+import os
+import pwd
 import secrets
+import shutil
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.harness import Hub, Outpost
+from tests.e2e.harness import SSH_UID, Hub, Outpost, SSHClientFiles
 from tests.e2e.processes import SPAWNED
 
 
@@ -68,6 +72,26 @@ def hub(e2e_dir: Path, marker: str, outpost: Outpost, chp: str, hub_extra_config
     running = harness.start_hub(e2e_dir, marker, outpost, chp, hub_extra_config)
     yield running
     harness.stop_hub(running)
+
+
+@pytest.fixture(scope="module")
+def ssh_files() -> Iterator[SSHClientFiles]:
+    """A hub's SSH key and client files, owned by the user forwardbasespawner runs ssh as."""
+    if shutil.which("ssh") is None:
+        pytest.fail("the OpenSSH client (ssh) is required: apt-get install openssh-client")
+    directory = Path(tempfile.mkdtemp(prefix="oe2e-ssh-"))
+    try:
+        files = SSHClientFiles(directory)
+        if os.getuid() == 0:
+            try:
+                account = pwd.getpwuid(SSH_UID)
+            except KeyError:
+                pytest.skip(f"running as root, forwardbasespawner runs ssh as uid {SSH_UID}, which has no account")
+            for path in (directory, files.key):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        yield files
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)

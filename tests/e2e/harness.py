@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncssh
 import httpx
 import yaml
 
@@ -154,8 +155,21 @@ def restart_outpost(tmp: Path, previous: Outpost, extra_args: Sequence[str] = ()
     return dataclasses.replace(previous, proc=proc, api_port=api_port, ssh_port=ssh_port)
 
 
-def _spawn_outpost(tmp: Path, cmd: list[str], env: dict[str, str], api_port: int, data_dir: Path) -> Proc:
-    proc = Proc.spawn("outpost dev", cmd, env, tmp / "outpost-dev.log", cwd=tmp, owned=[data_dir])
+def restart_keeping_servers(tmp: Path, outpost: Outpost, log_name: str, extra_args: Sequence[str] = ()) -> None:
+    """SIGTERM `outpost dev` (started with --keep-servers), which leaves its servers running, then start it
+    again with --keep-servers on the same ports and data directory, as the hub's configuration knows them.
+    `outpost.proc` becomes the new process, logging to `log_name`."""
+    code = outpost.proc.popen.send_signal(signal.SIGTERM) or outpost.proc.popen.wait(timeout=30)
+    assert code == 0 and "(--keep-servers)" in outpost.proc.text(), outpost.proc.tail()
+    command = outpost_command(outpost.data_dir, outpost.api_port, outpost.ssh_port, outpost.config)
+    cmd = [*command, "--keep-servers", *extra_args]
+    outpost.proc = _spawn_outpost(tmp, cmd, outpost.env, outpost.api_port, outpost.data_dir, log_name)
+
+
+def _spawn_outpost(
+    tmp: Path, cmd: list[str], env: dict[str, str], api_port: int, data_dir: Path, log_name: str = "outpost-dev.log"
+) -> Proc:
+    proc = Proc.spawn("outpost dev", cmd, env, tmp / log_name, cwd=tmp, owned=[data_dir])
     url = f"http://127.0.0.1:{api_port}"
 
     def pong() -> bool:
@@ -178,6 +192,44 @@ def stop_outpost(outpost: Outpost) -> None:
     assert "Traceback" not in text, f"outpost dev logged a traceback:\n{outpost.proc.tail()}"
 
 
+# --- the hub's SSH client files ----------------------------------------------------------------
+
+# forwardbasespawner runs ssh with `preexec_fn=os.setuid(1000)`; as root that switch succeeds, so
+# the key, the known_hosts file and the control socket must belong to uid 1000.
+SSH_UID = 1000
+
+
+class SSHClientFiles:
+    """The hub's key, known_hosts and ControlPath directory (a short path: a control socket's path must fit
+    in a Unix socket address, 108 bytes)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.key = directory / "id_ed25519"
+        self.known_hosts = directory / "known_hosts"
+        self.control_path = directory / "cm-%C"  # one master per (host, port, user)
+        generated = asyncssh.generate_private_key("ssh-ed25519", comment="e2e-hub")
+        generated.write_private_key(self.key)
+        self.key.chmod(0o600)
+        self.public = generated.export_public_key().decode().strip()
+
+    def masters(self) -> list[Path]:
+        return sorted(self.dir.glob("cm-*"))
+
+    def exit_masters(self) -> None:
+        """`ssh -O exit` every control master the hub left (it never closes them itself)."""
+        for socket_path in self.masters():
+            progress(f"closing the hub's ssh control master {socket_path.name}")
+            subprocess.run(
+                ["ssh", f"-oControlPath={socket_path}", "-O", "exit", "jhuboutpost@127.0.0.1"],
+                capture_output=True, timeout=10, check=False,
+            )  # fmt: skip
+
+    def forward_options(self) -> dict[str, str]:
+        """The hub's `ssh_forward_options`: this directory's control sockets and known_hosts."""
+        return {"ControlPath": str(self.control_path), "UserKnownHostsFile": str(self.known_hosts)}
+
+
 # --- the SSH daemon as its own process (as the chart runs it) ---------------------------------
 
 
@@ -190,6 +242,9 @@ def start_sshd(outpost: Outpost, tmp: Path, port: int, *, log_name: str = "sshd.
         OUTPOST_SSH_PORT=str(port),
         OUTPOST_SSH_HOST_KEY=str(outpost.data_dir / "ssh_host_key"),
     )
+    kept_key = outpost.data_dir / "crypt_key"  # the key `outpost dev` made, unless one was given
+    if "OUTPOST_CRYPT_KEY" not in env and kept_key.exists():
+        env["OUTPOST_CRYPT_KEY"] = kept_key.read_text().strip()
     cmd = [sys.executable, "-m", "sshd"]
     if outpost.config is not None:
         cmd += ["--config", str(outpost.config)]
@@ -322,6 +377,32 @@ def printed_snippet(outpost: Outpost) -> str:
     text = outpost.proc.text()
     start = text.index("# --- jupyterhub_config.py")
     return text[start : text.index("# -----", start + 10)]
+
+
+def tunnelled_hub_config(ssh_files: SSHClientFiles, ssh_port: int) -> str:
+    """Hub lines for the snippet's SSH variant, hub and servers on this machine: the hub forwards a local port
+    to each server through the daemon on `ssh_port`."""
+    return f"""
+c.OutpostSpawner.ssh_during_startup = True
+c.OutpostSpawner.svc_name_template = "127.0.0.1"
+c.OutpostSpawner.svc_create = True
+c.OutpostSpawner.ssh_custom_svc = lambda spawner, port_forward_info: ("127.0.0.1", spawner.port)
+c.OutpostSpawner.ssh_custom_svc_remove = lambda spawner, port_forward_info: None
+c.OutpostSpawner.custom_misc_disable_default = True
+c.OutpostSpawner.ssh_node = "127.0.0.1"
+c.OutpostSpawner.ssh_port = {ssh_port}
+c.OutpostSpawner.ssh_username = "jhuboutpost"
+c.OutpostSpawner.ssh_key = {str(ssh_files.key)!r}
+c.OutpostSpawner.ssh_forward_options = {ssh_files.forward_options()!r}
+"""
+
+
+def snippet_forward_lock(outpost: Outpost) -> str:
+    """The printed snippet's "one forward at a time" lines (commented there, in its SSH variant), uncommented."""
+    lines = printed_snippet(outpost).splitlines()
+    first = lines.index("# import asyncio")
+    last = next(i for i, line in enumerate(lines) if line.startswith("# c.OutpostSpawner.ssh_custom_forward"))
+    return "\n".join(line.removeprefix("# ") for line in lines[first : last + 1]) + "\n"
 
 
 def start_hub(tmp: Path, marker: str, outpost: Outpost, chp: str, extra_config: str = "") -> Hub:

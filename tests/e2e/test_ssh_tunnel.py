@@ -4,12 +4,7 @@ cancel`, `StrictHostKeyChecking=accept-new`), and tunnel recreation after a daem
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
 import signal
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,58 +12,10 @@ import asyncssh
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.harness import HUB_CREDENTIAL, Hub, Outpost
+from tests.e2e.harness import HUB_CREDENTIAL, Hub, Outpost, SSHClientFiles
 from tests.e2e.processes import Proc, free_port, progress, wait_until
 
 pytestmark = pytest.mark.e2e
-
-# forwardbasespawner runs ssh with `preexec_fn=os.setuid(1000)`; as root that switch succeeds, so
-# the key, the known_hosts file and the control socket must belong to uid 1000.
-SSH_UID = 1000
-
-
-class SSHClientFiles:
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.key = directory / "id_ed25519"
-        self.known_hosts = directory / "known_hosts"
-        self.control_path = directory / "cm-%C"  # one master per (host, port, user)
-        generated = asyncssh.generate_private_key("ssh-ed25519", comment="e2e-hub")
-        generated.write_private_key(self.key)
-        self.key.chmod(0o600)
-        self.public = generated.export_public_key().decode().strip()
-
-    def masters(self) -> list[Path]:
-        return sorted(self.dir.glob("cm-*"))
-
-    def exit_masters(self) -> None:
-        """`ssh -O exit` every control master the hub left (it never closes them itself)."""
-        for socket_path in self.masters():
-            progress(f"closing the hub's ssh control master {socket_path.name}")
-            subprocess.run(
-                ["ssh", f"-oControlPath={socket_path}", "-O", "exit", "jhuboutpost@127.0.0.1"],
-                capture_output=True, timeout=10, check=False,
-            )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ssh_files() -> Iterator[SSHClientFiles]:
-    if shutil.which("ssh") is None:
-        pytest.fail("the OpenSSH client (ssh) is required: apt-get install openssh-client")
-    # Short path: the control socket path must fit in a Unix socket address (108 bytes).
-    directory = Path(tempfile.mkdtemp(prefix="oe2e-ssh-"))
-    try:
-        files = SSHClientFiles(directory)
-        if os.getuid() == 0:
-            try:
-                account = pwd.getpwuid(SSH_UID)
-            except KeyError:
-                pytest.skip(f"running as root, forwardbasespawner runs ssh as uid {SSH_UID}, which has no account")
-            for path in (directory, files.key):
-                os.chown(path, account.pw_uid, account.pw_gid)
-        yield files
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +60,6 @@ def hub_extra_config(ssh_files: SSHClientFiles, sshd_port: int, outpost: Outpost
     # svc_create must stay on with ssh_during_startup: the client takes the address the hub connects
     # to from the svc step. Our hooks answer 127.0.0.1:<forwarded port> instead of creating a
     # Kubernetes Service. Servers named "viadev..." go through `outpost dev`'s own daemon.
-    options = {"ControlPath": str(ssh_files.control_path), "UserKnownHostsFile": str(ssh_files.known_hosts)}
     return f"""
 # Servers named "async...": start_async. The client then cannot tunnel during the start (it has no
 # address yet) and waits at http://<svc_name>:<port> until the outpost's setup-tunnel call arrives.
@@ -132,7 +78,7 @@ c.OutpostSpawner.ssh_port = lambda spawner, info: (
 )
 c.OutpostSpawner.ssh_username = "jhuboutpost"
 c.OutpostSpawner.ssh_key = {str(ssh_files.key)!r}
-c.OutpostSpawner.ssh_forward_options = {options!r}
+c.OutpostSpawner.ssh_forward_options = {ssh_files.forward_options()!r}
 # Hub and server share this machine: the server must not take the port the hub forwards from,
 # so the client's default misc (port, ip) is not sent and the outpost picks a free port.
 c.OutpostSpawner.custom_misc_disable_default = True

@@ -263,6 +263,7 @@ async def test_sshd_killed_under_load_recreates_every_tunnel_and_loses_nothing(
     for sid in sids:
         meta = await store.meta(sid)
         assert meta is not None and meta.phase == Phase.RUNNING
+        assert await store.mark_tunnelled(sid)  # the hub tunnelled to each through a daemon before this one
 
     # The hub's key, and the daemon's configuration (fixed port and host key: a restart reuses both).
     key = asyncssh.generate_private_key("ssh-ed25519", comment="hubA")

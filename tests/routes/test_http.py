@@ -159,6 +159,7 @@ async def test_async_start_reports_progress_and_sets_up_the_tunnel(
     events = [c["json"] for c in hub_receiver.of("/hub/api/users/progress/events/alice/srv")]
     assert events[-1]["progress"] == 100 and not any(e.get("failed") for e in events)
     assert (await api.get("/services/srv/1", headers=A)).json() == {"status": None}
+    await until_tunnelled(ServiceId("hubA", "srv", "1"))  # the hub built a tunnel: recreated at restarts
     stop = await api.delete("/services/srv/1", headers={**A, "execution-type": "async"})
     assert stop.status_code == 202 and stop.json() == {}
     for _ in range(200):
@@ -166,6 +167,34 @@ async def test_async_start_reports_progress_and_sets_up_the_tunnel(
             break
         await asyncio.sleep(0.05)
     assert (await api.get("/services/srv/1", headers=A)).status_code == 404
+
+
+async def until_tunnelled(sid: ServiceId) -> None:
+    store = (await get_runtime()).store
+    for _ in range(200):
+        meta = await store.meta(sid)
+        if meta is not None and meta.tunnelled:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{sid} was never noted as tunnelled")
+
+
+async def test_a_start_the_hub_takes_no_tunnel_for_is_not_tunnelled(
+    api: httpx.AsyncClient, hub_receiver: HubReceiver
+) -> None:
+    """A sync start (the hub connects to the answer) and an async start whose setup-tunnel call the hub refused
+    are not noted as tunnelled: a restarted SSH daemon leaves them alone."""
+    assert (await start(api, start_body(name="sync", hub_url=hub_receiver.url))).status_code == 200
+    hub_receiver.status = 400
+    assert (await start(api, start_body(hub_url=hub_receiver.url), {**A, "execution-type": "async"})).status_code == 202
+    await hub_receiver.wait_for(lambda: bool(hub_receiver.of("/hub/api/users/setuptunnel/alice/srv")))
+    runtime = await get_runtime()
+    await asyncio.gather(*runtime.tasks)  # the background start, done after its setup-tunnel call
+    store = runtime.store
+    for name in ("sync", "srv"):
+        meta = await store.meta(ServiceId("hubA", name, "1"))
+        assert meta is not None and meta.phase == "running" and not meta.tunnelled, meta
+        assert (await api.delete(f"/services/{name}/1", headers=A)).status_code == 200
 
 
 async def test_async_start_failure_sends_failed_event_and_forgets(

@@ -69,11 +69,11 @@ async def test_daemon_process_forwards_and_recreates_tunnels(
     hub_receiver: Any,
     openssh: OpenSSHFactory,
 ) -> None:
-    """At start the daemon asks the hub to rebuild the tunnel of each running service; the hub's
+    """At start the daemon asks the hub to rebuild the tunnel of each running service it had; the hub's
     forward then works; SIGTERM ends the daemon cleanly and drops its connections."""
     setup = f"{hub_receiver.url}/hub/api/users/setuptunnel/alice/lab"
     env = {"JUPYTERHUB_SETUPTUNNEL_URL": setup, "JUPYTERHUB_API_TOKEN": "token-for-alice"}
-    await run_service(store, "a", "lab", echo_server.address, env=env)
+    await store.mark_tunnelled(await run_service(store, "a", "lab", echo_server.address, env=env))
 
     metrics_port = free_port()
     daemon = await run_daemon(values(redis_url, tmp_path, client_keys["hub_a"]), "--metrics-port", str(metrics_port))

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from outpost.models import Phase
+from outpost.models import Phase, ServiceId
 from outpost.ratelimit import source_id
 from outpost.store import Store
 from sshd.server import REFUSED, Listener
@@ -27,6 +27,7 @@ from tests.sshd.helpers import (
     exchange,
     forward,
     forward_lines,
+    free_port,
     run_service,
     started,
     until,
@@ -132,6 +133,37 @@ async def assert_refused(client: OpenSSH, target: Target, caplog: pytest.LogCapt
     (line,) = forward_lines(caplog, "refused")
     assert line.endswith(f"reason={reason}")
     assert not forward_lines(caplog, "opened")
+
+
+async def tunnelled(store: Store, sid: ServiceId) -> bool:
+    meta = await store.meta(sid)
+    assert meta is not None
+    return meta.tunnelled
+
+
+@pytest.mark.asyncio
+async def test_a_forward_notes_the_tunnel_in_the_record(
+    daemon: Listener, openssh: OpenSSHFactory, store: Store, echo_server: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a service a channel was opened to is noted as tunnelled (what a restarted daemon recreates); the
+    hub's other service, and another hub's service the key was refused, are not."""
+    caplog.set_level(logging.INFO, logger="sshd")
+    sid = await run_service(store, "a", "lab", echo_server.address)
+    untouched = await run_service(store, "a", "other", f"127.0.0.1:{free_port()}")
+    client = await started(openssh, daemon)
+    local = await forward(client, echo_server)  # -O forward alone opens no channel: nothing noted yet
+    assert not await tunnelled(store, sid)
+
+    for payload in (b"one", b"two"):
+        assert await exchange(local, payload) == payload
+
+    assert await tunnelled(store, sid)
+    assert not await tunnelled(store, untouched)
+    await store.forget(sid)
+    elsewhere = await run_service(store, "b", "lab", echo_server.address)
+    caplog.clear()
+    await assert_refused(client, echo_server, caplog, "other-hub owner=b")
+    assert not await tunnelled(store, elsewhere)
 
 
 @pytest.mark.asyncio

@@ -56,7 +56,7 @@ def test_markers_and_login_counters_have_their_own_prefixes() -> None:
 
 SCRIPTS = ["CREATE", "IMPORT", "FORGET", "ADOPT", "TRANSITION", "CLAIM", "END", "ONCE", "REPLACE_IF", "OWNER",
            "OBSERVE", "HMGET_MANY", "CLAIM_TUNNEL", "COUNT_FAILURE",
-           "ALLOCATE_UID"]  # fmt: skip
+           "ALLOCATE_UID", "MARK_TUNNELLED"]  # fmt: skip
 
 
 @pytest.mark.asyncio

@@ -149,3 +149,18 @@ async def test_a_start_without_an_address_is_running_and_indexes_nothing(store: 
     assert await store.mark_running(sid, "", "") == Claim(Phase.PENDING)
     assert await phase_of(store, sid) == Phase.RUNNING
     assert await redis.hgetall(ADDRESSES) == {}
+
+
+async def test_a_tunnel_is_noted_on_a_live_record_only(store: Store, redis: aioredis.Redis) -> None:
+    """`mark_tunnelled` sets the record's flag (kept by key rotation: a plain field); a record forgotten in the
+    meantime gets no stray hash."""
+    sid = await created(store, "lab")
+    await store.mark_running(sid, "10.0.0.9:8888", "http://10.0.0.9:8888")
+    meta = await store.meta(sid)
+    assert meta is not None and not meta.tunnelled
+    assert await store.mark_tunnelled(sid) and await store.mark_tunnelled(sid)
+    meta = await store.meta(sid)
+    assert meta is not None and meta.tunnelled
+    await store.forget(sid)
+    assert not await store.mark_tunnelled(sid)
+    assert not await redis.exists(key_record(sid))

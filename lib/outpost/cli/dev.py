@@ -109,6 +109,14 @@ c.OutpostSpawner.ssh_during_startup = False  # the hub connects to the returned 
 # c.OutpostSpawner.ssh_port = {options.ssh_port}
 # c.OutpostSpawner.ssh_username = "{settings.ssh_username}"
 # c.OutpostSpawner.ssh_key = "/path/to/the/hub/private/key"
+# Starts at the same moment must share one SSH connection: each would find no ControlMaster and open
+# its own, and the losers fail (419 "Could not create ssh connection") or linger. One forward at a time:
+# import asyncio
+# _one_forward = asyncio.Lock()
+# async def _forward_one_at_a_time(spawner, port_forward_info):
+#     async with _one_forward:
+#         await spawner.ssh_default_forward()
+# c.OutpostSpawner.ssh_custom_forward = _forward_one_at_a_time
 # A hub running as root runs ssh as uid 1000: key, known_hosts and control socket must be uid 1000's.
 # c.OutpostSpawner.ssh_forward_options = {{"ControlPath": "/uid-1000-dir/cm-%C",
 #                                          "UserKnownHostsFile": "/uid-1000-dir/known_hosts"}}

@@ -172,7 +172,9 @@ async def _start(
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
     if announce_tunnel and address and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
-        await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, sid)
+        url, token = env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"]
+        if await runtime.hub.setup_tunnel(url, token, address, sid):  # the hub built a tunnel: rebuilt at restarts
+            await runtime.store.mark_tunnelled(sid)
     log.info("started %s", sid)
     return address
 

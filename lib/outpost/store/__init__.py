@@ -40,6 +40,7 @@ from outpost.store.keys import (
     FORGET,
     HUB_UIDS,
     IMPORT,
+    MARK_TUNNELLED,
     OBSERVE,
     ONCE,
     OWNER,
@@ -140,6 +141,7 @@ class Store:
         self._import = client.register_script(IMPORT)
         self._claim_tunnel = client.register_script(CLAIM_TUNNEL)
         self._allocate_uid = client.register_script(ALLOCATE_UID)
+        self._mark_tunnelled = client.register_script(MARK_TUNNELLED)
 
     async def ping(self) -> None:
         """Fail now when Redis cannot be reached (at a process's start, in `outpost check`)."""
@@ -481,6 +483,11 @@ class Store:
         together post each setup-tunnel once between them. The same daemon (`claimer`: host and port)
         takes it again at once, since a restarted daemon's tunnels died with it."""
         return bool(await self._claim_tunnel(keys=[key_tunnel_claim(sid)], args=[claimer, ttl_seconds]))
+
+    async def mark_tunnelled(self, sid: ServiceId) -> bool:
+        """Remember that the hub reaches this service through an SSH tunnel (`ServiceMeta.tunnelled`), so a
+        restarted daemon asks the hub to rebuild it; False when the record is gone."""
+        return bool(await self._mark_tunnelled(keys=[key_record(sid)]))
 
     async def flavor_counts(self, flavors: Sequence[str]) -> dict[str, int]:
         if not flavors:

@@ -1,7 +1,8 @@
 """Where everything lives in Redis, and the Lua scripts that change it: nothing else.
 
 Layout (every key is built by `key_*` below; components are percent-encoded, so ":" is safe):
-  outpost:hub:{hub}:svc:{name}:{start_id}   hash   plain metadata + Fernet-encrypted `body`, `state`, `answer`
+  outpost:hub:{hub}:svc:{name}:{start_id}   hash   plain metadata + Fernet-encrypted `body`, `state`, `answer`;
+                                                   `tunnelled` "1" once the hub tunnels to it (recreated at restarts)
   outpost:hub:{hub}:svc:{name}:{start_id}:certs  string  a start's pending certs (encrypted, expires)
   outpost:hub:{hub}:services                set    record keys of that hub (listing never scans others)
   outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup): one owner
@@ -309,6 +310,14 @@ CLAIM_TUNNEL = """
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+# A hub tunnels to this service: set on the record only if the record still exists (a service stopped meanwhile
+# gets no stray hash). KEYS: record. Idempotent.
+MARK_TUNNELLED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'tunnelled', '1')
 return 1
 """
 

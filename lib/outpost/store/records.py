@@ -13,7 +13,7 @@ from outpost.models import ACTIVE_PHASES, Phase, ServiceId, ServiceMeta
 PLAIN_FIELDS = (
     "hub", "name", "start_id", "user", "user_id", "flavor", "phase",
     "start_date", "end_date", "last_update", "exit_code", "address", "state_stored",
-    "observed", "observed_at",
+    "observed", "observed_at", "tunnelled",
 )  # fmt: skip
 ENCRYPTED_FIELDS = ("body", "state", "answer")
 # What a backend keeps with a server (sealed) so that a lost record can be rebuilt from it.
@@ -68,6 +68,7 @@ def decode_meta(values: Sequence[bytes | str | None]) -> ServiceMeta | None:
         state_stored=row["state_stored"] == "1",
         observed_exit=int(observed) if observed not in (None, "") else None,
         observed_at=float(row["observed_at"] or 0),
+        tunnelled=row["tunnelled"] == "1",
     )
 
 
