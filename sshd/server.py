@@ -1,5 +1,6 @@
 """The forward-only SSH server: each hub's key may open direct-tcpip channels to that hub's running
-services, looked up in the store when the channel opens; everything else is refused.
+services, looked up when the channel opens (`sshd.addresses`: from memory, kept in step with the store);
+everything else is refused.
 
 Policy lives in `ForwardOnlyServer`'s callbacks, the mechanism in asyncssh. Callbacks that are not
 overridden deny (sessions, shell, exec, SFTP, agent and X11 forwarding, remote forwards).
@@ -11,7 +12,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable
-from typing import Protocol, cast
+from typing import cast
 
 import asyncssh
 from asyncssh import ChannelOpenError, SSHTCPSession
@@ -21,12 +22,13 @@ from outpost.models import ACTIVE_PHASES
 from outpost.settings import Settings
 from outpost.store import AddressOwner
 from sshd import metrics
+from sshd.addresses import AddressCache, AddressIndex
 from sshd.coalesce import coalesce_writes
 from sshd.forwards import ChannelSide, Forward, ServiceSide
 from sshd.keys import AuthorizedKeys, Grant, KeyRefusal, load_host_key
 from sshd.limits import ConnectionCounter
 
-__all__ = ["ENCRYPTION_ALGS", "AddressLookup", "ForwardOnlyServer", "ForwardRefusal", "Listener", "Policy", "serve"]
+__all__ = ["ENCRYPTION_ALGS", "ForwardOnlyServer", "ForwardRefusal", "Listener", "Policy", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +54,13 @@ class ForwardRefusal(enum.StrEnum):
     KEY_OPTIONS = "key-options"
 
 
-class AddressLookup(Protocol):
-    """`outpost.store.Store`: which service, if any, listens at host:port."""
-
-    def address_owner(self, host: str, port: int) -> Awaitable[AddressOwner | None]: ...
-
-
 class Policy:
     """What every connection of one listener shares: settings, keys, the lookup and the caps."""
 
-    def __init__(self, settings: Settings, lookup: AddressLookup) -> None:
+    def __init__(self, settings: Settings, index: AddressIndex) -> None:
         self.username = settings.ssh_username
         self.keys = AuthorizedKeys(settings.ssh_public_keys)
-        self.lookup = lookup
+        self.lookup = AddressCache(index, settings.ssh_address_cache_seconds)
         self.connections = ConnectionCounter(settings.ssh_max_connections_per_key)
         self.max_channels = settings.ssh_max_channels_per_connection
         self.idle_timeout = settings.ssh_idle_timeout_seconds
@@ -264,6 +260,7 @@ class Listener:
         await self._acceptor.wait_closed()
         for conn in list(self._policy.live):
             await conn.wait_closed()
+        await self._policy.lookup.aclose()
 
     async def __aenter__(self) -> Listener:
         return self
@@ -273,7 +270,7 @@ class Listener:
         await self.wait_closed()
 
 
-async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
+async def serve(settings: Settings, index: AddressIndex) -> Listener:
     """Listen on `settings.ssh_listen_host:ssh_port` (port 0 picks a free one) in the running loop.
 
     `python -m sshd` runs it on uvloop; `outpost dev` may run it in its own loop. Use the result
@@ -282,7 +279,7 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
     # asyncssh logs several lines per channel, with the client's host and user name as they came (a
     # newline in a host wrote a line of its own); ours is the one escaped line per forward.
     asyncssh.set_log_level(logging.WARNING)
-    policy = Policy(settings, lookup)
+    policy = Policy(settings, index)
     host_key = load_host_key(settings.ssh_host_key)
     acceptor = await asyncssh.listen(
         settings.ssh_listen_host,
@@ -313,4 +310,5 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
     )  # fmt: skip
     for entry in policy.keys.describe():
         logger.info("authorized %s", entry)
+    policy.lookup.start()  # once listening: a daemon that cannot listen leaves nothing running
     return Listener(acceptor, policy, host_key)

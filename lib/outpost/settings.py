@@ -175,6 +175,8 @@ class Settings(BaseSettings):
     ssh_max_channels_per_connection: int = Field(default=1024, gt=0)
     ssh_keepalive_seconds: int = Field(default=15, gt=0)
     ssh_idle_timeout_seconds: int = Field(default=0, ge=0)
+    # How long the daemon may answer a destination check from memory when no change reaches it (sshd.addresses).
+    ssh_address_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     @field_validator("crypt_key")
     @classmethod
