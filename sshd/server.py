@@ -24,7 +24,7 @@ from outpost.store import AddressOwner
 from sshd import metrics
 from sshd.addresses import AddressCache, AddressIndex
 from sshd.coalesce import coalesce_writes
-from sshd.forwards import ChannelSide, Forward, ServiceSide
+from sshd.forwards import ChannelSide, Forward, ForwardLog, ServiceSide
 from sshd.keys import AuthorizedKeys, Grant, KeyRefusal, load_host_key
 from sshd.limits import ConnectionCounter
 
@@ -78,6 +78,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         self._claimed = False
         self._channels = 0
         self._idle: asyncio.TimerHandle | None = None
+        self._forwards = ForwardLog(self._peer)
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -88,10 +89,12 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         coalesce_writes(conn)
         peer = conn.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._forwards.peer = self._peer
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         metrics.CONNECTIONS.dec()
+        self._forwards.close()
         if self._idle is not None:
             self._idle.cancel()
         if self._claimed and self._grant is not None:
@@ -187,7 +190,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         except BaseException:
             self.channel_closed()
             raise
-        forward.opened(self._peer)
+        forward.opened(self._forwards)
         # A forwarder is the session asyncssh's own forward_connection() hands back, typed the same way.
         return cast("SSHTCPSession[bytes]", ChannelSide(forward, service))  # a string: no subscripting per channel
 
