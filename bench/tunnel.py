@@ -270,13 +270,16 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process, what: str, time
 
 
 @asynccontextmanager
-async def process(*args: str, **kwargs: Any) -> AsyncIterator[asyncio.subprocess.Process]:
+async def process(
+    *args: str, stop: signal.Signals = signal.SIGTERM, **kwargs: Any
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A child process, sent `stop` on exit (then SIGKILL after 10 s)."""
     proc = await asyncio.create_subprocess_exec(*args, **kwargs)
     try:
         yield proc
     finally:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
@@ -399,12 +402,29 @@ async def start_openssh(stack: AsyncExitStack, workdir: Path, public_key: str) -
     return port
 
 
-async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+def client_key(workdir: Path) -> tuple[Path, str]:
+    """The hub's SSH key: its private key file (0600) and its public line."""
     key = asyncssh.generate_private_key("ssh-ed25519")
-    key_path = workdir / "client_key"
-    key.write_private_key(key_path)
-    key_path.chmod(0o600)
-    public = key.export_public_key().decode().strip()
+    path = workdir / "client_key"
+    key.write_private_key(path)
+    path.chmod(0o600)
+    return path, key.export_public_key().decode().strip()
+
+
+def run_and_print(
+    measure: Callable[[Path], Awaitable[dict[str, Any]]], report: Callable[[dict[str, Any]], str], out: Path | None
+) -> None:
+    """Run `measure` on uvloop in a temporary directory; print the report and the JSON (also to `out`)."""
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as tmp:
+        results = uvloop.run(measure(Path(tmp)))
+    print(report(results))
+    print(json.dumps(results, indent=2))
+    if out:
+        out.write_text(json.dumps(results, indent=2))
+
+
+async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    key_path, public = client_key(workdir)
     results: dict[str, Any] = {"sizes": asdict(sizes), "ciphers": {}, "modes": {}}
 
     async with AsyncExitStack() as stack:
@@ -495,12 +515,7 @@ def main() -> int:
     sizes = QUICK if args.quick else FULL
     if args.rounds:
         sizes = replace(sizes, rounds=args.rounds)
-    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as tmp:
-        results = uvloop.run(run(sizes, Path(tmp)))
-    print(report(results))
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    run_and_print(lambda workdir: run(sizes, workdir), report, args.json)
     return 0
 
 
