@@ -321,8 +321,8 @@ async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
             servers["openssh"] = (await start_openssh(stack, workdir, public), getpass.getuser())
         else:
             print(f"{SSHD} not found (apt-get install openssh-server): no OpenSSH comparison", file=sys.stderr)
-        for mode, (port, login) in servers.items():
-            client = Client(workdir, key_path, port, login)
+        for mode, (server, login) in servers.items():
+            client = Client(workdir, key_path, server.port, login)
             local = await client.forward_all(list(direct.values()))
             modes[mode] = dict(zip(users, local, strict=True))
             stack.push_async_callback(client.run, "-O", "exit")
