@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import os
@@ -117,10 +118,11 @@ class Endpoints:
     http: int
     split: int
     multi: list[int]
+    server: Server | None = None  # the SSH server between, whose CPU time is counted
 
     @classmethod
-    def of(cls, ports: list[int]) -> Endpoints:
-        return cls(ports[0], ports[1], ports[2], ports[3:])
+    def of(cls, ports: list[int], server: Server) -> Endpoints:
+        return cls(ports[0], ports[1], ports[2], ports[3:], server)
 
     def ports(self) -> list[int]:
         return [self.bulk, self.http, self.split, *self.multi]
@@ -133,6 +135,7 @@ class Samples:
     split: list[float] = field(default_factory=list)
     newconn_per_s: list[float] = field(default_factory=list)
     newconn: list[float] = field(default_factory=list)
+    newconn_cpu: list[float] = field(default_factory=list)  # the SSH server's CPU seconds per request
     multi_per_s: list[float] = field(default_factory=list)
     multi: list[float] = field(default_factory=list)
     multi_errors: int = 0
@@ -146,6 +149,8 @@ class Samples:
             "split_p50_us": statistics.median(self.split) * us,
             "split_p99_us": percentile(self.split, 0.99) * us,
             "newconn_per_s": statistics.median(self.newconn_per_s),
+            "newconn_p50_us": statistics.median(self.newconn) * us,
+            "newconn_cpu_us": statistics.median(self.newconn_cpu) * us if self.newconn_cpu else 0.0,
             "newconn_p99_us": percentile(self.newconn, 0.99) * us,
             "multi_per_s": statistics.median(self.multi_per_s),
             "multi_p99_us": percentile(self.multi, 0.99) * us if self.multi else 0.0,
@@ -206,8 +211,11 @@ async def one_shot(port: int) -> float:
     return time.perf_counter() - started
 
 
+NEWCONN_WARMUP = 10
+
+
 async def newconn(port: int, count: int) -> tuple[float, list[float]]:
-    for _ in range(10):
+    for _ in range(NEWCONN_WARMUP):
         await one_shot(port)
     started = time.perf_counter()
     times = [await one_shot(port) for _ in range(count)]
@@ -236,7 +244,10 @@ async def measure_round(at: Endpoints, sizes: Sizes, into: Samples) -> None:
     into.bulk_mib_s.append(await bulk(at.bulk, sizes.bulk_bytes))
     into.keepalive += await keepalive(at.http, sizes.keepalive_requests)
     into.split += await keepalive(at.split, sizes.keepalive_requests)
+    cpu = at.server.cpu_seconds() if at.server else 0.0
     rate, times = await newconn(at.http, sizes.newconn_requests)
+    if at.server:
+        into.newconn_cpu.append((at.server.cpu_seconds() - cpu) / (sizes.newconn_requests + NEWCONN_WARMUP))
     into.newconn_per_s.append(rate)
     into.newconn += times
     rate, times, errors = await multi(at.multi, MULTI_CLIENTS, sizes.multi_requests_per_client)
@@ -269,13 +280,16 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process, what: str, time
 
 
 @asynccontextmanager
-async def process(*args: str, **kwargs: Any) -> AsyncIterator[asyncio.subprocess.Process]:
+async def process(
+    *args: str, stop: signal.Signals = signal.SIGTERM, **kwargs: Any
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A child process, sent `stop` on exit (then SIGKILL after 10 s)."""
     proc = await asyncio.create_subprocess_exec(*args, **kwargs)
     try:
         yield proc
     finally:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
@@ -337,7 +351,30 @@ class Client:
             await proc.wait()
 
 
-async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, target_ports: list[int]) -> int:
+@dataclass(frozen=True)
+class Server:
+    """An SSH server under test: its port, and its process (OpenSSH's forks a child per connection)."""
+
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) of the process and its children alive now."""
+        import psutil
+
+        total = 0.0
+        try:
+            root = psutil.Process(self.pid)
+            for proc in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+        return total
+
+
+async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, target_ports: list[int]) -> Server:
     """Our daemon exactly as deployed: `python -m sshd`, its Redis, the targets stored as running."""
     import redis.asyncio as aioredis
     from cryptography.fernet import Fernet
@@ -371,10 +408,10 @@ async def start_ours(stack: AsyncExitStack, workdir: Path, public_key: str, targ
         process(*args, env=child_env(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     )
     await wait_port(port, proc, "our daemon")
-    return port
+    return Server(port, proc.pid)
 
 
-async def start_openssh(stack: AsyncExitStack, workdir: Path, public_key: str) -> int:
+async def start_openssh(stack: AsyncExitStack, workdir: Path, public_key: str) -> Server:
     """Stock sshd on a high port, as its own process: default ciphers, local forwards allowed."""
     port = free_port()
     host_key = workdir / "stock_host_key"
@@ -395,15 +432,32 @@ async def start_openssh(stack: AsyncExitStack, workdir: Path, public_key: str) -
         process(SSHD, "-D", "-e", "-f", str(config), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     )
     await wait_port(port, proc, "OpenSSH sshd")
-    return port
+    return Server(port, proc.pid)
+
+
+def client_key(workdir: Path) -> tuple[Path, str]:
+    """The hub's SSH key: its private key file (0600) and its public line."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    path = workdir / "client_key"
+    key.write_private_key(path)
+    path.chmod(0o600)
+    return path, key.export_public_key().decode().strip()
+
+
+def run_and_print(
+    measure: Callable[[Path], Awaitable[dict[str, Any]]], report: Callable[[dict[str, Any]], str], out: Path | None
+) -> None:
+    """Run `measure` on uvloop in a temporary directory; print the report and the JSON (also to `out`)."""
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as tmp:
+        results = uvloop.run(measure(Path(tmp)))
+    print(report(results))
+    print(json.dumps(results, indent=2))
+    if out:
+        out.write_text(json.dumps(results, indent=2))
 
 
 async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    key_path = workdir / "client_key"
-    key.write_private_key(key_path)
-    key_path.chmod(0o600)
-    public = key.export_public_key().decode().strip()
+    key_path, public = client_key(workdir)
     results: dict[str, Any] = {"sizes": asdict(sizes), "ciphers": {}, "modes": {}}
 
     async with AsyncExitStack() as stack:
@@ -432,10 +486,10 @@ async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
             results["openssh_version"] = subprocess.run([SSH, "-V"], capture_output=True, text=True).stderr.strip()
         else:
             print(f"{SSHD} not found (apt-get install openssh-server): no OpenSSH comparison", file=sys.stderr)
-        for mode, (port, user) in servers.items():
-            client = Client(workdir, key_path, port, user)
+        for mode, (server, user) in servers.items():
+            client = Client(workdir, key_path, server.port, user)
             results["ciphers"][mode] = await client.cipher()
-            modes[mode] = Endpoints.of(await client.forward_all(direct.ports()))
+            modes[mode] = Endpoints.of(await client.forward_all(direct.ports()), server)
             stack.push_async_callback(client.run, "-O", "exit")
 
         samples = {mode: Samples() for mode in modes}
@@ -457,7 +511,9 @@ ROWS: list[tuple[str, str, Goal | None]] = [
     ("split_p50_us", "kept-alive, 2 writes p50 µs", None),
     ("split_p99_us", "kept-alive, 2 writes p99 µs", lambda ours, ssh: ours <= ssh),
     ("newconn_per_s", "new conn/request req/s", lambda ours, ssh: ours >= 0.7 * ssh),
+    ("newconn_p50_us", "new conn/request p50 µs", lambda ours, ssh: ours <= 1.2 * ssh),
     ("newconn_p99_us", "new conn/request p99 µs", None),
+    ("newconn_cpu_us", "new conn: server CPU µs/request", None),
     ("multi_per_s", f"{MULTI_FORWARDS} fwd x {MULTI_CLIENTS} clients req/s", None),
     ("multi_p99_us", f"{MULTI_FORWARDS} fwd x {MULTI_CLIENTS} clients p99 µs", None),
     ("multi_errors", f"{MULTI_FORWARDS} fwd x {MULTI_CLIENTS} clients errors", lambda ours, ssh: ours == 0),
@@ -493,12 +549,7 @@ def main() -> int:
     sizes = QUICK if args.quick else FULL
     if args.rounds:
         sizes = replace(sizes, rounds=args.rounds)
-    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as tmp:
-        results = uvloop.run(run(sizes, Path(tmp)))
-    print(report(results))
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    run_and_print(lambda workdir: run(sizes, workdir), report, args.json)
     return 0
 
 

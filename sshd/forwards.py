@@ -1,4 +1,12 @@
-"""One forward: the two asyncssh forwarders that pump its bytes, counting them, and its log lines."""
+"""One forward: the two asyncssh forwarders that pump its bytes, counting them, and the log lines of a
+connection's forwards, written per destination rather than per channel.
+
+A hub's proxy opens a channel per HTTP connection and websocket, hundreds a second on a busy hub; a log
+line each cost the daemon more than the lookup it logs. So a connection writes `forward opened` the first
+time it reaches a destination (who reached which service, once), then counts; `forwards` lines sum up
+each destination's channels and bytes every `SUMMARY_SECONDS` while it has any, and when the connection
+closes. Refusals are logged one by one, elsewhere (`sshd.server`).
+"""
 
 from __future__ import annotations
 
@@ -14,37 +22,105 @@ from outpost.logs import escape
 from outpost.store import AddressOwner
 from sshd import metrics
 
-__all__ = ["ChannelSide", "Forward", "ServiceSide"]
+__all__ = ["ChannelSide", "Forward", "ForwardLog", "ServiceSide"]
 
 logger = logging.getLogger(__name__)
 
+SUMMARY_SECONDS = 60.0
 
-class Forward:
-    """An allowed forward to `owner`'s service at `dest`: byte counts both ways, and the
-    "forward opened" / "forward closed" lines (the latter written once, whichever side closes)."""
 
-    __slots__ = ("owner", "dest", "started", "up", "down", "open", "_on_close")
+class Tally:
+    """One destination's channels on one connection since its last summary line."""
 
-    def __init__(self, owner: AddressOwner, dest: str, on_close: Callable[[], None]) -> None:
+    __slots__ = ("owner", "dest", "opened", "closed", "open", "up", "down", "since")
+
+    def __init__(self, owner: AddressOwner, dest: str) -> None:
         self.owner = owner
         self.dest = dest
-        self.started = time.monotonic()
-        self.up = 0  # hub -> service
-        self.down = 0  # service -> hub
-        self.open = False
-        self._on_close = on_close
+        self.open = 0
+        self.since = time.monotonic()
+        self.opened = self.closed = self.up = self.down = 0
 
     @property
-    def _service(self) -> str:
+    def service(self) -> str:
         """The owner as log lines show it; the hub chose its name and start id."""
         owner = self.owner
         return f"hub={escape(owner.hub)} service={escape(owner.name)}/{escape(owner.start_id)}"
 
-    def opened(self, peer: str) -> None:
+
+class ForwardLog:
+    """The log lines of one SSH connection's forwards (see the module's docstring)."""
+
+    __slots__ = ("peer", "_tallies", "_timer")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self._tallies: dict[tuple[AddressOwner, str], Tally] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def tally(self, owner: AddressOwner, dest: str) -> Tally:
+        """A forward to `dest` opens: the first to it on this connection is logged."""
+        tally = self._tallies.get((owner, dest))
+        if tally is None:
+            tally = self._tallies[owner, dest] = Tally(owner, dest)
+            logger.info("forward opened %s dest=%s peer=%s", tally.service, escape(dest), self.peer)
+        tally.opened += 1
+        tally.open += 1
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SUMMARY_SECONDS, self._periodic)
+        return tally
+
+    def _periodic(self) -> None:
+        self._timer = None
+        if self.flush():  # channels still open: count on
+            self._timer = asyncio.get_running_loop().call_later(SUMMARY_SECONDS, self._periodic)
+
+    def flush(self) -> bool:
+        """Write a `forwards` line per destination with channels since its last one; forget those with
+        none open. True if any channel is still open."""
+        now = time.monotonic()
+        for key, tally in list(self._tallies.items()):
+            if tally.opened or tally.closed:
+                logger.info(
+                    "forwards %s dest=%s peer=%s opened=%d closed=%d open=%d bytes_up=%d bytes_down=%d over=%.1fs",
+                    tally.service, escape(tally.dest), self.peer, tally.opened, tally.closed, tally.open,
+                    tally.up, tally.down, now - tally.since,
+                )  # fmt: skip
+                tally.opened = tally.closed = tally.up = tally.down = 0
+                tally.since = now
+            elif not tally.open:
+                del self._tallies[key]  # idle for a whole period: its next forward is logged as opened again
+        return any(tally.open for tally in self._tallies.values())
+
+    def close(self) -> None:
+        """The connection closed: what its forwards did since the last summary."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.flush()
+        self._tallies.clear()
+
+
+class Forward:
+    """An allowed forward to `owner`'s service at `dest`: byte counts both ways, added to its connection's
+    tally once, whichever side closes first."""
+
+    __slots__ = ("owner", "dest", "up", "down", "open", "_tally", "_on_close")
+
+    def __init__(self, owner: AddressOwner, dest: str, on_close: Callable[[], None]) -> None:
+        self.owner = owner
+        self.dest = dest
+        self.up = 0  # hub -> service
+        self.down = 0  # service -> hub
+        self.open = False
+        self._tally: Tally | None = None
+        self._on_close = on_close
+
+    def opened(self, log: ForwardLog) -> None:
         self.open = True
+        self._tally = log.tally(self.owner, self.dest)
         metrics.FORWARDS.inc()
         metrics.FORWARDS_OPEN.inc()
-        logger.info("forward opened %s dest=%s peer=%s", self._service, escape(self.dest), peer)
 
     def closed(self) -> None:
         if not self.open:
@@ -54,10 +130,12 @@ class Forward:
         metrics.FORWARDS_OPEN.dec()
         metrics.FORWARD_BYTES_UP.inc(self.up)
         metrics.FORWARD_BYTES_DOWN.inc(self.down)
-        logger.info(
-            "forward closed %s dest=%s bytes_up=%d bytes_down=%d duration=%.3fs",
-            self._service, escape(self.dest), self.up, self.down, time.monotonic() - self.started,
-        )  # fmt: skip
+        tally = self._tally
+        if tally is not None:
+            tally.open -= 1
+            tally.closed += 1
+            tally.up += self.up
+            tally.down += self.down
 
 
 class _Side(SSHForwarder):

@@ -1,5 +1,6 @@
 """The forward-only SSH server: each hub's key may open direct-tcpip channels to that hub's running
-services, looked up in the store when the channel opens; everything else is refused.
+services, looked up when the channel opens (`sshd.addresses`: from memory, kept in step with the store);
+everything else is refused.
 
 Policy lives in `ForwardOnlyServer`'s callbacks, the mechanism in asyncssh. Callbacks that are not
 overridden deny (sessions, shell, exec, SFTP, agent and X11 forwarding, remote forwards).
@@ -24,12 +25,13 @@ from outpost.ratelimit import FailureCounts, LoginGuard
 from outpost.settings import Settings
 from outpost.store import UNREACHABLE, AddressOwner
 from sshd import metrics
+from sshd.addresses import AddressCache, AddressIndex
 from sshd.coalesce import coalesce_writes
-from sshd.forwards import ChannelSide, Forward, ServiceSide
+from sshd.forwards import ChannelSide, Forward, ForwardLog, ServiceSide
 from sshd.keys import AuthorizedKeys, Grant, KeyRefusal, load_host_key
 from sshd.limits import ConnectionCounter, GatedListener, Startups
 
-__all__ = ["ENCRYPTION_ALGS", "AddressLookup", "ForwardOnlyServer", "ForwardRefusal", "Listener", "Policy", "serve"]
+__all__ = ["ENCRYPTION_ALGS", "ForwardOnlyServer", "ForwardRefusal", "Listener", "Policy", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +57,10 @@ class ForwardRefusal(enum.StrEnum):
     KEY_OPTIONS = "key-options"
 
 
-class AddressLookup(Protocol):
-    """`outpost.store.Store`: which service, if any, listens at host:port; the failed-login counts; and noting
-    that a hub tunnels to a service, so that its tunnel is rebuilt after a restart (`sshd.tunnels`)."""
-
-    def address_owner(self, host: str, port: int) -> Awaitable[AddressOwner | None]: ...
+class AddressLookup(AddressIndex, Protocol):
+    """`outpost.store.Store`: which service, if any, listens at host:port and the changes of that index
+    (`sshd.addresses`); the failed-login counts; and noting that a hub tunnels to a service, so that its
+    tunnel is rebuilt after a restart (`sshd.tunnels`)."""
 
     def mark_tunnelled(self, sid: ServiceId) -> Awaitable[bool]: ...
 
@@ -70,13 +71,14 @@ class AddressLookup(Protocol):
 class Policy:
     """What every connection of one listener shares: settings, keys, the lookup and the caps."""
 
-    def __init__(self, settings: Settings, lookup: AddressLookup) -> None:
+    def __init__(self, settings: Settings, index: AddressLookup) -> None:
         self.username = settings.ssh_username
         self.keys = AuthorizedKeys(settings.ssh_public_keys)
-        self.lookup = lookup
+        self.index = index
+        self.lookup = AddressCache(index, settings.ssh_address_cache_seconds)
         # The API's limit on failed logins, in the same counters: a source's refused keys and wrong
         # passwords spend one budget.
-        self.guard = LoginGuard(lookup.logins, settings.login_limits())
+        self.guard = LoginGuard(index.logins, settings.login_limits())
         self.connections = ConnectionCounter(settings.ssh_max_connections_per_key)
         self.max_channels = settings.ssh_max_channels_per_connection
         self.idle_timeout = settings.ssh_idle_timeout_seconds
@@ -98,6 +100,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         self._channels = 0
         self._idle: asyncio.TimerHandle | None = None
         self._tunnelled: set[ServiceId] = set()  # noted in the store by this connection
+        self._forwards = ForwardLog(self._peer)
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -109,11 +112,13 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._peername = (peer[0], peer[1]) if peer else self._peername
+        self._forwards.peer = self._peer
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._policy.startups.release(self._peername)
         metrics.CONNECTIONS.dec()
+        self._forwards.close()
         if self._idle is not None:
             self._idle.cancel()
         if self._claimed and self._grant is not None:
@@ -231,7 +236,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         except BaseException:
             self.channel_closed()
             raise
-        forward.opened(self._peer)
+        forward.opened(self._forwards)
         # A forwarder is the session asyncssh's own forward_connection() hands back, typed the same way.
         return cast("SSHTCPSession[bytes]", ChannelSide(forward, service))  # a string: no subscripting per channel
 
@@ -261,7 +266,7 @@ class ForwardOnlyServer(asyncssh.SSHServer):
         if len(self._tunnelled) >= MAX_NOTED:  # a master that lives for months: forget, and note again
             self._tunnelled.clear()
         try:
-            await self._policy.lookup.mark_tunnelled(sid)
+            await self._policy.index.mark_tunnelled(sid)
         except Exception as exc:
             logger.warning(
                 "could not note the tunnel to %s (%s): it is not recreated after a restart", sid, type(exc).__name__
@@ -321,6 +326,7 @@ class Listener:
         await self._acceptor.wait_closed()
         for conn in list(self._policy.live):
             await conn.wait_closed()
+        await self._policy.lookup.aclose()
 
     async def __aenter__(self) -> Listener:
         return self
@@ -330,7 +336,7 @@ class Listener:
         await self.wait_closed()
 
 
-async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
+async def serve(settings: Settings, index: AddressLookup) -> Listener:
     """Listen on `settings.ssh_listen_host:ssh_port` (port 0 picks a free one) in the running loop.
 
     `python -m sshd` runs it on uvloop; `outpost dev` may run it in its own loop. Use the result
@@ -339,7 +345,7 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
     # asyncssh logs several lines per channel, with the client's host and user name as they came (a
     # newline in a host wrote a line of its own); ours is the one escaped line per forward.
     asyncssh.set_log_level(logging.WARNING)
-    policy = Policy(settings, lookup)
+    policy = Policy(settings, index)
     host_key = load_host_key(settings.ssh_host_key)
     acceptor = await asyncssh.listen(
         settings.ssh_listen_host,
@@ -371,4 +377,5 @@ async def serve(settings: Settings, lookup: AddressLookup) -> Listener:
     )  # fmt: skip
     for entry in policy.keys.describe():
         logger.info("authorized %s", entry)
+    policy.lookup.start()  # once listening: a daemon that cannot listen leaves nothing running
     return Listener(acceptor, policy, host_key)

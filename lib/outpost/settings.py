@@ -194,6 +194,8 @@ class Settings(BaseSettings):
     api_header_timeout_seconds: float = Field(default=10.0, gt=0)
     api_body_timeout_seconds: float = Field(default=30.0, gt=0)
     api_max_connections_per_source: int = Field(default=64, ge=0)
+    # How long the daemon may answer a destination check from memory when no change reaches it (sshd.addresses).
+    ssh_address_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     @field_validator("crypt_key")
     @classmethod

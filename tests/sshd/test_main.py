@@ -93,9 +93,12 @@ async def test_daemon_process_forwards_and_recreates_tunnels(
     assert (await client.start_master()).returncode == 0
     assert await exchange(await forward(client, echo_server), b"through the process") == b"through the process"
 
-    await until(lambda: "forward closed" in daemon.text, what="the forward to close")
     async with httpx.AsyncClient() as http:
-        scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        for _ in range(100):  # until the forward has closed (its bytes are counted then), 10 s at most
+            scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            if "outpost_sshd_forwards_open 0.0" in scraped:
+                break
+            await asyncio.sleep(0.1)
     assert "outpost_sshd_forwards_total 1.0" in scraped
     assert 'outpost_sshd_forward_bytes_total{direction="down"} 19.0' in scraped
     assert 'outpost_sshd_tunnel_recreations_total{outcome="posted"} 1.0' in scraped
@@ -105,6 +108,7 @@ async def test_daemon_process_forwards_and_recreates_tunnels(
     await until(lambda: not client.control_path.exists(), timeout=10, what="the master to notice")
     assert "token-for-alice" not in daemon.text and "setuptunnel" not in daemon.text
     assert "forward opened hub=a service=lab/1" in daemon.text
+    assert "forwards hub=a service=lab/1" in daemon.text  # the closed connection's summary
     assert "Accepted direct TCP connection" not in daemon.text  # asyncssh's own per-channel lines are off
 
 

@@ -13,11 +13,13 @@ import signal
 
 import httpx
 import pytest
+import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from outpost.models import Phase, ServiceId
 from outpost.ratelimit import source_id
 from outpost.store import Store
+from sshd import forwards
 from sshd.server import REFUSED, Listener
 from tests.sshd.helpers import (
     Daemon,
@@ -56,13 +58,49 @@ async def test_allowed_forward_carries_http(
     assert response.status_code == 200
     assert response.text == "hello from GET /user/alice/api/status HTTP/1.1"
 
-    await until(lambda: bool(forward_lines(caplog, "closed")), what="the 'forward closed' line")
     (opened,) = forward_lines(caplog, "opened")
     assert f"hub=a service=lab/1 dest={http_server.address}" in opened
-    (closed,) = forward_lines(caplog, "closed")
-    up, down = map(int, re.findall(r"bytes_up=(\d+) bytes_down=(\d+)", closed)[0])
+    await client.mux("exit")  # the connection closes: its forwards are summed up
+    await until(lambda: bool(summaries(caplog)), what="the 'forwards' line")
+    (summary,) = summaries(caplog)
+    assert f"hub=a service=lab/1 dest={http_server.address}" in summary
+    assert "opened=1 closed=1 open=0 " in summary
+    up, down = map(int, re.findall(r"bytes_up=(\d+) bytes_down=(\d+)", summary)[0])
     assert up > 0 and down == len(response.content) + len(b"HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n")
     assert "token" not in caplog.text.lower()
+
+
+def summaries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("forwards ")]
+
+
+@pytest_asyncio.fixture
+async def echo_forward(
+    daemon: Listener, openssh: OpenSSHFactory, store: Store, echo_server: Target, caplog: pytest.LogCaptureFixture
+) -> tuple[OpenSSH, int]:
+    """A master of hub a with a forward to its running echo service (INFO lines captured): client, local port."""
+    caplog.set_level(logging.INFO, logger="sshd")
+    await run_service(store, "a", "lab", echo_server.address)
+    client = await started(openssh, daemon)
+    return client, await forward(client, echo_server)
+
+
+@pytest.mark.asyncio
+async def test_a_connections_forwards_to_one_service_are_logged_once_and_summed_up(
+    echo_forward: tuple[OpenSSH, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Channel after channel to one service writes one 'forward opened' line, not one per channel; the
+    connection's close writes their sum (channels and bytes)."""
+    client, local = echo_forward
+    for _ in range(5):
+        assert await exchange(local, b"12345") == b"12345"
+    await until(lambda: REGISTRY.get_sample_value("outpost_sshd_forwards_open") == 0, what="the channels to close")
+    assert len(forward_lines(caplog, "opened")) == 1
+    assert not summaries(caplog)
+    await client.mux("exit")
+    await until(lambda: bool(summaries(caplog)), what="the 'forwards' line")
+    (summary,) = summaries(caplog)
+    assert "opened=5 closed=5 open=0 bytes_up=25 bytes_down=25 " in summary
 
 
 @pytest.mark.asyncio
@@ -311,7 +349,7 @@ async def test_channels_per_connection_are_capped(
     assert forward_lines(caplog, "refused")[0].endswith("reason=channel-limit")
 
     writer.close()
-    await until(lambda: bool(forward_lines(caplog, "closed")), what="the first forward to close")
+    await until(lambda: REGISTRY.get_sample_value("outpost_sshd_forwards_open") == 0, what="the first to close")
     assert await exchange(local, b"third") == b"third"
 
 
@@ -348,3 +386,21 @@ async def test_unresponsive_client_is_dropped(
         await until(lambda: "connection closed" in caplog.text, timeout=8, what="the keepalive to give up")
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.asyncio
+async def test_a_long_lived_connection_sums_up_its_forwards_every_period(
+    echo_forward: tuple[OpenSSH, int], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub's master stays connected for days: its forwards are summed up each period, not only at its close;
+    a period without channels writes nothing."""
+    monkeypatch.setattr(forwards, "SUMMARY_SECONDS", 0.2)
+    client, local = echo_forward
+    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+    writer.write(b"held")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"
+    await until(lambda: bool(summaries(caplog)), what="a summary while the connection lasts")
+    assert "opened=1 closed=0 open=1 " in summaries(caplog)[0]
+    writer.close()
+    await until(lambda: any("closed=1 open=0" in line for line in summaries(caplog)), what="the close's summary")
+    assert (await client.mux("check")).returncode == 0  # all while connected

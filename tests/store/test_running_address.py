@@ -164,3 +164,28 @@ async def test_a_tunnel_is_noted_on_a_live_record_only(store: Store, redis: aior
     await store.forget(sid)
     assert not await store.mark_tunnelled(sid)
     assert not await redis.exists(key_record(sid))
+
+
+async def test_every_write_that_moves_an_address_or_its_owners_phase_publishes_the_address(store: Store) -> None:
+    """What the SSH daemons' caches follow (`sshd.addresses`): None once subscribed, then each changed address,
+    in order; a write that changes no owner publishes nothing."""
+    changes = store.address_changes()
+    assert await anext(changes) is None  # subscribed
+    try:
+        sid = await created(store, "lab")  # no address yet
+        await store.mark_running(sid, "10.0.0.9:8888", "x")
+        other = await created(store, "other")
+        await store.mark_running(other, "10.0.0.9:8888", "x")  # refused: the address is held
+        await store.transition(sid, Phase.STOPPING, (Phase.RUNNING,))
+        await store.forget(sid)
+        await store.forget(other)  # had no address
+        running = await created(store, "ended")
+        await store.mark_running(running, "10.0.0.10:8888", "x")
+        sealed = await store.identity(running)
+        await store.mark_ended(running, 1)
+        await store.forget(running)  # its address was withdrawn already
+        await store.adopt(ServiceId("hubA", "adopted", "1"), sealed, {})
+        seen = [await asyncio.wait_for(anext(changes), 10) for _ in range(6)]
+    finally:
+        await changes.aclose()
+    assert seen == ["10.0.0.9:8888"] * 3 + ["10.0.0.10:8888"] * 3

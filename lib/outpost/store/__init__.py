@@ -16,6 +16,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import BusyLoadingError, NoScriptError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,6 +30,7 @@ from outpost.models import Phase, ServiceId, ServiceMeta
 from outpost.store import lock
 from outpost.store.batcher import ReadBatcher
 from outpost.store.keys import (
+    ADDRESS_CHANGES,
     ADDRESSES,
     ADOPT,
     ALLOCATE_UID,
@@ -111,6 +114,9 @@ class Replication:
     replicas: int = 0
     timeout_ms: int = 1000
 
+
+# How long one wait for a pub/sub message lasts: shorter than the socket timeout, so a quiet channel is no error.
+PUBSUB_WAIT_SECONDS = 1.0
 
 # What a command raises when Redis cannot be reached, or the node is no longer the primary (a failover):
 # whether a write in flight took effect is unknown.
@@ -519,3 +525,32 @@ class Store:
             return None
         hub, name, start_id, phase = (text(v) for v in found)
         return AddressOwner(hub, name, start_id, Phase(phase))
+
+    async def address_changes(self) -> AsyncIterator[str | None]:
+        """What the writes above publish for the SSH daemons' caches: an address ("host:port") whose owner or
+        owner's phase may have changed, and None once subscribed (what was cached before may be stale).
+
+        Raises when the subscription breaks, at once: its connection does not reconnect behind the caller's
+        back (redis-py's retry would, and the messages published meanwhile would be lost unnoticed)."""
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(ADDRESS_CHANGES)
+        except BaseException:
+            await pubsub.aclose()
+            raise
+        connection = pubsub.connection
+        assert connection is not None
+        shared_retry = connection.retry
+        connection.retry = Retry(NoBackoff(), 0)
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=PUBSUB_WAIT_SECONDS)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    yield None
+                elif message["type"] == "message":
+                    yield text(message["data"])
+        finally:
+            connection.retry = shared_retry  # the connection goes back to the pool, for commands that retry
+            await pubsub.aclose()

@@ -7,6 +7,8 @@ Layout (every key is built by `key_*` below; components are percent-encoded, so 
   outpost:hub:{hub}:services                set    record keys of that hub (listing never scans others)
   outpost:addresses                         hash   "host:port" -> record key (the SSH daemon's lookup): one owner
                                                    per address, the first; an entry leaves when its server does
+  outpost:addresses:changed                 channel "host:port" whose owner or owner's phase may have changed:
+                                                   published by every script below that changes either
   outpost:expiry                            zset   record keys scored by the end of their runtime limit
   outpost:slots:flavor:{flavor}             string services holding a slot of that flavor (all hubs)
   outpost:slots:user:{hub}:{user}[:{flavor}] string a user's slots, in total and per flavor
@@ -31,6 +33,7 @@ from urllib.parse import quote
 from outpost.models import ServiceId
 
 ADDRESSES = "outpost:addresses"
+ADDRESS_CHANGES = "outpost:addresses:changed"  # pub/sub: the SSH daemons drop what they cached of an address
 EXPIRY = "outpost:expiry"
 HUB_UIDS = "outpost:uids"
 UID_HUBS = "outpost:uid-hubs"
@@ -128,30 +131,47 @@ if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[6], ARGV[4], KEYS[1]) end
 return {'ok', 0}
 """
 
+# Tells the SSH daemons that an address's owner, or its phase, may have changed (they drop what they cached).
+_CHANGED = f"""
+local function changed(address)
+  redis.call('PUBLISH', '{ADDRESS_CHANGES}', address)
+end
+"""
+
 # Writes a server another outpost started as a RUNNING record, whole or not at all: never over an
 # existing record, never over another record's address (that address's forwards belong to it).
 # KEYS: record, index, flavor slots, user-flavor slots, user slots, expiry, addresses
 # ARGV: end timestamp (0: none), address ("" for none), then field/value pairs
-IMPORT = """
+IMPORT = (
+    _CHANGED
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[2]) == 1 then return 'address_taken' end
 for i = 3, 5 do redis.call('INCR', KEYS[i]) end
 redis.call('HSET', KEYS[1], 'slot', '1', unpack(ARGV, 3))
 redis.call('SADD', KEYS[2], KEYS[1])
 if tonumber(ARGV[1]) > 0 then redis.call('ZADD', KEYS[6], ARGV[1], KEYS[1]) end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[7], ARGV[2], KEYS[1]) end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[7], ARGV[2], KEYS[1])
+  changed(ARGV[2])
+end
 return 'ok'
 """
+)
 
-# Withdraws a record's address from the index, unless another record holds it by now.
-_WITHDRAW = """
+# Withdraws a record's address from the index, unless another record holds it by now; tells the SSH daemons.
+_WITHDRAW = (
+    _CHANGED
+    + """
 local function withdraw(record, addresses)
   local address = redis.call('HGET', record, 'address')
   if address and address ~= '' and redis.call('HGET', addresses, address) == record then
     redis.call('HDEL', addresses, address)
+    changed(address)
   end
 end
 """
+)
 
 # Deletes a record and everything pointing at it; frees its slot exactly once; leaves a tombstone.
 # KEYS: record, index, certs, addresses, flavor slots, user-flavor slots, user slots, expiry, tombstone
@@ -185,7 +205,9 @@ end
 # Rebuilds a lost record of a running server, unless a record or a tombstone is there: "exists", "stopped", "adopted".
 # KEYS: record, index, addresses, flavor slots, user-flavor slots, user slots, expiry, tombstone
 # ARGV: end timestamp (0: none), address, then field/value pairs
-ADOPT = """
+ADOPT = (
+    _CHANGED
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 if redis.call('EXISTS', KEYS[8]) == 1 then return 'stopped' end
 for i = 4, 6 do redis.call('INCR', KEYS[i]) end
@@ -194,22 +216,28 @@ redis.call('SADD', KEYS[2], KEYS[1])
 local holder = ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[2])
 if ARGV[2] ~= '' and not (holder and redis.call('EXISTS', holder) == 1) then  -- one address, one owner
   redis.call('HSET', KEYS[3], ARGV[2], KEYS[1])
+  changed(ARGV[2])
 end
 if tonumber(ARGV[1]) > 0 then redis.call('ZADD', KEYS[7], ARGV[1], KEYS[1]) end
 return 'adopted'
 """
+)
 
-# Moves a record to a new phase only from one of the allowed ones; answers the phase it found.
+# Moves a record to a new phase only from one of the allowed ones; answers the phase it found. A record at an
+# address tells the SSH daemons (a STOPPING server's forwards are refused).
 # KEYS: record. ARGV: new phase, allowed phases joined by ",", write id, then field/value pairs.
 # A retry of the same write (same write id, after a failover) answers what the first run found.
 TRANSITION = (
     _LISTED
+    + _CHANGED
     + """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
 if redis.call('HGET', KEYS[1], 'moved_by') == ARGV[3] then return redis.call('HGET', KEYS[1], 'moved_from') end
 if listed(phase, ARGV[2]) then
   redis.call('HSET', KEYS[1], 'phase', ARGV[1], 'moved_by', ARGV[3], 'moved_from', phase, unpack(ARGV, 4))
+  local address = redis.call('HGET', KEYS[1], 'address')
+  if address and address ~= '' and ARGV[1] ~= phase then changed(address) end
 end
 return phase
 """
@@ -226,6 +254,7 @@ return phase
 # Answers the phase found, plus the holder's hub, name and start_id when refused.
 CLAIM = (
     _LISTED
+    + _CHANGED
     + """
 local phase = redis.call('HGET', KEYS[1], 'phase')
 if not phase then return false end
@@ -240,7 +269,10 @@ if holder and holder ~= KEYS[1] and holder ~= ARGV[4] then
 end
 redis.call('HSET', KEYS[1], 'phase', 'running', 'address', ARGV[1], 'moved_by', ARGV[5], 'moved_from', phase,
            unpack(ARGV, 6))
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], KEYS[1]) end
+if ARGV[1] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], KEYS[1])
+  changed(ARGV[1])
+end
 return {phase}
 """
 )
