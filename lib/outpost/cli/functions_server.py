@@ -12,6 +12,7 @@ from uvicorn_worker import UvicornWorker
 
 from outpost import logs
 from outpost.cli.httplimits import limited_protocol
+from outpost.routes.framework import JsonAnswers
 from outpost.settings import Settings, load_settings
 
 
@@ -28,5 +29,5 @@ def serve_function(target: str, source: str, host: str, port: int) -> None:
 
     settings = load_settings()  # a bad configuration ends the start here, before any worker forks
     logs.configure(json_format=settings.log_format == "json")
-    app = create_app(target, source)
+    app = JsonAnswers(create_app(target, source))  # its router's plain-text 404/405 answered as ours are
     create_server(app, False, worker_class=worker_class(settings)).run(host, port)
