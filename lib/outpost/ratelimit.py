@@ -15,6 +15,7 @@ attacker that the name exists.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
@@ -69,15 +70,38 @@ class LoginGuard:
     def __init__(self, counts: FailureCounts, limits: LoginLimits) -> None:
         self._counts = counts
         self._limits = limits
+        self._ids: dict[tuple[str, str], tuple[str, str]] = {}  # (source, hub) -> their ids, hashed once
         self._checked: dict[tuple[str, str], float] = {}
+        self._looking: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._good_noted: dict[tuple[str, str], float] = {}
 
+    def _key(self, source: str, hub: str) -> tuple[str, str]:
+        """(source id, hub bucket); a hub's polls come from a few sources, so each pair is hashed once."""
+        key = self._ids.get((source, hub))
+        if key is None:
+            if len(self._ids) > 10_000:
+                self._ids.clear()
+            key = self._ids[(source, hub)] = (source_id(source), hub_bucket(hub))
+        return key
+
     async def check(self, source: str, hub: str) -> None:
-        """Raise TooManyAttempts when this source, or this hub name for this source, is closed."""
-        caller, bucket = source_id(source), hub_bucket(hub)
-        now = time.monotonic()
-        if self._checked.get((caller, bucket), 0.0) > now:
+        """Raise TooManyAttempts when this source, or this hub name for this source, is closed. Requests
+        that find no fresh look share the one in flight: a burst of polls is one read, not one each."""
+        key = self._key(source, hub)
+        if self._checked.get(key, 0.0) > time.monotonic():
             return
+        looking = self._looking.get(key)
+        if looking is None:
+            looking = self._looking[key] = asyncio.ensure_future(self._look(*key))
+            looking.add_done_callback(lambda done: self._looked(key, done))
+        await asyncio.shield(looking)  # one caller going away does not cancel the others' look
+
+    def _looked(self, key: tuple[str, str], done: asyncio.Future[None]) -> None:
+        self._looking.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: its waiters may all have gone
+
+    async def _look(self, caller: str, bucket: str) -> None:
         blocked, hub_failures = await self._counts.standing(caller, bucket)
         if blocked:
             raise TooManyAttempts(retry_after=self._limits.window_seconds)
@@ -86,22 +110,26 @@ class LoginGuard:
                 raise TooManyAttempts(retry_after=self._limits.window_seconds)
         if len(self._checked) > 10_000:
             self._checked.clear()
-        self._checked[(caller, bucket)] = now + CACHE_SECONDS
+        self._checked[(caller, bucket)] = time.monotonic() + CACHE_SECONDS
 
     async def failed(self, source: str, hub: str) -> None:
-        caller, bucket = source_id(source), hub_bucket(hub)
+        caller, bucket = key = self._key(source, hub)
         window = self._limits.window_seconds
-        self._checked.pop((caller, bucket), None)
+        self._checked.pop(key, None)
         if await self._counts.count_failure(caller, bucket, window) >= self._limits.per_source:
             await self._counts.block(caller, window)
 
     async def succeeded(self, source: str, hub: str) -> None:
         """Remember this source as the hub's own (at most once a minute per instance)."""
-        caller, bucket = source_id(source), hub_bucket(hub)
+        caller, bucket = key = self._key(source, hub)
         now = time.monotonic()
-        if self._good_noted.get((caller, bucket), 0.0) > now:
+        if self._good_noted.get(key, 0.0) > now:
             return
-        await self._counts.note_known_source(bucket, caller)
         if len(self._good_noted) > 10_000:
             self._good_noted.clear()
-        self._good_noted[(caller, bucket)] = now + GOOD_REFRESH_SECONDS
+        self._good_noted[key] = now + GOOD_REFRESH_SECONDS  # first: a burst notes it once
+        try:
+            await self._counts.note_known_source(bucket, caller)
+        except BaseException:
+            self._good_noted.pop(key, None)  # not noted: the next success tries again
+            raise

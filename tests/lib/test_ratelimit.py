@@ -89,3 +89,24 @@ def test_ids_are_fixed_size_and_buckets_bounded() -> None:
     assert source_id("a" * 5000 + "1") != source_id("a" * 5000 + "2")  # differ late, still apart
     assert {int(hub_bucket(f"hub{i}")) for i in range(5000)} <= set(range(HUB_BUCKETS))
     assert hub_bucket("\udcff") == hub_bucket("\udcff")  # a lone surrogate (latin-1 header) still hashes
+
+
+class CountedReads(LoginCounters):
+    """The real counters, counting the standing reads."""
+
+    reads = 0
+
+    async def standing(self, source: str, bucket: str) -> tuple[bool, int]:
+        self.reads += 1
+        return await super().standing(source, bucket)
+
+
+@on_loop
+async def test_a_burst_of_checks_shares_one_read_and_its_answer(redis: aioredis.Redis) -> None:
+    counts = CountedReads(redis)
+    guard = LoginGuard(counts, LoginLimits(per_source=1, per_hub=100, window_seconds=30))
+    await asyncio.gather(*(guard.check("192.0.2.77", "hubA") for _ in range(20)))
+    assert counts.reads == 1
+    await guard.failed("192.0.2.78", "hubA")  # closes that source
+    outcomes = await asyncio.gather(*(guard.check("192.0.2.78", "hubA") for _ in range(20)), return_exceptions=True)
+    assert counts.reads == 2 and all(isinstance(outcome, TooManyAttempts) for outcome in outcomes)

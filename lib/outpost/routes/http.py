@@ -172,7 +172,7 @@ async def _authenticate(request: Request, runtime: Runtime) -> str:
     if len(headers) > 1:  # proxies disagree on which one counts: believe neither
         raise errors.Unauthorized("more than one Authorization header")
     header = headers[0] if headers else None
-    return await authenticate(header, _source(request, runtime), runtime.credentials, runtime.guard)
+    return await authenticate(header, _source(request, runtime), runtime.hub_logins, runtime.guard)
 
 
 async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
