@@ -31,13 +31,13 @@ from typing import Any
 import redis
 import uvloop
 
-from bench import coldstart, lifecycle, report, scale, storm, throughput
+from bench import coldstart, lifecycle, readiness, report, scale, storm, throughput
 from bench.outpost_dev import OutpostDev
 from bench.stack import HUBS, ROOT, Stack, basic_auth, say, serving, start_body
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("throughput", "keepalive", "coldstart", "lifecycle", "scale", "tunnel", "storm")
-QUICK_PARTS = ("throughput", "coldstart", "lifecycle")  # --quick without --only
+PARTS = ("throughput", "keepalive", "readiness", "coldstart", "lifecycle", "scale", "tunnel", "storm")
+QUICK_PARTS = ("throughput", "readiness", "coldstart", "lifecycle")  # --quick without --only
 
 
 def _post_start(url: str, name: str, hub: str = "hub0") -> str:
@@ -230,6 +230,14 @@ def main() -> int:
                                 misc={},
                                 command="perl, listening at once",
                             )
+                        )
+                if "readiness" in parts:
+                    listen_dir = workdir / "listened"
+                    config = readiness.config(workdir / "readiness_config.py", listen_dir)
+                    ready_env = stack.env(backend_config=config)
+                    with serving("start", ready_env, logs) as start3, serving("stop", ready_env, logs) as stop3:
+                        results["readiness"] = uvloop.run(
+                            readiness.run(stack, start3.url, stop3.url, config, listen_dir, starts=8 if quick else 20)
                         )
                 if "coldstart" in parts:
                     reps = 3 if quick else 5
