@@ -187,6 +187,7 @@ def main() -> int:
             serving("start", env, logs) as start,
             serving("stop", env, logs) as stop,
             serving("poll", env, logs) as poll,
+            serving("floor", env, logs) as floor,
         ):
             stack.events_sink = empty.url  # the stand-in broker for async starts (cold start)
             address = _post_start(start.url, "bench")
@@ -202,8 +203,11 @@ def main() -> int:
                             results["throughput"] = throughput.run(
                                 throughput.Target("poll", poll, "/services/bench/1", headers, _redis_pid(stack)),
                                 throughput.Target("empty", empty, "/services/bench/1", headers),
-                                dev=throughput.Target("dev", dev, "/services/bench/1", headers),
-                                connections=(1, 16, 64) if "throughput" in parts else (1,),
+                                others=[
+                                    throughput.Target("dev", dev, "/services/bench/1", headers),
+                                    throughput.Target("floor", floor, "/services/bench/1", headers),
+                                ],
+                                connections=(1,) if "throughput" not in parts else (1, 64) if quick else (1, 16, 64),
                                 duration=2.0 if quick else 4.0,
                                 rounds=2 if quick else 3,
                                 force_python=args.python_load,
@@ -212,10 +216,11 @@ def main() -> int:
                             _delete(dev.url, "bench")
                 if "lifecycle" in parts:
                     levels = ((1, 10), (16, 1)) if quick else ((1, 30), (16, 3))
-                    # uvloop, as in the function's uvicorn worker: the backend alone runs on the same loop.
-                    results["lifecycle"] = uvloop.run(
-                        lifecycle.run(stack, start.url, stop.url, empty.url, levels=levels)
-                    )
+                    if not quick:  # --quick: the instant command alone, which the readiness steps do not blur
+                        # uvloop, as in the function's uvicorn worker: the backend alone runs on the same loop.
+                        results["lifecycle"] = uvloop.run(
+                            lifecycle.run(stack, start.url, stop.url, empty.url, levels=levels)
+                        )
                     config = lifecycle.instant_config(workdir / "instant_config.py")
                     instant_env = stack.env(backend_config=config)
                     with serving("start", instant_env, logs) as start2, serving("stop", instant_env, logs) as stop2:
@@ -267,9 +272,10 @@ def main() -> int:
         if "storm" in parts:  # its own outpost dev and Redis, after the functions above are stopped
             count = storm.QUICK_COUNT if quick else args.storm_count
             results["storm"] = storm.run(workdir / "storm", count)
-        if "throughput" in parts:
-            cache_args = ["--rounds", "2", "--polls", "100"] if quick else ["--rounds", "4", "--polls", "200"]
-            results["poll_status_cache"] = _extra_benchmark("poll_status_cache", cache_args, workdir)
+        if "throughput" in parts and not quick:
+            results["poll_status_cache"] = _extra_benchmark(
+                "poll_status_cache", ["--rounds", "4", "--polls", "200"], workdir
+            )
     finally:
         try:
             leftovers = asyncio.run(_stop_everything(stack))

@@ -49,6 +49,10 @@ def targets(results: dict[str, Any]) -> list[Verdict]:
         # A lost TCP_NODELAY: 40 ms per kept-alive request, over 40x the empty function's p50 (1 ms).
         value = at1[key]["p50"] if at1 and key in at1 else None
         verdicts.append(_check(f"{label} p50 at 1 kept-alive conn <= 10x empty", value, lambda v: v <= 10.0, "{:.2f}x"))
+    verdicts.append(
+        _check("start seen within 5 ms of the server listening, p50 (backend alone)",
+               _get(results, "readiness", "backend", "p50_ms"), lambda v: v <= 5.0, "{:.1f} ms")
+    )  # fmt: skip
     for name in ("start", "poll", "stop"):
         ratio = _get(results, "coldstart", "functions", name, "ratio")
         verdicts.append(_check(f"{name} cold start <= 1.5x empty", ratio, lambda v: v <= 1.5, "{:.2f}x"))
@@ -96,17 +100,19 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
         out += [
             "",
             f"1. Poll: GET /services/<name>/<start_id> (Basic auth, running tiny server), by the poll function and "
-            f"through outpost dev's API, vs the empty function; kept-alive connections; "
+            f"through outpost dev's API, and the floor (the empty function reading one Redis key), vs the empty "
+            f"function; kept-alive connections; "
             f"{tp['body_bytes']}-byte body; {tp['tool']}, {tp['rounds']} x {tp['duration_s']:g} s, medians",
         ]
         rows = []
-        for row, name, ratio in [(r, n, k) for n, k in (("poll", "ratio"), ("dev", "ratio_dev")) for r in tp["table"]]:
+        vias = (("poll", "ratio", "functions"), ("dev", "ratio_dev", "outpost dev"), ("floor", "ratio_floor", "floor"))
+        for row, name, ratio, via in [(r, n, k, v) for n, k, v in vias for r in tp["table"]]:
             if name not in row:
                 continue
             e, p, r = row["empty"], row[name], row[ratio]
             rows.append(
                 [
-                    "functions" if name == "poll" else "outpost dev",
+                    via,
                     str(row["connections"]),
                     f"{e['rps']:.0f}",
                     f"{p['rps']:.0f}",
@@ -141,6 +147,18 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             ],
             rows,
         )
+    rd = results.get("readiness")
+    if rd:
+        out += [
+            "",
+            f"2b. Start after listen: answer time - the server's listen() time, {rd['starts']} starts each, one at "
+            f"a time (server listens after {', '.join(f'{d * 1000:g}' for d in rd['delays_s'])} ms)",
+        ]
+        rows = [
+            [label, f"{rd[key]['p50_ms']:.1f}", f"{rd[key]['p99_ms']:.1f}", f"{rd[key]['max_ms']:.1f}"]
+            for key, label in (("backend", "LocalBackend.start alone"), ("outpost", "POST /services (start function)"))
+        ]
+        out += _table(["", "p50 ms", "p99 ms", "max ms"], rows)
     cs = results.get("coldstart")
     if cs:
         out += ["", f"2. Cold start: spawn -> first successful answer, median of {cs['repetitions']}"]

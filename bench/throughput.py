@@ -88,15 +88,16 @@ def run(
     poll: Target,
     empty: Target,
     *,
-    dev: Target | None = None,
+    others: Sequence[Target] = (),
     connections: tuple[int, ...] = (1, 16, 64),
     duration: float = 4.0,
     rounds: int = 2,
     force_python: bool = False,
 ) -> dict[str, Any]:
     """Each target at each number of connections, rounds alternating the order; ratios against `empty`
-    (`ratio` for the poll function, `ratio_dev` for the poll through `outpost dev`)."""
-    targets: Sequence[Target] = [empty, poll] + ([dev] if dev else [])
+    (`ratio` for the poll function, `ratio_<name>` for the others: `dev`, the poll through `outpost dev`,
+    and `floor`, the empty function reading one Redis key)."""
+    targets: Sequence[Target] = [empty, poll, *others]
     bodies = {target.name: target.fetch() for target in targets}
     if len(set(map(len, bodies.values()))) != 1:
         raise RuntimeError(f"bodies differ in size: {bodies}")
@@ -124,8 +125,8 @@ def run(
             if rows[0].get("redis_cpu_us_per_request") is not None:
                 cells[name]["redis_cpu_us_per_request"] = _median(rows, "redis_cpu_us_per_request")
         cells["ratio"] = _ratios(cells[poll.name], cells[empty.name])
-        if dev:
-            cells["ratio_dev"] = _ratios(cells[dev.name], cells[empty.name])
+        for other in others:
+            cells[f"ratio_{other.name}"] = _ratios(cells[other.name], cells[empty.name])
         table.append(cells)
     return {
         "tool": "python-multiprocess" if force_python else tool_name(),
