@@ -108,6 +108,8 @@ class Route:
         object.__setattr__(self, "pattern", (regex, convertors))
 
     def match(self, path: str) -> dict[str, str] | None:
+        if "{" not in self.path:  # a fixed path: one comparison (every poll passes the fixed routes first)
+            return {} if path == self.path else None
         regex, convertors = self.pattern
         found = regex.match(path)
         if found is None:
