@@ -1,10 +1,12 @@
 """`python -m bench`: every benchmark of issue 7 in one run, each figure next to its baseline.
 
-    .venv/bin/python -m bench [--quick] [--only throughput,coldstart,lifecycle,scale,tunnel,storm]
+    .venv/bin/python -m bench [--quick] [--only throughput,keepalive,coldstart,lifecycle,scale,tunnel,storm]
                               [--json PATH] [--python-load] [--storm-count N]
 
 Prints progress on stderr, then the table on stdout, and writes the results (with the verdict on
-every target) to bench/results/latest.json. Takes about 4-5 minutes (`--quick`: about 1.5).
+every target) to bench/results/latest.json. Takes about 6 minutes; `--quick` runs the poll (functions
+and `outpost dev`), start/stop and cold-start comparisons, shorter, in under three (the check for a
+change to the hot path, docs/performance.md); `keepalive` is the poll at one kept-alive connection alone.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from typing import Any
 import redis
 import uvloop
 
-from bench import coldstart, lifecycle, report, scale, storm, throughput
-from bench.stack import ROOT, Stack, basic_auth, say, serving, start_body
+from bench import coldstart, lifecycle, readiness, report, scale, storm, throughput
+from bench.outpost_dev import OutpostDev
+from bench.stack import HUBS, ROOT, Stack, basic_auth, say, serving, start_body
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("throughput", "coldstart", "lifecycle", "scale", "tunnel", "storm")
+PARTS = ("throughput", "keepalive", "readiness", "coldstart", "lifecycle", "scale", "tunnel", "storm")
+QUICK_PARTS = ("throughput", "readiness", "coldstart", "lifecycle")  # --quick without --only
 
 
 def _post_start(url: str, name: str, hub: str = "hub0") -> str:
@@ -131,6 +135,9 @@ def _extra_benchmark(module: str, args: list[str], workdir: Path) -> dict[str, A
     return {"command": "python " + " ".join(command[1:]), "report": text, "results": data}
 
 
+DEV_DB = 3  # outpost dev's records, apart from the functions' (db 0) and the scale part's
+
+
 def _redis_pid(stack: Stack) -> int:
     client = redis.Redis.from_url(stack.redis_url())
     try:
@@ -141,13 +148,13 @@ def _redis_pid(stack: Stack) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter loads and fewer repetitions (~1 min)")
+    parser.add_argument("--quick", action="store_true", help=f"{','.join(QUICK_PARTS)} only, shorter (under 3 minutes)")
     parser.add_argument("--only", help=f"comma-separated parts to run: {','.join(PARTS)}")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the results")
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
     parser.add_argument("--storm-count", type=int, default=300, help="starts in the start storm (--quick: 60)")
     args = parser.parse_args()
-    parts = set(args.only.split(",")) if args.only else set(PARTS)
+    parts = set(args.only.split(",")) if args.only else set(QUICK_PARTS if args.quick else PARTS)
     unknown = parts - set(PARTS)
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
@@ -180,26 +187,40 @@ def main() -> int:
             serving("start", env, logs) as start,
             serving("stop", env, logs) as stop,
             serving("poll", env, logs) as poll,
+            serving("floor", env, logs) as floor,
         ):
             stack.events_sink = empty.url  # the stand-in broker for async starts (cold start)
             address = _post_start(start.url, "bench")
             say(f"running service hub0/bench/1 at {address}")
             try:
-                if "throughput" in parts:
+                if parts & {"throughput", "keepalive"}:
                     headers = throughput.auth_headers("hub0")
-                    results["throughput"] = throughput.run(
-                        throughput.Target("poll", poll, "/services/bench/1", headers, _redis_pid(stack)),
-                        throughput.Target("empty", empty, "/services/bench/1", headers),
-                        duration=2.0 if quick else 4.0,
-                        rounds=1 if quick else 2,
-                        force_python=args.python_load,
-                    )
+                    redis_env = {"OUTPOST_REDIS_URL": stack.redis_url(DEV_DB)}
+                    (workdir / "dev").mkdir()
+                    with OutpostDev(workdir / "dev", HUBS, {}, redis_env).running() as dev:
+                        _post_start(dev.url, "bench")
+                        try:
+                            results["throughput"] = throughput.run(
+                                throughput.Target("poll", poll, "/services/bench/1", headers, _redis_pid(stack)),
+                                throughput.Target("empty", empty, "/services/bench/1", headers),
+                                others=[
+                                    throughput.Target("dev", dev, "/services/bench/1", headers),
+                                    throughput.Target("floor", floor, "/services/bench/1", headers),
+                                ],
+                                connections=(1,) if "throughput" not in parts else (1, 64) if quick else (1, 16, 64),
+                                duration=2.0 if quick else 4.0,
+                                rounds=2 if quick else 3,
+                                force_python=args.python_load,
+                            )
+                        finally:
+                            _delete(dev.url, "bench")
                 if "lifecycle" in parts:
                     levels = ((1, 10), (16, 1)) if quick else ((1, 30), (16, 3))
-                    # uvloop, as in the function's uvicorn worker: the backend alone runs on the same loop.
-                    results["lifecycle"] = uvloop.run(
-                        lifecycle.run(stack, start.url, stop.url, empty.url, levels=levels)
-                    )
+                    if not quick:  # --quick: the instant command alone, which the readiness steps do not blur
+                        # uvloop, as in the function's uvicorn worker: the backend alone runs on the same loop.
+                        results["lifecycle"] = uvloop.run(
+                            lifecycle.run(stack, start.url, stop.url, empty.url, levels=levels)
+                        )
                     config = lifecycle.instant_config(workdir / "instant_config.py")
                     instant_env = stack.env(backend_config=config)
                     with serving("start", instant_env, logs) as start2, serving("stop", instant_env, logs) as stop2:
@@ -214,6 +235,14 @@ def main() -> int:
                                 misc={},
                                 command="perl, listening at once",
                             )
+                        )
+                if "readiness" in parts:
+                    listen_dir = workdir / "listened"
+                    config = readiness.config(workdir / "readiness_config.py", listen_dir)
+                    ready_env = stack.env(backend_config=config)
+                    with serving("start", ready_env, logs) as start3, serving("stop", ready_env, logs) as stop3:
+                        results["readiness"] = uvloop.run(
+                            readiness.run(stack, start3.url, stop3.url, config, listen_dir, starts=8 if quick else 20)
                         )
                 if "coldstart" in parts:
                     reps = 3 if quick else 5
@@ -243,9 +272,10 @@ def main() -> int:
         if "storm" in parts:  # its own outpost dev and Redis, after the functions above are stopped
             count = storm.QUICK_COUNT if quick else args.storm_count
             results["storm"] = storm.run(workdir / "storm", count)
-        if "throughput" in parts:
-            cache_args = ["--rounds", "2", "--polls", "100"] if quick else ["--rounds", "4", "--polls", "200"]
-            results["poll_status_cache"] = _extra_benchmark("poll_status_cache", cache_args, workdir)
+        if "throughput" in parts and not quick:
+            results["poll_status_cache"] = _extra_benchmark(
+                "poll_status_cache", ["--rounds", "4", "--polls", "200"], workdir
+            )
     finally:
         try:
             leftovers = asyncio.run(_stop_everything(stack))

@@ -72,6 +72,11 @@ class OutpostDev:
         self._env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def worker_pids(self) -> list[int]:
+        """The process that serves the API (its CPU time is the cost of a request)."""
+        assert self.proc is not None
+        return [self.proc.pid]
+
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 

@@ -39,6 +39,20 @@ def targets(results: dict[str, Any]) -> list[Verdict]:
     verdicts.append(
         _check("poll p99 at 64 conns <= 2x empty", at64 and at64["ratio"]["p99"], lambda v: v <= 2.0, "{:.2f}x")
     )
+    if at64 and "ratio_dev" in at64:
+        verdicts.append(
+            _check("outpost dev poll req/s at 64 conns >= 0.5x empty", at64["ratio_dev"]["rps"], lambda v: v >= 0.5,
+                   "{:.2f}x")
+        )  # fmt: skip
+    at1 = next((row for row in table if row["connections"] == 1), None)
+    for key, label in (("ratio", "poll"), ("ratio_dev", "outpost dev poll")):
+        # A lost TCP_NODELAY: 40 ms per kept-alive request, over 40x the empty function's p50 (1 ms).
+        value = at1[key]["p50"] if at1 and key in at1 else None
+        verdicts.append(_check(f"{label} p50 at 1 kept-alive conn <= 10x empty", value, lambda v: v <= 10.0, "{:.2f}x"))
+    verdicts.append(
+        _check("start seen within 5 ms of the server listening, p50 (backend alone)",
+               _get(results, "readiness", "backend", "p50_ms"), lambda v: v <= 5.0, "{:.1f} ms")
+    )  # fmt: skip
     for name in ("start", "poll", "stop"):
         ratio = _get(results, "coldstart", "functions", name, "ratio")
         verdicts.append(_check(f"{name} cold start <= 1.5x empty", ratio, lambda v: v <= 1.5, "{:.2f}x"))
@@ -85,14 +99,20 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
     if tp:
         out += [
             "",
-            f"1. Poll: GET /services/<name>/<start_id> (Basic auth, running tiny server) vs empty function; "
+            f"1. Poll: GET /services/<name>/<start_id> (Basic auth, running tiny server), by the poll function and "
+            f"through outpost dev's API, and the floor (the empty function reading one Redis key), vs the empty "
+            f"function; kept-alive connections; "
             f"{tp['body_bytes']}-byte body; {tp['tool']}, {tp['rounds']} x {tp['duration_s']:g} s, medians",
         ]
         rows = []
-        for row in tp["table"]:
-            e, p, r = row["empty"], row["poll"], row["ratio"]
+        vias = (("poll", "ratio", "functions"), ("dev", "ratio_dev", "outpost dev"), ("floor", "ratio_floor", "floor"))
+        for row, name, ratio, via in [(r, n, k, v) for n, k, v in vias for r in tp["table"]]:
+            if name not in row:
+                continue
+            e, p, r = row["empty"], row[name], row[ratio]
             rows.append(
                 [
+                    via,
                     str(row["connections"]),
                     f"{e['rps']:.0f}",
                     f"{p['rps']:.0f}",
@@ -105,11 +125,12 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
                     f"{r['p99']:.2f}x",
                     f"{e['worker_cpu_us_per_request']:.0f}",
                     f"{p['worker_cpu_us_per_request']:.0f}",
-                    f"{p.get('redis_cpu_us_per_request', 0):.0f}",
+                    f"{p.get('redis_cpu_us_per_request', 0):.0f}" if name == "poll" else "",
                 ]
             )
         out += _table(
             [
+                "poll via",
                 "conns",
                 "empty req/s",
                 "poll req/s",
@@ -126,6 +147,18 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             ],
             rows,
         )
+    rd = results.get("readiness")
+    if rd:
+        out += [
+            "",
+            f"2b. Start after listen: answer time - the server's listen() time, {rd['starts']} starts each, one at "
+            f"a time (server listens after {', '.join(f'{d * 1000:g}' for d in rd['delays_s'])} ms)",
+        ]
+        rows = [
+            [label, f"{rd[key]['p50_ms']:.1f}", f"{rd[key]['p99_ms']:.1f}", f"{rd[key]['max_ms']:.1f}"]
+            for key, label in (("backend", "LocalBackend.start alone"), ("outpost", "POST /services (start function)"))
+        ]
+        out += _table(["", "p50 ms", "p99 ms", "max ms"], rows)
     cs = results.get("coldstart")
     if cs:
         out += ["", f"2. Cold start: spawn -> first successful answer, median of {cs['repetitions']}"]

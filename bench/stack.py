@@ -41,6 +41,7 @@ CLI = [str(Path(sys.executable).with_name("outpost")), "serve-function"]
 TARGETS = {
     "empty": ("empty_function", EMPTY_SOURCE),
     "libraries": ("libraries_function", EMPTY_SOURCE.with_name("libraries.py")),
+    "floor": ("redis_get_function", EMPTY_SOURCE.with_name("redis_get.py")),
     "start": ("start_service", FUNCTIONS / "start" / "main.py"),
     "poll": ("poll_service", FUNCTIONS / "poll" / "main.py"),
     "stop": ("stop_service", FUNCTIONS / "stop" / "main.py"),

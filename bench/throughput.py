@@ -1,6 +1,10 @@
 """Part 1: poll throughput and latency of the deployed poll function against the empty function.
 
-Both run as `functions-framework --target … --source …` processes (gunicorn + one uvicorn worker).
+Both run as `functions-framework --target … --source …` processes (gunicorn + one uvicorn worker);
+the same poll through `outpost dev`'s API port (one process serving the three functions with uvicorn
+on a socket it binds itself) is measured against the same baseline. One connection is the shape a
+lost TCP_NODELAY shows in (issue 24): a kept-alive request whose body waits for the client's delayed
+ACK takes 40 ms whatever the server's speed; `--only keepalive` measures that shape alone.
 The poll function answers `GET /services/<name>/<start_id>` with Basic auth for a real running
 service (the tiny server, started through the start function); the empty function answers the same
 request with a body of the same size. Rounds alternate between the two so that noise from the
@@ -13,11 +17,12 @@ from __future__ import annotations
 import os
 import statistics
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bench.load import run_load, tool_name
-from bench.stack import FunctionProcess, basic_auth, say
+from bench.stack import basic_auth, say
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -35,10 +40,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+class Served(Protocol):
+    """A function process (`bench.stack.FunctionProcess`) or `outpost dev` (`bench.outpost_dev.OutpostDev`)."""
+
+    url: str
+
+    def worker_pids(self) -> list[int]: ...
+
+
 @dataclass
 class Target:
     name: str
-    fn: FunctionProcess
+    fn: Served
     path: str
     headers: dict[str, str]
     redis_pid: int | None = None
@@ -75,21 +88,26 @@ def run(
     poll: Target,
     empty: Target,
     *,
+    others: Sequence[Target] = (),
     connections: tuple[int, ...] = (1, 16, 64),
     duration: float = 4.0,
     rounds: int = 2,
     force_python: bool = False,
 ) -> dict[str, Any]:
-    poll_body, empty_body = poll.fetch(), empty.fetch()
-    if len(poll_body) != len(empty_body):
-        raise RuntimeError(f"bodies differ in size: poll {poll_body!r}, empty {empty_body!r}")
-    say(f"poll: warming up both functions (load generator: {tool_name() if not force_python else 'python'})")
-    for target in (empty, poll):
+    """Each target at each number of connections, rounds alternating the order; ratios against `empty`
+    (`ratio` for the poll function, `ratio_<name>` for the others: `dev`, the poll through `outpost dev`,
+    and `floor`, the empty function reading one Redis key)."""
+    targets: Sequence[Target] = [empty, poll, *others]
+    bodies = {target.name: target.fetch() for target in targets}
+    if len(set(map(len, bodies.values()))) != 1:
+        raise RuntimeError(f"bodies differ in size: {bodies}")
+    say(f"poll: warming up (load generator: {tool_name() if not force_python else 'python'})")
+    for target in targets:
         run_load(target.url, 16, 1.0, headers=target.headers, force_python=force_python)
-    raw: dict[str, dict[int, list[dict[str, Any]]]] = {"empty": {}, "poll": {}}
+    raw: dict[str, dict[int, list[dict[str, Any]]]] = {target.name: {} for target in targets}
     for round_no in range(rounds):
         for conns in connections:
-            for target in (empty, poll) if round_no % 2 == 0 else (poll, empty):
+            for target in targets if round_no % 2 == 0 else targets[::-1]:
                 row = measure(target, conns, duration, force_python)
                 raw[target.name].setdefault(conns, []).append(row)
                 say(
@@ -100,28 +118,33 @@ def run(
     table = []
     for conns in connections:
         cells: dict[str, Any] = {"connections": conns}
-        for name in ("empty", "poll"):
-            rows = raw[name][conns]
+        for name, rows in raw.items():
+            rows = rows[conns]
             cells[name] = {key: _median(rows, key) for key in ("rps", "p50_ms", "p99_ms", "worker_cpu_us_per_request")}
             cells[name]["errors"] = sum(row["errors"] for row in rows)
             if rows[0].get("redis_cpu_us_per_request") is not None:
                 cells[name]["redis_cpu_us_per_request"] = _median(rows, "redis_cpu_us_per_request")
-        e, p = cells["empty"], cells["poll"]
-        cells["ratio"] = {
-            "rps": round(p["rps"] / e["rps"], 3),
-            "p50": round(p["p50_ms"] / e["p50_ms"], 3),
-            "p99": round(p["p99_ms"] / e["p99_ms"], 3),
-            "worker_cpu": round(p["worker_cpu_us_per_request"] / e["worker_cpu_us_per_request"], 3),
-        }
+        cells["ratio"] = _ratios(cells[poll.name], cells[empty.name])
+        for other in others:
+            cells[f"ratio_{other.name}"] = _ratios(cells[other.name], cells[empty.name])
         table.append(cells)
     return {
         "tool": "python-multiprocess" if force_python else tool_name(),
         "duration_s": duration,
         "rounds": rounds,
-        "body_bytes": len(poll_body),
-        "poll_body": poll_body.decode(),
+        "body_bytes": len(bodies[poll.name]),
+        "poll_body": bodies[poll.name].decode(),
         "table": table,
         "runs": raw,
+    }
+
+
+def _ratios(measured: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+    return {
+        "rps": round(measured["rps"] / baseline["rps"], 3),
+        "p50": round(measured["p50_ms"] / baseline["p50_ms"], 3),
+        "p99": round(measured["p99_ms"] / baseline["p99_ms"], 3),
+        "worker_cpu": round(measured["worker_cpu_us_per_request"] / baseline["worker_cpu_us_per_request"], 3),
     }
 
 

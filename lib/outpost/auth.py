@@ -14,6 +14,30 @@ from outpost.ratelimit import LoginGuard
 _NO_SUCH_HUB = "\x00" * 32
 # Far above any real credential; longer headers are refused before they are decoded.
 MAX_AUTHORIZATION_CHARS = 4096
+VERIFIED_HEADERS = 1024  # headers remembered per process: a few per hub (one per hub in practice)
+
+
+class HubLogins:
+    """The hubs' credentials, and per process the Authorization headers that proved one: a hub's next
+    polls skip decoding and comparing. Only a header that verified is remembered (every wrong password
+    is compared and counted), and only with the password it proved: once the hub's password is another,
+    the header is checked again, and fails."""
+
+    def __init__(self, credentials: Mapping[str, str]) -> None:
+        self.credentials = credentials
+        self._verified: dict[str, tuple[str, str]] = {}  # header -> (hub, the password it carried)
+
+    def known(self, authorization: str) -> str | None:
+        """The hub this exact header proved, while that hub's password is still the one it carried."""
+        entry = self._verified.get(authorization)
+        if entry is None or self.credentials.get(entry[0]) != entry[1]:
+            return None
+        return entry[0]
+
+    def remember(self, authorization: str, hub: str, password: str) -> None:
+        if len(self._verified) >= VERIFIED_HEADERS:  # only verified headers get here: a hub's few
+            self._verified.clear()
+        self._verified[authorization] = (hub, password)
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str]:
@@ -41,15 +65,20 @@ def verify(hub: str, password: str, credentials: Mapping[str, str]) -> bool:
     return expected is not None and matches
 
 
-async def authenticate(
-    authorization: str | None, source: str, credentials: Mapping[str, str], guard: LoginGuard
-) -> str:
-    """The hub name for valid credentials. The comparison is local and its answer leaves only once the
-    guard has counted a failure (one script) or found the source not blocked (one read), so no guess is
-    answered beyond the source's budget, and right credentials cost one round trip."""
-    hub, password = parse_basic(authorization)
-    if verify(hub, password, credentials):
+async def authenticate(authorization: str | None, source: str, logins: HubLogins, guard: LoginGuard) -> str:
+    """The hub name for valid credentials. The comparison is local (or skipped for a header that proved a hub
+    before, `HubLogins`) and its answer leaves only once the guard has counted a failure (one script) or found
+    the source not blocked (one read): no guess is answered beyond the source's budget, a blocked source is
+    refused even with a header that proved a hub, and right credentials cost one round trip."""
+    hub = logins.known(authorization) if authorization else None
+    if hub is not None:
         await guard.admit(source)
+        return hub
+    hub, password = parse_basic(authorization)
+    if verify(hub, password, logins.credentials):
+        await guard.admit(source)
+        assert authorization is not None  # parse_basic refuses a missing header
+        logins.remember(authorization, hub, password)
         return hub
     await guard.fail(source, hub)
     raise Unauthorized("wrong hub name or password")

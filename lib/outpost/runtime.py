@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from traitlets.config import Config
 
 from outpost import logs
+from outpost.auth import HubLogins
 from outpost.backends.base import Backend, load_backend_config
 from outpost.callbacks import CallbackPolicy
 from outpost.credits import CreditPolicy
@@ -92,6 +93,11 @@ class Runtime:
     @cached_property
     def credentials(self) -> dict[str, str]:
         return self.settings.hub_credentials()
+
+    @cached_property
+    def hub_logins(self) -> HubLogins:
+        """The credentials and the headers that proved them (this runtime's, so never older than its settings)."""
+        return HubLogins(self.credentials)
 
     @cached_property
     def proxies(self) -> TrustedProxies:

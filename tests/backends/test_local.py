@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from outpost.backends.sockets import _proc_listeners
 from outpost.errors import AddressTaken, BackendError, InvalidBody, OverrideNotAllowed
 from outpost.models import ServiceId
 from tests.conftest import OWN_USER, TINY_SERVER
-from tests.e2e.processes import group_members
+from tests.e2e.processes import group_members, wait_until
 from tests.sshd.helpers import until
 from tests.support.recorder import Recorder
 
@@ -378,3 +379,15 @@ async def test_a_reused_group_id_is_not_the_server(tmp_path: Path) -> None:
     assert await make_backend(tmp_path).poll(started.state) is None
     await make_backend(tmp_path).stop(started.state)
     assert group_members(started.state["pid"]) == []
+
+
+async def test_a_servers_processes_are_its_wrapper_and_descendants_first() -> None:
+    """Readiness asks whose socket listens: the server's own tree is looked at before every process."""
+    shell = subprocess.Popen(["sh", "-c", "sleep 600 & wait"], start_new_session=True)
+    try:
+        child = wait_until("the shell's child", lambda: psutil.Process(shell.pid).children(), timeout=10)
+        first = list(itertools.islice(local._server_processes(shell.pid), 2))
+        assert first == [shell.pid, child[0].pid]
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()

@@ -180,3 +180,55 @@ async def test_waiting_sees_a_listener_that_comes_late() -> None:
     assert not waiting.done()
     with listening(port=port):
         await asyncio.wait_for(waiting, 10)
+
+
+def test_sock_diag_lists_the_same_listeners_as_proc() -> None:
+    diag = sockets._SockDiag()
+    try:
+        with listening() as v4, listening("::") as v6, socket.create_connection(v4.getsockname()):
+            ports = {v4.getsockname()[1], v6.getsockname()[1]}
+            found = diag.listeners(ports)
+            assert found == sockets._proc_table_listeners(ports)
+            assert found[v4.getsockname()[1]] == [(ipaddress.ip_address("127.0.0.1"), os.fstat(v4.fileno()).st_ino)]
+            assert found[v6.getsockname()[1]] == [(ipaddress.ip_address("::"), os.fstat(v6.fileno()).st_ino)]
+        assert diag.listeners(ports) == {}
+    finally:
+        diag.close()
+
+
+async def _wait_for_late_listeners(count: int) -> None:
+    """`count` starts wait at once for ports nobody listens on yet; each ends once its port listens."""
+    probes = [listening() for _ in range(count)]
+    ports = [probe.getsockname()[1] for probe in probes]
+    for probe in probes:
+        probe.close()
+
+    async def running() -> int | None:
+        return None
+
+    waiting = [
+        asyncio.create_task(sockets.wait_until_served("127.0.0.1", port, lambda: [os.getpid()], running, 10))
+        for port in ports
+    ]
+    await asyncio.sleep(0.01)
+    assert not any(task.done() for task in waiting)
+    late = [listening(port=port) for port in ports]
+    try:
+        await asyncio.wait_for(asyncio.gather(*waiting), 10)
+    finally:
+        for sock in late:
+            sock.close()
+
+
+@pytest.mark.asyncio
+async def test_many_starts_wait_on_one_look_per_tick() -> None:
+    await _wait_for_late_listeners(20)
+
+
+@pytest.mark.asyncio
+async def test_without_netlink_the_proc_tables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused() -> None:
+        raise PermissionError("netlink refused")
+
+    monkeypatch.setattr(sockets, "_SockDiag", refused)
+    await _wait_for_late_listeners(3)

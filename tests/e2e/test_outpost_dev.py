@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import TINY_SERVER, start_body
 from tests.e2e import harness
 from tests.e2e.processes import wait_until
+from tests.support.server_socket import accepted_nodelay
 
 pytestmark = pytest.mark.e2e
 
@@ -113,3 +114,14 @@ def test_second_signal_forces_and_the_next_start_adopts_what_was_left(tmp_path: 
         assert api.get("/services/stubborn/1").status_code == 200  # the record survived the forced exit
     harness.stop_outpost(second)  # and checks that nothing is left
     assert "stopped 1 server(s)" in second.proc.text()
+
+
+def test_api_connections_are_nodelay(tmp_path: Path) -> None:
+    """The API answers at once on a kept-alive connection: `outpost dev` binds its socket itself, and
+    asyncio sets TCP_NODELAY only on sockets made with IPPROTO_TCP, so the listener carries it (a body
+    written after its headers would otherwise wait 40 ms for the client's delayed ACK)."""
+    outpost = harness.start_outpost(tmp_path, f"nodelay-{tmp_path.name}")
+    try:
+        assert accepted_nodelay(outpost.proc.pid, outpost.api_port)
+    finally:
+        harness.stop_outpost(outpost)

@@ -105,12 +105,14 @@ async def test_authenticate_accepts_valid_and_raises_only_unauthorized(
     guard = LoginGuard(
         LoginCounters(redis), LoginLimits(per_source=10**9, per_hub=10**9, window_seconds=60)
     )  # never reached
+    logins = auth.HubLogins(CREDENTIALS)
     if valid is not None:
         header = basic_header(valid, CREDENTIALS[valid])
-        assert await auth.authenticate(header, "198.51.100.7", CREDENTIALS, guard) == valid
+        assert await auth.authenticate(header, "198.51.100.7", logins, guard) == valid
+        assert await auth.authenticate(header, "198.51.100.7", logins, guard) == valid  # remembered
         return
     try:
-        hub = await auth.authenticate(header, "198.51.100.7", CREDENTIALS, guard)
+        hub = await auth.authenticate(header, "198.51.100.7", logins, guard)
     except errors.Unauthorized:
         return
     assert header is not None and auth.parse_basic(header) == (hub, CREDENTIALS[hub])

@@ -8,7 +8,7 @@ import base64
 import pytest
 import redis.asyncio as aioredis
 
-from outpost.auth import MAX_AUTHORIZATION_CHARS, authenticate, parse_basic, verify
+from outpost.auth import MAX_AUTHORIZATION_CHARS, HubLogins, authenticate, parse_basic, verify
 from outpost.errors import TooManyAttempts, Unauthorized
 from outpost.ratelimit import LoginGuard, LoginLimits
 from outpost.store.logins import LoginCounters
@@ -69,7 +69,7 @@ def test_verify_wants_the_hubs_own_password() -> None:
 @on_loop
 async def test_good_credentials_name_the_hub(redis: aioredis.Redis) -> None:
     guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=3, per_hub=100, window_seconds=60))
-    assert await authenticate(header("hübB", "pässwörd"), SOURCE, CREDENTIALS, guard) == "hübB"
+    assert await authenticate(header("hübB", "pässwörd"), SOURCE, HubLogins(CREDENTIALS), guard) == "hübB"
 
 
 @on_loop
@@ -77,11 +77,11 @@ async def test_wrong_passwords_count_until_the_source_is_refused_even_the_right_
     guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=3, per_hub=100, window_seconds=60))
     for _ in range(3):
         with pytest.raises(Unauthorized, match="wrong hub name or password"):
-            await authenticate(header("hubA", "guess"), SOURCE, CREDENTIALS, guard)
+            await authenticate(header("hubA", "guess"), SOURCE, HubLogins(CREDENTIALS), guard)
     with pytest.raises(TooManyAttempts) as caught:
-        await authenticate(header("hubA", "password-a"), SOURCE, CREDENTIALS, guard)
+        await authenticate(header("hubA", "password-a"), SOURCE, HubLogins(CREDENTIALS), guard)
     assert caught.value.retry_after == 60
-    assert await authenticate(header("hubA", "password-a"), "203.0.113.9", CREDENTIALS, guard) == "hubA"
+    assert await authenticate(header("hubA", "password-a"), "203.0.113.9", HubLogins(CREDENTIALS), guard) == "hubA"
 
 
 @on_loop
@@ -89,5 +89,35 @@ async def test_a_malformed_header_is_refused_before_the_guard_counts_it(redis: a
     guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=1, per_hub=1, window_seconds=60))
     for _ in range(3):
         with pytest.raises(Unauthorized, match="authentication required"):
-            await authenticate(None, SOURCE, CREDENTIALS, guard)
-    assert await authenticate(header("hubA", "password-a"), SOURCE, CREDENTIALS, guard) == "hubA"
+            await authenticate(None, SOURCE, HubLogins(CREDENTIALS), guard)
+    assert await authenticate(header("hubA", "password-a"), SOURCE, HubLogins(CREDENTIALS), guard) == "hubA"
+
+
+@on_loop
+async def test_a_remembered_header_still_meets_the_guard_and_wrong_ones_still_count(redis: aioredis.Redis) -> None:
+    """The right header proved hubA once (remembered); three wrong passwords from the same source
+    are each compared and counted, and then the remembered header is refused too."""
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=3, per_hub=100, window_seconds=60))
+    logins = HubLogins(CREDENTIALS)
+    right = header("hubA", "password-a")
+    assert await authenticate(right, "192.0.2.44", logins, guard) == "hubA"
+    assert logins.known(right) == "hubA"
+    for _ in range(3):
+        with pytest.raises(Unauthorized, match="wrong hub name or password"):
+            await authenticate(header("hubA", "guess"), "192.0.2.44", logins, guard)
+        assert logins.known(header("hubA", "guess")) is None
+    with pytest.raises(TooManyAttempts):
+        await authenticate(right, "192.0.2.44", logins, guard)
+
+
+@on_loop
+async def test_a_changed_password_refuses_the_remembered_header_at_once(redis: aioredis.Redis) -> None:
+    guard = LoginGuard(LoginCounters(redis), LoginLimits(per_source=100, per_hub=100, window_seconds=60))
+    credentials = dict(CREDENTIALS)
+    logins = HubLogins(credentials)
+    old = header("hubA", "password-a")
+    assert await authenticate(old, "192.0.2.45", logins, guard) == "hubA"
+    credentials["hubA"] = "password-new"
+    with pytest.raises(Unauthorized, match="wrong hub name or password"):
+        await authenticate(old, "192.0.2.45", logins, guard)
+    assert await authenticate(header("hubA", "password-new"), "192.0.2.45", logins, guard) == "hubA"

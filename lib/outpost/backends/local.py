@@ -463,7 +463,7 @@ class LocalBackend:
         whatever else listens there (another hub's server, the outpost's API) would answer too."""
         pgid = int(state["pid"])  # the `sh` wrapper leads the group; the server is its child
         await sockets.wait_until_served(
-            state["host"], int(state["port"]), lambda: _group_members(pgid), lambda: self.poll(state), timeout
+            state["host"], int(state["port"]), lambda: _server_processes(pgid), lambda: self.poll(state), timeout
         )
 
     async def poll(self, state: dict[str, Any]) -> int | None:
@@ -604,6 +604,30 @@ def _group_exists(pgid: int) -> bool:
 def _live_in_group(pgid: int) -> bool:
     """Whether a process other than a zombie is in the group: a look at every process."""
     return (_live_in_group_from_proc if _HAS_PROC else _live_in_group_from_psutil)(pgid)
+
+
+def _children(pid: int) -> list[int]:
+    """A process's children, as the kernel lists them (none when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as listing:
+            return [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
+
+
+def _server_processes(pgid: int) -> Iterator[int]:
+    """The processes of a server's group, cheapest first: the wrapper and its descendants (the server is
+    its child), then, if those do not hold what is asked about, every other member (a look at every
+    process). Whoever iterates stops when it has found what it needs."""
+    if _HAS_PROC and os.path.exists(f"/proc/{pgid}/task/{pgid}/children"):
+        tree, seen = [pgid], set()
+        while tree:
+            pid = tree.pop()
+            if pid not in seen:
+                seen.add(pid)
+                yield pid
+                tree += _children(pid)
+    yield from _group_members(pgid)
 
 
 def _group_members(pgid: int) -> list[int]:

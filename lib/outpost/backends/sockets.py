@@ -1,6 +1,12 @@
 """Whose socket listens at an address: a backend publishes a server's address only once every socket
-a connection there could reach belongs to the processes it started (Linux: the LISTEN sockets' inodes
-in /proc/net/tcp* against /proc/<pid>/fd; psutil where there is no /proc)."""
+a connection there could reach belongs to the processes it started (Linux: the LISTEN sockets' inodes,
+from the kernel's socket diagnostics or /proc/net/tcp*, against /proc/<pid>/fd; psutil where there is
+no /proc).
+
+On Linux every start waiting on an event loop is served by one look at the host's listening sockets
+every TICK_SECONDS (netlink sock_diag lists only LISTEN sockets, whatever else the host holds), so a
+start sees its server listen within a tick of the moment it does, at one small request per tick for
+all of them (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -11,11 +17,15 @@ import os
 import socket
 import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from outpost.errors import AddressTaken, BackendError
+
+TICK_SECONDS = 0.002  # how often the waiting starts' ports are looked for among the listening sockets
+_PROC_TICK_SECONDS = 0.02  # the same from /proc/net/tcp*, where netlink is refused: a far larger read
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Members = Callable[[], Iterable[int]]  # the pids that count as the server, computed only when needed
@@ -67,7 +77,12 @@ def _proc_address(hex_address: str) -> IPAddress:
 
 def _proc_listeners(port: int) -> Iterator[tuple[IPAddress, int]]:
     """(local address, socket inode) of every LISTEN socket on `port`, IPv4 and IPv6."""
-    suffix = f":{port:04X}"
+    yield from _proc_table_listeners({port}).get(port, [])
+
+
+def _proc_table_listeners(ports: set[int]) -> dict[int, list[tuple[IPAddress, int]]]:
+    """port -> (local address, socket inode) of the LISTEN sockets on these ports, from /proc/net/tcp*."""
+    found: dict[int, list[tuple[IPAddress, int]]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -75,13 +90,77 @@ def _proc_listeners(port: int) -> Iterator[tuple[IPAddress, int]]:
             continue
         for line in lines:
             fields = line.split()
-            if fields[3] == _LISTEN and fields[1].endswith(suffix):
-                yield _proc_address(fields[1][: -len(suffix)]), int(fields[9])
+            if fields[3] != _LISTEN:
+                continue
+            address, _, port_hex = fields[1].rpartition(":")
+            if (port := int(port_hex, 16)) in ports:
+                found.setdefault(port, []).append((_proc_address(address), int(fields[9])))
+    return found
 
 
-def _socket_inodes(pids: Iterable[int]) -> set[int]:
-    """The inodes of the sockets these processes hold open."""
-    inodes = set()
+# netlink sock_diag (linux/inet_diag.h): a dump of the TCP sockets in LISTEN state, one family at a time.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_DUMP_REQUEST = 0x1 | 0x300  # NLM_F_REQUEST | NLM_F_DUMP
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCPF_LISTEN = 1 << 10
+_NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_DIAG_REQUEST = struct.Struct("=BBBBI48s")  # inet_diag_req_v2: family, protocol, ext, pad, states, socket id
+# inet_diag_msg: family, state, timer, retransmits, then the socket id (source port, destination port,
+# source and destination address, interface, cookie), expires, queues, uid, inode
+_DIAG_MESSAGE = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
+
+
+class _SockDiag:
+    """The host's LISTEN sockets from the kernel's socket diagnostics (one netlink socket, kept open)."""
+
+    def __init__(self) -> None:
+        self._netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+        self._sequence = 0
+
+    def close(self) -> None:
+        self._netlink.close()
+
+    def listeners(self, ports: set[int]) -> dict[int, list[tuple[IPAddress, int]]]:
+        """port -> (local address, socket inode) of the LISTEN sockets on these ports."""
+        found: dict[int, list[tuple[IPAddress, int]]] = {}
+        for family in (socket.AF_INET, socket.AF_INET6):
+            self._sequence += 1
+            request = _DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, _TCPF_LISTEN, b"")
+            header = _NLMSG.pack(
+                _NLMSG.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_DUMP_REQUEST, self._sequence, 0
+            )
+            self._netlink.send(header + request)
+            while not self._read_part(ports, found):
+                pass
+        return found
+
+    def _read_part(self, ports: set[int], found: dict[int, list[tuple[IPAddress, int]]]) -> bool:
+        """Read one datagram of the dump into `found`; True once the dump is complete."""
+        data = self._netlink.recv(65536)
+        offset = 0
+        while offset + _NLMSG.size <= len(data):
+            length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
+            if kind == _NLMSG_DONE:
+                return True
+            if kind == _NLMSG_ERROR:
+                (code,) = struct.unpack_from("=i", data, offset + _NLMSG.size)
+                raise OSError(-code, f"sock_diag: {os.strerror(-code)}")
+            family, _, _, _, sport, _, source, *_, inode = _DIAG_MESSAGE.unpack_from(data, offset + _NLMSG.size)
+            port = int.from_bytes(sport, "big")
+            if port in ports:
+                address = (
+                    ipaddress.IPv4Address(source[:4]) if family == socket.AF_INET else ipaddress.IPv6Address(source)
+                )
+                found.setdefault(port, []).append((address, inode))
+            offset += (length + 3) & ~3
+        return False
+
+
+def _socket_inodes(pids: Iterable[int], wanted: set[int] | None = None) -> set[int]:
+    """The inodes of the sockets these processes hold open; with `wanted`, the pids are looked at only
+    until all of those are found (members come cheapest first)."""
+    inodes: set[int] = set()
     for pid in pids:
         try:
             with os.scandir(f"/proc/{pid}/fd") as entries:
@@ -94,14 +173,20 @@ def _socket_inodes(pids: Iterable[int]) -> set[int]:
                         inodes.add(int(link[8:-1]))
         except OSError:  # gone, or not ours to look at: then it proves nothing
             continue
+        if wanted is not None and wanted <= inodes:
+            break
     return inodes
 
 
-def _ownership_from_proc(targets: frozenset[IPAddress], port: int, members: Members) -> Ownership:
-    inodes = {inode for address, inode in _proc_listeners(port) if address in targets}
+def _owner(inodes: set[int], members: Members) -> Ownership:
+    """Whether the members hold every one of these listening sockets."""
     if not inodes:
         return Ownership.NOBODY
-    return Ownership.OURS if inodes <= _socket_inodes(members()) else Ownership.FOREIGN
+    return Ownership.OURS if inodes <= _socket_inodes(members(), inodes) else Ownership.FOREIGN
+
+
+def _ownership_from_proc(targets: frozenset[IPAddress], port: int, members: Members) -> Ownership:
+    return _owner({inode for address, inode in _proc_listeners(port) if address in targets}, members)
 
 
 def _ownership_from_psutil(targets: frozenset[IPAddress], port: int, members: Members) -> Ownership:
@@ -141,13 +226,66 @@ def process_tree(pid: int) -> list[int]:
         return []
 
 
-async def _accepts(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return False
-    writer.close()
-    return True
+Listeners = dict[int, list[tuple[IPAddress, int]]]
+
+
+class _Watch:
+    """The starts waiting on one event loop, and the one task that looks for their ports every tick."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, set[asyncio.Future[list[tuple[IPAddress, int]]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def look(self, port: int) -> asyncio.Future[list[tuple[IPAddress, int]]]:
+        """Resolved with the port's listeners at the first tick that finds any."""
+        future: asyncio.Future[list[tuple[IPAddress, int]]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(port, set()).add(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return future
+
+    def forget(self, port: int, future: asyncio.Future[list[tuple[IPAddress, int]]]) -> None:
+        waiting = self._waiting.get(port)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiting[port]
+
+    async def _run(self) -> None:
+        try:
+            diag: _SockDiag | None = _SockDiag()
+        except OSError:  # no netlink here (a sandbox): the /proc tables, in a thread, less often
+            diag = None
+        try:
+            while self._waiting:
+                ports = set(self._waiting)
+                try:
+                    found = diag.listeners(ports) if diag else await asyncio.to_thread(_proc_table_listeners, ports)
+                except OSError as exc:
+                    for waiting in self._waiting.values():
+                        for future in waiting:
+                            if not future.done():
+                                future.set_exception(BackendError(f"cannot list the listening sockets: {exc}"))
+                    return
+                for port, listeners in found.items():
+                    for future in self._waiting.pop(port, ()):
+                        if not future.done():
+                            future.set_result(listeners)
+                await asyncio.sleep(TICK_SECONDS if diag else _PROC_TICK_SECONDS)
+        finally:
+            if diag is not None:
+                diag.close()
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
+
+
+def _watch() -> _Watch:
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = _Watch()
+    return watch
 
 
 async def wait_until_served(
@@ -157,15 +295,53 @@ async def wait_until_served(
     as another process listens there (our server could never be the only one reached), BackendError when the
     server exits first or does not listen within `timeout` seconds."""
     targets = _targets(host, port)
-    check = _ownership_from_proc if _HAS_PROC else _ownership_from_psutil
+    if not _HAS_PROC:
+        return await _wait_connecting(host, port, targets, members, exit_code, timeout)
+    watch = _watch()
     deadline = time.monotonic() + timeout
-    pause = 0.005  # a quick server listens within milliseconds; a notebook server takes seconds
+    pause = 0.005  # between looks at whether the server exited: growing, as a notebook server takes seconds
     while True:
-        # A connect is the cheap look; whose socket answered is asked only then, in a thread: the kernel
-        # writes out every TCP socket of the host into /proc/net/tcp, a cost that grows with the host's
-        # sockets (docs/performance.md).
+        look = watch.look(port)
+        try:
+            listeners = await asyncio.wait_for(asyncio.shield(look), max(0.0, min(pause, deadline - time.monotonic())))
+        except TimeoutError:
+            listeners = None
+        finally:
+            watch.forget(port, look)
+        if listeners is not None:  # something listens on the port: whose, among what a connection may reach?
+            found = _owner({inode for address, inode in listeners if address in targets}, members)
+            if found is Ownership.OURS:
+                return
+            if found is Ownership.FOREIGN:
+                raise AddressTaken(f"{host}:{port}")
+        code = await exit_code()
+        if code is not None:
+            raise BackendError(f"the server exited with code {code} before it was ready")
+        if time.monotonic() >= deadline:
+            raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
+        if listeners is None:
+            pause = min(pause * 2, 0.05)
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def _wait_connecting(
+    host: str, port: int, targets: frozenset[IPAddress], members: Members,
+    exit_code: Callable[[], Awaitable[int | None]], timeout: float,
+) -> None:  # fmt: skip
+    """Without /proc (macOS): a connect is the cheap look; whose socket answered is asked only then."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
         if await _accepts(host, port):
-            found = await asyncio.to_thread(check, targets, port, members)
+            found = await asyncio.to_thread(_ownership_from_psutil, targets, port, members)
             if found is Ownership.OURS:
                 return
             if found is Ownership.FOREIGN:

@@ -109,6 +109,8 @@ class Route:
         object.__setattr__(self, "pattern", (regex, convertors))
 
     def match(self, path: str) -> dict[str, str] | None:
+        if "{" not in self.path:  # a fixed path: one comparison (every poll passes the fixed routes first)
+            return {} if path == self.path else None
         regex, convertors = self.pattern
         found = regex.fullmatch(path)  # not match(): its "$" also matches before a final newline
         if found is None:
@@ -185,7 +187,7 @@ async def _authenticate(request: Request, runtime: Runtime, route: Route) -> str
         secret = token.get_secret_value() if token is not None else None
         await authenticate_scraper(_authorization(request), source, secret, runtime.guard)
         return ""
-    return await authenticate(_authorization(request), source, runtime.credentials, runtime.guard)
+    return await authenticate(_authorization(request), source, runtime.hub_logins, runtime.guard)
 
 
 async def dispatch(request: Request, routes: Sequence[Route]) -> Response:
