@@ -115,6 +115,8 @@ class Replication:
 # What a command raises when Redis cannot be reached, or the node is no longer the primary (a failover):
 # whether a write in flight took effect is unknown.
 UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError)
+# What a write the hub is answered 503 for raises: not acknowledged by the replicas, or not known to be written.
+UNACKNOWLEDGED: tuple[type[Exception], ...] = (ReplicasBehind, *UNREACHABLE)
 
 
 class Store:
@@ -188,7 +190,7 @@ class Store:
         args += [end.timestamp() if end else 0, write_id(), *flatten(fields)]
         try:
             verdict, count = await self._acknowledged(self._create, keys, args)
-        except ReplicasBehind:
+        except UNACKNOWLEDGED:  # the hub hears 503: a start it was refused takes no slot
             await self.undo_start(sid)
             raise
         if text(verdict) != "ok":
@@ -336,11 +338,12 @@ class Store:
         return text(verdict)
 
     async def undo_start(self, sid: ServiceId) -> None:
-        """Forget a start the replicas did not acknowledge; what this fails to undo, the reconciler does."""
+        """Forget a start the replicas did not acknowledge, or whose write Redis may not have made (a failover);
+        what this fails to undo, the hub's stop of the start it was refused or the reconciler does."""
         try:
             await self.forget(sid, acknowledged=False)
         except Exception as exc:  # Redis failed again: the reconciler cleans up records stuck starting
-            log.warning("could not undo the unacknowledged start of %s (%s)", sid, type(exc).__name__)
+            log.warning("could not undo the refused start of %s (%s)", sid, type(exc).__name__)
 
     async def once(self, marker: str, ttl_seconds: int = 86400) -> bool:
         """True the first time a marker is seen (CloudEvents are delivered at least once)."""
