@@ -2,7 +2,7 @@
 # The other side of redis-py's 8.0 release: pyproject.toml's range lets people install redis-py 7, whose
 # client is typed differently (a command is `Awaitable[T] | T`). This type-checks the code and runs the
 # Redis-facing unit tests (the store and the client) with the newest redis-py 7 and everything else as
-# uv.lock pins it, in .venv-redis7 (.ci/run calls it after tools/install.sh; seconds with a warm uv cache):
+# uv.lock pins it, in .venv-redis7 (.ci/run calls it after its mypy step; seconds with a warm uv cache):
 #
 #     sh tools/check_redis7.sh
 set -eu
@@ -18,5 +18,11 @@ sh tools/install.sh --uv
 .venv/bin/uv pip sync --quiet --python "$venv/bin/python" "$venv/requirements.txt"
 .venv/bin/uv pip install --quiet --python "$venv/bin/python" --no-deps -e .
 "$venv/bin/python" -c "import redis; assert redis.__version__ == '$REDIS_PY_7', redis.__version__"
+# Its own mypy cache, seeded from .venv's run (.ci/run's mypy step): mypy rechecks what redis-py 7 changes
+# and everything that imports it, and reuses the rest (about 4 s instead of 25 s from nothing).
+if [ ! -d .mypy_cache/redis7 ]; then
+    mkdir -p .mypy_cache/redis7
+    for cache in .mypy_cache/3.*; do [ -d "$cache" ] && cp -R "$cache" .mypy_cache/redis7/; done
+fi
 "$venv/bin/mypy" --cache-dir .mypy_cache/redis7
 "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/store tests/lib/test_redis_client.py
