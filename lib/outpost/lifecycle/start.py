@@ -58,7 +58,7 @@ async def request_start(runtime: Runtime, hub: str, request: StartRequest, *, in
             await runtime.store.forget(sid)
             raise
         return None
-    return await _start(runtime, sid, request.without_certs(), certs, in_background=False)
+    return await _start(runtime, sid, request.without_certs(), certs, announce_tunnel=False)
 
 
 async def screened(runtime: Runtime, hub: str, request: StartRequest) -> StartRequest:
@@ -95,7 +95,7 @@ async def run_background_start(runtime: Runtime, sid: ServiceId) -> None:
     body, _, _ = await runtime.store.secrets(sid)
     certs = await runtime.store.take_certs(sid)
     try:
-        await _start(runtime, sid, body, certs, in_background=True)
+        await _start(runtime, sid, body, certs, announce_tunnel=True)
     except errors.SpawnFailed:
         pass  # already reported to the hub as a failed event
     except errors.ServiceExists:
@@ -105,11 +105,11 @@ async def run_background_start(runtime: Runtime, sid: ServiceId) -> None:
 
 
 async def _start(
-    runtime: Runtime, sid: ServiceId, body: dict[str, Any], certs: dict[str, Any], *, in_background: bool
+    runtime: Runtime, sid: ServiceId, body: dict[str, Any], certs: dict[str, Any], *, announce_tunnel: bool
 ) -> str:
     """Run the backend for a PENDING record; the record is forgotten at once if the start fails."""
     claimed = runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,))
-    if await _unless_unacknowledged(runtime, sid, claimed, redelivered=in_background) != Phase.PENDING:
+    if await _unless_unacknowledged(runtime, sid, claimed, redelivered=announce_tunnel) != Phase.PENDING:
         raise errors.ServiceExists("the start of this service is already under way")
     env: dict[str, str] = body.get("env", {})
 
@@ -128,7 +128,7 @@ async def _start(
         # The whole message: a backend's ends with the server's last output (bounded by backends.output).
         log.warning("start of %s failed: %s", sid, logs.escape(failure.message, limit=output.MESSAGE_CHARS))
         await runtime.store.forget(sid)
-        if in_background:  # an async start reports failure through the hub's event stream
+        if announce_tunnel:  # an async start reports failure through the hub's event stream
             await runtime.hub.progress(env, sid, 100, f"Start failed: {failure.message}", failed=True)
         await quota.send_flavor_update(runtime, sid, env)
 
@@ -171,7 +171,7 @@ async def _start(
     await _remember(runtime, sid, started.state)
     await progress(100, "Server is ready")
     await quota.send_flavor_update(runtime, sid, env)
-    if in_background and address and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
+    if announce_tunnel and address and env.get("JUPYTERHUB_SETUPTUNNEL_URL") and env.get("JUPYTERHUB_API_TOKEN"):
         await runtime.hub.setup_tunnel(env["JUPYTERHUB_SETUPTUNNEL_URL"], env["JUPYTERHUB_API_TOKEN"], address, sid)
     log.info("started %s", sid)
     return address
