@@ -6,7 +6,8 @@ a demoted primary answering READONLY); the store makes its writes safe to repeat
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar, overload
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
@@ -28,6 +29,18 @@ REDIS_CONNECTIONS = 100  # per process, as redis-py's default pool
 # flight, as in a storm of starts in one process; a blocking pool makes the 101st wait for a free
 # connection, long enough for a process starved of CPU by the servers it starts (bench/storm.py).
 POOL_WAIT_SECONDS = 30  # for a free connection, when all are in use
+Reply = TypeVar("Reply")
+
+
+@overload
+def reply(command: Awaitable[Reply]) -> Awaitable[Reply]: ...
+@overload
+def reply(command: Awaitable[Reply] | Reply) -> Awaitable[Reply]: ...
+def reply(command: Any) -> Any:
+    """An async client's command, for `await`. redis-py 7 types a command as `Awaitable[T] | T` (one signature
+    for its sync and async clients), which mypy refuses to await; redis-py 8 types the async client's as
+    `Awaitable[T]` (the first overload). The ranges allow both, so the store awaits such commands through this."""
+    return command
 
 
 class PrimaryFollowingConnection(SentinelManagedConnection):

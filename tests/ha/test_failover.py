@@ -49,13 +49,16 @@ async def _servers(settings: Settings) -> set[str]:
     return {sid.name for sid, _ in await LocalBackend(Config(), settings.data_dir).running()}
 
 
-async def _stop_until_done(api: httpx.AsyncClient, name: str) -> None:
-    """What a hub does after a 503: ask again (a stop of an unknown service is done, too)."""
+async def _stop_until_done(api: httpx.AsyncClient, name: str) -> int:
+    """What a hub does after a 503: ask again (a stop of an unknown service is done, too); the answer."""
+    answers: list[int] = []
 
     async def stopped() -> bool:
-        return (await api.delete(f"/services/{name}/1", headers=A)).status_code in (200, 404)
+        answers.append((await api.delete(f"/services/{name}/1", headers=A)).status_code)
+        return answers[-1] in (200, 404)
 
     await wait_until(stopped, timeout=30, what=f"the stop of {name} to be answered")
+    return answers[-1]
 
 
 @pytest.mark.parametrize("server", list(SERVERS))
@@ -114,6 +117,11 @@ async def test_failover_during_polls_starts_and_stops_loses_no_record(
     for name in unanswered_stops:
         await _stop_until_done(api, name)
         running.discard(name)
+    # JupyterHub stops a server whose start failed (User.spawn calls its stop: our DELETE). A 503 start is
+    # undone before it is answered, as far as Redis lets it: an undo is not acknowledged, so a failover at that
+    # moment can lose it while the record it undoes reached the replica; the hub's stop removes that one.
+    assert not await _servers(settings) & refused_starts  # a 503 start stopped its server before the answer
+    left = [name for name in sorted(refused_starts) if await _stop_until_done(api, name) == 200]
 
     lost = [name for name in sorted(running) if (await api.get(f"/services/{name}/1", headers=A)).status_code != 200]
     listed = {service["name"] for service in (await api.get("/services", headers=A)).json()}
@@ -121,12 +129,13 @@ async def test_failover_during_polls_starts_and_stops_loses_no_record(
     with capsys.disabled():
         print(
             f"\n[failover {server}] primary killed, sentinels switched after {switched:.1f}s; answered: "
-            f"{tally.line('poll')}, {tally.line('start')}, {tally.line('stop')}; records lost: {len(lost)}"
+            f"{tally.line('poll')}, {tally.line('start')}, {tally.line('stop')}; records lost: {len(lost)}; "
+            f"left by a 503 start and removed by the hub's stop: {len(left)} {left}"
         )
     assert lost == []
     assert tally.unexpected() == []
     assert tally.answers[("poll", 200)] > 0 and tally.answers[("start", 503)] > 0  # the failover was felt
-    assert listed == running  # a start answered 503 left no record, an answered stop none either
+    assert listed == running  # no record outlives the hub's stops (an answered stop left none either)
     assert await _servers(settings) == running  # ... and no server
     assert slots == len(running)  # no slot leaked
     for name in sorted(running):

@@ -15,6 +15,9 @@ from traitlets.config import Config
 
 from outpost.backends.local import LocalBackend
 from outpost.backends.output import TAIL_CHARS, TAIL_LINES
+from outpost.flavors import FlavorLimits
+from outpost.lifecycle.start import run_background_start
+from outpost.models import Phase, ServiceId
 from outpost.runtime import get_runtime
 from tests.conftest import RUN_AS_OWN_USER, HubReceiver, basic, start_body
 
@@ -99,3 +102,51 @@ async def test_redis_gone_while_marking_running_stops_the_server_and_forgets_the
     assert await LocalBackend(Config(), settings.data_dir).running() == []
     assert (await api.get("/services/cut/1", headers=A)).status_code == 404
     assert await runtime.store.usage("hubA", "alice", "") == (0, 0, 0)
+
+
+def _failing_at_starting(transition: Any, *, made: bool) -> Any:
+    """The store's `transition`, whose write to STARTING fails as when the primary goes away and the client's
+    retries run out: `made`, Redis made the write and its answer was lost; else Redis never saw it."""
+
+    async def failing(sid: ServiceId, to: Phase, allowed_from: Any, **fields: Any) -> Phase | None:
+        if to != Phase.STARTING:
+            return await transition(sid, to, allowed_from, **fields)
+        if made:
+            await transition(sid, to, allowed_from, **fields)
+        raise redis.exceptions.ConnectionError("the primary went away")
+
+    return failing
+
+
+async def test_redis_gone_while_claiming_a_sync_start_forgets_the_start(
+    api: httpx.AsyncClient, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub hears 503 and never hears of this start again (it stops what it was refused): no record is left
+    to be listed or to hold a slot until the reconciler's deadline."""
+    make_settings()
+    runtime = await get_runtime()
+    monkeypatch.setattr(runtime.store, "transition", _failing_at_starting(runtime.store.transition, made=True))
+    response = await api.post("/services", json=start_body(name="cut"), headers=A)
+    assert response.status_code == 503 and response.json()["error"] == "StoreUnavailable"
+    monkeypatch.undo()
+    assert (await api.get("/services", headers=A)).json() == []
+    assert await runtime.store.usage("hubA", "alice", "") == (0, 0, 0)
+
+
+async def test_redis_gone_before_claiming_a_background_start_keeps_it_pending_for_the_next_delivery(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_settings()
+    runtime = await get_runtime()
+    sid = ServiceId("hubA", "later", "1")
+    created = await runtime.store.create(
+        sid, user="alice", user_id="1", flavor=None, body={}, certs=None, limits=FlavorLimits()
+    )
+    assert created.ok
+    monkeypatch.setattr(runtime.store, "transition", _failing_at_starting(runtime.store.transition, made=False))
+    with pytest.raises(redis.exceptions.ConnectionError):  # the event is delivered again
+        await run_background_start(runtime, sid)
+    monkeypatch.undo()
+    meta = await runtime.store.meta(sid)
+    assert meta is not None and meta.phase == Phase.PENDING
+    await runtime.store.forget(sid)

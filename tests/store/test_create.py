@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from outpost import errors
 from outpost.flavors import Admission, FlavorLimits, FlavorPolicy, admission
@@ -121,3 +123,21 @@ async def test_concurrent_starts_never_exceed_a_limit(redis_url: str, store: Sto
     assert (await store.usage("hubA", "alice", "big")).flavor_total == 3
     for client in clients:
         await client.aclose()
+
+
+async def test_a_create_whose_answer_is_lost_is_undone_and_takes_no_slot(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis ran the create but its answer never came (the primary went away, the retries ran out): the hub
+    hears 503 for a start that may or may not be recorded, so it is undone rather than left holding a slot."""
+    create = store._create
+
+    async def answer_lost(**kwargs: Any) -> Any:
+        await create(**kwargs)
+        raise redis.exceptions.ConnectionError("the primary went away")
+
+    monkeypatch.setattr(store, "_create", answer_lost)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await start(store, admission(policy(), "hubA", None, "big"), "big")
+    assert not await store.exists(ServiceId("hubA", "new", "1"))
+    assert await store.usage("hubA", "alice", "big") == Usage(0, 0, 0)

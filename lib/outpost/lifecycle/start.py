@@ -109,7 +109,7 @@ async def _start(
 ) -> str:
     """Run the backend for a PENDING record; the record is forgotten at once if the start fails."""
     claimed = runtime.store.transition(sid, Phase.STARTING, (Phase.PENDING,))
-    if await _unless_unacknowledged(runtime, sid, claimed) != Phase.PENDING:
+    if await _unless_unacknowledged(runtime, sid, claimed, redelivered=announce_tunnel) != Phase.PENDING:
         raise errors.ServiceExists("the start of this service is already under way")
     env: dict[str, str] = body.get("env", {})
 
@@ -190,12 +190,18 @@ async def _answer(runtime: Runtime, sid: ServiceId, env: dict[str, str], started
 
 
 async def _unless_unacknowledged(
-    runtime: Runtime, sid: ServiceId, write: Awaitable[Written], state: dict[str, Any] | None = None
+    runtime: Runtime,
+    sid: ServiceId,
+    write: Awaitable[Written],
+    state: dict[str, Any] | None = None,
+    *,
+    redelivered: bool = False,
 ) -> Written:
-    """A start's phase change. If the Redis replicas do not acknowledge it, the start is undone (the server
-    stopped, the record forgotten) before the hub hears 503, so no failover can leave half of it. If Redis went
-    away during it (whether it was written is unknown) once a server runs, that server is stopped and the start
-    undone as well; before that, nothing runs and the PENDING record stays for a redelivered event (or the
+    """A start's phase change. If the Redis replicas do not acknowledge it, or Redis went away during it
+    (whether it was written is unknown), the start is undone (the server stopped, the record forgotten as far
+    as Redis lets us) before the hub hears 503, so no failover can leave half of it. One exception:
+    `redelivered` (a background start, whose event comes again when this delivery fails) with Redis gone
+    before a server runs: nothing runs, and the PENDING record stays for the next delivery (or the
     reconciler)."""
     try:
         return await write
@@ -203,7 +209,7 @@ async def _unless_unacknowledged(
         await _undo(runtime, sid, state)
         raise
     except UNREACHABLE:
-        if state is not None:
+        if state is not None or not redelivered:
             await _undo(runtime, sid, state)
         raise
 

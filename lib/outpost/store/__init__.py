@@ -27,6 +27,7 @@ from outpost.crypto import Crypt
 from outpost.errors import ReplicasBehind
 from outpost.flavors import FlavorLimits
 from outpost.models import Phase, ServiceId, ServiceMeta
+from outpost.redis_client import reply
 from outpost.store import lock
 from outpost.store.batcher import ReadBatcher
 from outpost.store.keys import (
@@ -121,6 +122,8 @@ PUBSUB_WAIT_SECONDS = 1.0
 # What a command raises when Redis cannot be reached, or the node is no longer the primary (a failover):
 # whether a write in flight took effect is unknown.
 UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError)
+# What a write the hub is answered 503 for raises: not acknowledged by the replicas, or not known to be written.
+UNACKNOWLEDGED: tuple[type[Exception], ...] = (ReplicasBehind, *UNREACHABLE)
 
 
 class Store:
@@ -151,7 +154,7 @@ class Store:
 
     async def ping(self) -> None:
         """Fail now when Redis cannot be reached (at a process's start, in `outpost check`)."""
-        await self._redis.ping()
+        await reply(self._redis.ping())
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -195,7 +198,7 @@ class Store:
         args += [end.timestamp() if end else 0, write_id(), *flatten(fields)]
         try:
             verdict, count = await self._acknowledged(self._create, keys, args)
-        except ReplicasBehind:
+        except UNACKNOWLEDGED:  # the hub hears 503: a start it was refused takes no slot
             await self.undo_start(sid)
             raise
         if text(verdict) != "ok":
@@ -242,9 +245,11 @@ class Store:
         return bool(stored)
 
     async def save_backend_state(self, sid: ServiceId, state: dict[str, Any]) -> None:
-        await self._redis.hset(
-            key_record(sid),
-            mapping={"state": self.crypt.encrypt_json(state), "state_stored": "1", "last_update": now_iso()},
+        await reply(
+            self._redis.hset(
+                key_record(sid),
+                mapping={"state": self.crypt.encrypt_json(state), "state_stored": "1", "last_update": now_iso()},
+            )
         )
 
     async def mark_running(
@@ -305,7 +310,7 @@ class Store:
 
     async def identity(self, sid: ServiceId) -> str:
         """What a lost record of this running service is rebuilt from, sealed with the Fernet key."""
-        values = await self._redis.hmget(key_record(sid), [*IDENTITY_FIELDS, "body", "answer"])
+        values = await reply(self._redis.hmget(key_record(sid), [*IDENTITY_FIELDS, "body", "answer"]))
         plain = {name: text(value) for name, value in zip(IDENTITY_FIELDS, values, strict=False)}
         body, answer = values[-2:]
         return self.crypt.encrypt_json(
@@ -341,11 +346,12 @@ class Store:
         return text(verdict)
 
     async def undo_start(self, sid: ServiceId) -> None:
-        """Forget a start the replicas did not acknowledge; what this fails to undo, the reconciler does."""
+        """Forget a start the replicas did not acknowledge, or whose write Redis may not have made (a failover);
+        what this fails to undo, the hub's stop of the start it was refused or the reconciler does."""
         try:
             await self.forget(sid, acknowledged=False)
         except Exception as exc:  # Redis failed again: the reconciler cleans up records stuck starting
-            log.warning("could not undo the unacknowledged start of %s (%s)", sid, type(exc).__name__)
+            log.warning("could not undo the refused start of %s (%s)", sid, type(exc).__name__)
 
     async def once(self, marker: str, ttl_seconds: int = 86400) -> bool:
         """True the first time a marker is seen (CloudEvents are delivered at least once)."""
@@ -390,12 +396,12 @@ class Store:
     # --- reads --------------------------------------------------------------------------------
 
     async def meta(self, sid: ServiceId) -> ServiceMeta | None:
-        values = await self._redis.hmget(key_record(sid), PLAIN_FIELDS)
+        values = await reply(self._redis.hmget(key_record(sid), list(PLAIN_FIELDS)))
         return decode_meta(values)
 
     async def meta_and_state(self, sid: ServiceId) -> MetaAndState | None:
         """Metadata plus the decrypted backend state, in one round trip; the body stays encrypted."""
-        values = await self._redis.hmget(key_record(sid), [*PLAIN_FIELDS, "state"])
+        values = await reply(self._redis.hmget(key_record(sid), [*PLAIN_FIELDS, "state"]))
         meta = decode_meta(values[:-1])
         if meta is None:
             return None
@@ -417,7 +423,7 @@ class Store:
 
     async def secrets(self, sid: ServiceId) -> Secrets:
         """The decrypted request body, backend state and start answer."""
-        body, state, answer = await self._redis.hmget(key_record(sid), ["body", "state", "answer"])
+        body, state, answer = await reply(self._redis.hmget(key_record(sid), ["body", "state", "answer"]))
         return Secrets(
             self.crypt.decrypt_json(body) if body else {},
             self.crypt.decrypt_json(state) if state else None,
@@ -431,7 +437,7 @@ class Store:
         return self.crypt.decrypt_json(token) if token else {}
 
     async def list_hub(self, hub: str) -> list[ServiceMeta]:
-        return await self._metas(sorted(text(k) for k in await self._redis.smembers(key_index(hub))))
+        return await self._metas(sorted(text(k) for k in await reply(self._redis.smembers(key_index(hub)))))
 
     async def _metas(self, keys: Sequence[bytes | str]) -> list[ServiceMeta]:
         """The metadata of many records in one round trip."""
@@ -439,13 +445,13 @@ class Store:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.hmget(text(key), PLAIN_FIELDS)
+                pipe.hmget(text(key), list(PLAIN_FIELDS))
             rows = await pipe.execute()
         return [meta for meta in map(decode_meta, rows) if meta is not None]
 
     async def all_hubs_services(self) -> AsyncIterator[ServiceMeta]:
         async for record_key in self.record_keys():
-            meta = decode_meta(await self._redis.hmget(record_key, PLAIN_FIELDS))
+            meta = decode_meta(await reply(self._redis.hmget(record_key, list(PLAIN_FIELDS))))
             if meta is not None:
                 yield meta
 
@@ -457,14 +463,14 @@ class Store:
     async def record_keys(self) -> AsyncIterator[str]:
         """Every service record of every hub (for administration: rotation, reconciling)."""
         async for index in self._redis.scan_iter(match=RECORD_INDEXES, count=500):
-            for key in await self._redis.smembers(index):
+            for key in await reply(self._redis.smembers(index)):
                 yield text(key)
 
     async def sealed_values(self, record_key: str) -> list[SealedValue]:
         """A record's encrypted fields and its pending certs, as stored (for `outpost.rotation`)."""
         certs = record_key + ":certs"
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(record_key, ENCRYPTED_FIELDS)
+            pipe.hmget(record_key, list(ENCRYPTED_FIELDS))
             pipe.get(certs)
             fields, pending = await pipe.execute()
         found = [SealedValue(record_key, name, token) for name, token in zip(ENCRYPTED_FIELDS, fields, strict=True)]

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from outpost.redis_client import reply
 from outpost.store.keys import HMGET_MANY
 
 
@@ -31,7 +32,7 @@ class ReadBatcher:
             return await future
         self._busy = True
         try:
-            values: list[Any] = await self._redis.hmget(key, self._fields)
+            values: list[Any] = await reply(self._redis.hmget(key, self._fields))
             return values
         finally:
             if self._queue:  # the reads that came meanwhile go out without holding up this answer
