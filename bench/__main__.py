@@ -1,6 +1,6 @@
 """`python -m bench`: every benchmark of issue 7 in one run, each figure next to its baseline.
 
-    .venv/bin/python -m bench [--quick] [--only throughput,coldstart,lifecycle,scale,tunnel,storm]
+    .venv/bin/python -m bench [--quick] [--only throughput,coldstart,lifecycle,scale,tunnel,storm,slurm]
                               [--json PATH] [--python-load] [--storm-count N]
 
 Prints progress on stderr, then the table on stdout, and writes the results (with the verdict on
@@ -33,7 +33,7 @@ from bench import coldstart, lifecycle, report, scale, storm, throughput
 from bench.stack import ROOT, Stack, basic_auth, say, serving, start_body
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("throughput", "coldstart", "lifecycle", "scale", "tunnel", "storm")
+PARTS = ("throughput", "coldstart", "lifecycle", "scale", "tunnel", "storm", "slurm")
 
 
 def _post_start(url: str, name: str, hub: str = "hub0") -> str:
@@ -243,6 +243,8 @@ def main() -> int:
         if "storm" in parts:  # its own outpost dev and Redis, after the functions above are stopped
             count = storm.QUICK_COUNT if quick else args.storm_count
             results["storm"] = storm.run(workdir / "storm", count)
+        if "slurm" in parts:  # its own single-node Slurm and Redis (needs root and Debian's Slurm)
+            results["slurm"] = _extra_benchmark("slurm", ["--quick"] if quick else [], workdir)
         if "throughput" in parts:
             cache_args = ["--rounds", "2", "--polls", "100"] if quick else ["--rounds", "4", "--polls", "200"]
             results["poll_status_cache"] = _extra_benchmark("poll_status_cache", cache_args, workdir)
