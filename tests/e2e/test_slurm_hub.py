@@ -60,14 +60,19 @@ def outpost_config(e2e_dir: Path, ssh_files: SSHClientFiles) -> Path:  # noqa: F
     return harness.outpost_values(e2e_dir, sshPublicKeys=[{"hub": HUB_CREDENTIAL, "key": ssh_files.public}])
 
 
+def slurm_outpost(e2e_dir: Path, marker: str, config: Path, backend_file: Path, slurm: SingleNodeSlurm) -> Outpost:
+    """`outpost dev --backend slurm` with the backend's outpost_config.py, on the session's cluster."""
+    return harness.start_outpost(
+        e2e_dir, marker, config=config, extra_args=["--backend", "slurm"],
+        extra_env={"OUTPOST_BACKEND_CONFIG": str(backend_file), "SLURM_CONF": str(slurm.conf)},
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def outpost(
     e2e_dir: Path, marker: str, outpost_config: Path, backend_file: Path, slurm: SingleNodeSlurm
 ) -> Iterator[Outpost]:
-    running = harness.start_outpost(
-        e2e_dir, marker, config=outpost_config, extra_args=["--backend", "slurm"],
-        extra_env={"OUTPOST_BACKEND_CONFIG": str(backend_file), "SLURM_CONF": str(slurm.conf)},
-    )  # fmt: skip
+    running = slurm_outpost(e2e_dir, marker, outpost_config, backend_file, slurm)
     yield running
     harness.stop_outpost(running)
 
