@@ -14,9 +14,8 @@ import pytest
 from slurm_single_node import SingleNodeSlurm
 
 from tests.e2e import harness
-from tests.e2e.harness import HUB_CREDENTIAL, Hub, Outpost
+from tests.e2e.harness import HUB_CREDENTIAL, Hub, Outpost, SSHClientFiles
 from tests.e2e.processes import progress, wait_until
-from tests.e2e.test_ssh_tunnel import SSHClientFiles, ssh_files  # noqa: F401 (the module's fixture)
 from tests.slurm.conftest import JOB_USER, NODE_PYTHON
 
 pytestmark = pytest.mark.e2e
