@@ -1,6 +1,6 @@
 """`python -m bench`: every benchmark of issue 7 in one run, each figure next to its baseline.
 
-    .venv/bin/python -m bench [--quick] [--only throughput,keepalive,coldstart,lifecycle,scale,tunnel,storm]
+    .venv/bin/python -m bench [--quick] [--only throughput,keepalive,coldstart,lifecycle,scale,tunnel,storm,slurm]
                               [--json PATH] [--python-load] [--storm-count N]
 
 Prints progress on stderr, then the table on stdout, and writes the results (with the verdict on
@@ -36,7 +36,7 @@ from bench.outpost_dev import OutpostDev
 from bench.stack import HUBS, ROOT, Stack, basic_auth, say, serving, start_body
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("throughput", "keepalive", "readiness", "coldstart", "lifecycle", "scale", "tunnel", "storm")
+PARTS = ("throughput", "keepalive", "readiness", "coldstart", "lifecycle", "scale", "tunnel", "storm", "slurm")
 QUICK_PARTS = ("throughput", "readiness", "coldstart", "lifecycle")  # --quick without --only
 
 
@@ -272,6 +272,8 @@ def main() -> int:
         if "storm" in parts:  # its own outpost dev and Redis, after the functions above are stopped
             count = storm.QUICK_COUNT if quick else args.storm_count
             results["storm"] = storm.run(workdir / "storm", count)
+        if "slurm" in parts:  # its own single-node Slurm and Redis (needs root and Debian's Slurm)
+            results["slurm"] = _extra_benchmark("slurm", ["--quick"] if quick else [], workdir)
         if "throughput" in parts and not quick:
             results["poll_status_cache"] = _extra_benchmark(
                 "poll_status_cache", ["--rounds", "4", "--polls", "200"], workdir

@@ -251,7 +251,9 @@ def render(results: dict[str, Any], verdicts: list[Verdict]) -> str:
         )
     if results.get("storm"):
         out += ["", "6. Start storm (bench/storm.py)", *storm_lines(results["storm"])]
-    for key, title in (("tunnel", "5. Tunnel (bench/tunnel.py)"), ("poll_status_cache", "Poll status cache")):
+    extras = (("tunnel", "5. Tunnel (bench/tunnel.py)"), ("slurm", "7. Slurm backend (bench/slurm.py)"),
+              ("poll_status_cache", "Poll status cache"))  # fmt: skip
+    for key, title in extras:
         extra = results.get(key)
         if extra is None:
             continue

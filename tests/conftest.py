@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 import uvicorn
 from cryptography.fernet import Fernet
+from slurm_single_node import SingleNodeSlurm, binaries_missing
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,6 +57,30 @@ def isolate_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SingleNodeSlurm]:
+    """A real single-node Slurm (tools/slurm_single_node.py: munged, slurmctld, slurmd, slurmrestd with JWT) for
+    the session, shared by tests/slurm and tests/e2e. Its directory holds the tiny server where a job's account
+    can read it (`tiny_singleuser.py`) and `jobs/`, a directory every job user may write."""
+    missing = binaries_missing()
+    if missing:
+        pytest.skip(f"Slurm is not installed ({' '.join(missing)}): sh tools/install_slurm.sh")
+    if os.geteuid() != 0:
+        pytest.skip("the single-node Slurm runs its daemons as root")
+    root = Path("/tmp") / f"outpost-slurm-{os.getpid()}"  # short: munge's socket path has a length limit
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(mode=0o755)
+    cluster = SingleNodeSlurm(root)
+    cluster.start()
+    shutil.copy(TINY_SERVER, root / "tiny_singleuser.py")  # where the job's account can read it
+    (root / "tiny_singleuser.py").chmod(0o644)
+    (root / "jobs").mkdir(mode=0o1777)
+    (root / "jobs").chmod(0o1777)
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import pytest
 import yaml
 from k8s_checks import find_objects, load_documents, one_object
 
+from outpost.backends.base import load_backend_config
+from outpost.backends.slurm.options import SlurmBackend
 from outpost.proxies import TrustedProxies
 from outpost.settings import Settings
 
@@ -586,3 +589,51 @@ def test_ssh_daemon_replicas_get_a_budget_and_one_pod_per_hub(render: Any, repli
     assert [b["metadata"]["name"] for b in budgets] == (["outpost-sshd"] if budget else [])
     if budget:
         assert budgets[0]["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": service["selector"]}}
+
+
+SLURM_SETS = (
+    "backend.type=slurm",
+    "backend.slurm.restUrl=http://slurmrestd.hpc.example.org:6820",
+    "backend.slurm.tokenSecret=outpost-slurm-jwt",
+    "outpostConfig=c.SlurmBackend.job_user = 'jupyter'\nc.SlurmBackend.partition = 'interactive'\n",
+)
+
+
+def test_slurm_backend_reaches_slurmrestd_with_the_jwt_of_a_secret(render: Any, tmp_path: Path) -> None:
+    """backend.type slurm: slurmrestd's URL and user head outpost_config.py (the administrator's lines follow
+    and may change them), and the functions get the JWT as SLURM_JWT from the Secret, never in a ConfigMap."""
+    docs = render(sets=SLURM_SETS)
+    assert one_object(docs, "ConfigMap", "outpost-env")["data"]["OUTPOST_BACKEND"] == "slurm"
+    config_file = tmp_path / "outpost_config.py"
+    config_file.write_text(one_object(docs, "ConfigMap", "outpost-config")["data"]["outpost_config.py"])
+    options = SlurmBackend(config=load_backend_config(config_file))  # as the functions read it
+    assert (options.rest_url, options.rest_user, options.rest_api) == (
+        "http://slurmrestd.hpc.example.org:6820", "slurm", "v0.0.38",
+    )  # fmt: skip
+    assert (options.job_user, options.partition) == ("jupyter", "interactive")
+    extras = one_object(docs, "ConfigMap", "outpost-extras")["data"]
+    env = [json.loads(line) for line in extras["env"].splitlines()]
+    assert {"name": "SLURM_JWT", "valueFrom": {"secretKeyRef": {"name": "outpost-slurm-jwt", "key": "token"}}} in env
+    assert "SLURM_JWT" not in one_object(docs, "ConfigMap", "outpost-env")["data"]
+    assert "SLURM_JWT" not in one_object(render(), "ConfigMap", "outpost-extras")["data"]["env"]
+
+
+@pytest.mark.parametrize(
+    "drop, message",
+    [
+        ("backend.slurm.tokenSecret", "backend.type slurm needs backend.slurm.restUrl"),
+        ("backend.slurm.restUrl", "backend.type slurm needs backend.slurm.restUrl"),
+        ("outpostConfig", "backend.type slurm needs outpostConfig with c.SlurmBackend.job_user"),
+    ],
+)
+def test_slurm_backend_without_what_it_needs_is_refused(run_helm: Any, drop: str, message: str) -> None:
+    sets = [s for s in SLURM_SETS if not s.startswith(drop + "=")]
+    result = run_helm("template", "outpost", CHART, *[arg for s in sets for arg in ("--set", s)])
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_slurm_backend_needs_the_job_user_in_outpost_config(run_helm: Any) -> None:
+    sets = [*SLURM_SETS[:3], "outpostConfig=c.SlurmBackend.partition = 'interactive'\n"]
+    result = run_helm("template", "outpost", CHART, *[arg for s in sets for arg in ("--set", s)])
+    assert result.returncode != 0
+    assert "needs c.SlurmBackend.job_user in outpostConfig" in result.stderr

@@ -1,48 +1,23 @@
-"""A real single-node Slurm (tools/slurm_single_node.py: munged, slurmctld, slurmd, slurmrestd with JWT) for the
-session, and the Slurm backend on it through either path: the commands or slurmrestd."""
+"""The Slurm backend on the session's real single-node Slurm (tests/conftest.py's `slurm`), through either
+path: the commands or slurmrestd."""
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from slurm_single_node import SingleNodeSlurm, binaries_missing
+from slurm_single_node import SingleNodeSlurm
 from traitlets.config import Config
 
 from outpost.backends.slurm.backend import SlurmJobBackend
 from outpost.store.snapshots import SharedSnapshots
 
-TINY_SERVER = Path(__file__).parents[1] / "support" / "tiny_singleuser.py"
 # Jobs run as this account (the mapped job_user); its Python must be one it may run: the system's.
 JOB_USER = "nobody"
 NODE_PYTHON = "/usr/bin/python3"
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleNodeSlurm]:
-    missing = binaries_missing()
-    if missing:
-        pytest.skip(f"Slurm is not installed ({' '.join(missing)}): sh tools/install_slurm.sh")
-    if os.geteuid() != 0:
-        pytest.skip("the single-node Slurm runs its daemons as root")
-    root = Path("/tmp") / f"outpost-slurm-{os.getpid()}"  # short: munge's socket path has a length limit
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(mode=0o755)
-    cluster = SingleNodeSlurm(root)
-    cluster.start()
-    shutil.copy(TINY_SERVER, root / "tiny_singleuser.py")  # where the job's account can read it
-    (root / "tiny_singleuser.py").chmod(0o644)
-    (root / "jobs").mkdir(mode=0o1777)
-    (root / "jobs").chmod(0o1777)
-    os.environ["SLURM_CONF"] = str(cluster.conf)
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -89,4 +89,26 @@ helm.sh/chart: {{ include "outpost.chart" .root }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
 {{- fail "ingress.enabled needs at least one entry in ingress.hosts (the public API host name)" }}
 {{- end }}
+{{- if eq .Values.backend.type "slurm" }}
+{{- $slurm := .Values.backend.slurm | default dict }}
+{{- if or (not $slurm.restUrl) (not $slurm.tokenSecret) }}
+{{- fail "backend.type slurm needs backend.slurm.restUrl (slurmrestd's URL) and backend.slurm.tokenSecret (a Secret whose key `token` holds its JWT): the functions reach Slurm only through slurmrestd (docs/hpc.md)" }}
+{{- end }}
+{{- if not .Values.outpostConfig }}
+{{- fail "backend.type slurm needs outpostConfig with c.SlurmBackend.job_user (the account jobs run as; docs/hpc.md); the chart writes backend.slurm's values at its top, so outpostConfigPath cannot take its place" }}
+{{- end }}
+{{- if not (regexMatch "(?m)^c\\.SlurmBackend\\.job_user\\s*=" .Values.outpostConfig) }}
+{{- fail "backend.type slurm needs c.SlurmBackend.job_user in outpostConfig: the account jobs run as, never taken from a hub (docs/hpc.md)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- /* backend.type slurm: slurmrestd's values as the top lines of outpost_config.py (outpostConfig follows). */}}
+{{- define "outpost.slurm.config" -}}
+{{- if eq .Values.backend.type "slurm" -}}
+# From the chart's backend.slurm values:
+c.SlurmBackend.rest_url = {{ .Values.backend.slurm.restUrl | toJson }}
+c.SlurmBackend.rest_user = {{ .Values.backend.slurm.restUser | default "slurm" | toJson }}
+c.SlurmBackend.rest_api = {{ .Values.backend.slurm.restApi | default "v0.0.38" | toJson }}
+{{ end -}}
 {{- end }}

@@ -52,6 +52,7 @@ class SlurmJobBackend:
         self._defaults = SlurmBackend(config=config)
         # The identity goes in the job's admin comment, which slurmrestd's v0.0.38 cannot set.
         self.keeps_identity = not self._defaults.rest_url
+        self._node_addresses: dict[str, str] = {}
 
     @functools.cached_property
     def controller(self) -> Controller:
@@ -141,13 +142,18 @@ class SlurmJobBackend:
         try:
             await save_state(state)
             await progress(30, f"Submitted as Slurm job {job_id}")
-            return await self._until_served(state, options, progress, [*spec.env.values()])
+            return await self._until_served(state, options, save_state, progress, [*spec.env.values()])
         except BaseException:
             await self._cancel_quietly(job_id)
             raise
 
     async def _until_served(
-        self, state: dict[str, Any], options: SlurmBackend, progress: Progress, secret_values: list[str]
+        self,
+        state: dict[str, Any],
+        options: SlurmBackend,
+        save_state: SaveState,
+        progress: Progress,
+        secret_values: list[str],
     ) -> Started:
         job_id = int(state["job_id"])
         submitted = time.time()
@@ -169,6 +175,9 @@ class SlurmJobBackend:
                 if note != said:
                     said = note
                     await progress(40, note)
+                    # A write to the record: the reconciler takes a start that wrote nothing for its start
+                    # timeout for a dead one, and a long queue wait is not.
+                    await save_state(state)
             elif job.ended:
                 tail = output.file_tail(Path(state["output"]), secret_values)
                 raise BackendError(output.with_tail(_ended_message(job), tail))
@@ -192,7 +201,9 @@ class SlurmJobBackend:
         port = proven_port(job, state["secret"])
         if port is None:
             return None
-        host = await self.controller.node_address(job.node)
+        host = self._node_addresses.get(job.node)
+        if host is None:  # a node's address rarely changes: asked once per node and process
+            host = self._node_addresses[job.node] = await self.controller.node_address(job.node)
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             if await _accepts(host, port):
