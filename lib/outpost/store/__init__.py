@@ -542,7 +542,7 @@ class Store:
         try:
             await pubsub.subscribe(ADDRESS_CHANGES)
         except BaseException:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8
             raise
         connection = pubsub.connection
         assert connection is not None
@@ -559,4 +559,4 @@ class Store:
                     yield text(message["data"])
         finally:
             connection.retry = shared_retry  # the connection goes back to the pool, for commands that retry
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8
