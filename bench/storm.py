@@ -91,12 +91,14 @@ class Plan:
     cap: int
 
     def values(self) -> dict[str, Any]:
-        """The flavors of the outpost's configuration (Helm values layout)."""
+        """The outpost's configuration (Helm values layout): the flavors, and no per-source connection cap,
+        since every hub of the storm comes from 127.0.0.1 (real hubs each have their own address)."""
         return {
             "flavors": {
                 CAPPED: {"max": self.cap, "weight": 1},
                 PER_USER: {"max": -1, "maxPerUser": PER_USER_MAX, "weight": 2},
-            }
+            },
+            "apiMaxConnectionsPerSource": 0,
         }
 
     def admitted(self) -> list[Start]:
