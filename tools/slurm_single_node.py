@@ -134,12 +134,11 @@ class SingleNodeSlurm:
             )
         )
 
-    def _daemon(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        log = (self.root / "logs" / f"{name}.out").open("ab")
-        subprocess.Popen(
-            [name, *args], env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+    def _daemon(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with (self.root / "logs" / f"{name}.out").open("ab") as log:
+            return subprocess.Popen(
+                [name, *args], env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def start(self) -> None:
         self.write_config()
@@ -155,15 +154,19 @@ class SingleNodeSlurm:
         if not self._alive("slurmd"):
             self._daemon("slurmd", ["-D"])
         self._wait(self._node_ready, "slurmd to register", daemon="slurmd")
-        if not self._alive("slurmrestd"):
+        rest_port = self._ports()["rest"]
+        if not _listens(rest_port):
             # slurmrestd refuses to run as root: it drops to nobody; SLURM_JWT=daemon: JWT from clients only.
-            self._daemon(
+            # Once it has, its environment may be unreadable: it is watched through its process, not /proc.
+            restd = self._daemon(
                 "slurmrestd",
                 ["-a", "rest_auth/jwt", "-s", f"openapi/{REST_API}", "-u", "nobody", "-g", "nogroup",
-                 f"127.0.0.1:{self._ports()['rest']}"],
+                 f"127.0.0.1:{rest_port}"],
                 {**self.env, "SLURM_JWT": "daemon"},
             )  # fmt: skip
-            self._wait(lambda: _listens(self._ports()["rest"]), "slurmrestd", daemon="slurmrestd")
+            self._wait(lambda: _listens(rest_port) or restd.poll() is not None, "slurmrestd")
+            if restd.poll() is not None:
+                raise RuntimeError(f"slurmrestd ended: {(self.root / 'logs' / 'slurmrestd.out').read_text()[-2000:]}")
 
     def start_controller(self) -> None:
         if not self._alive("slurmctld"):

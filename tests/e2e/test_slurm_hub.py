@@ -77,22 +77,9 @@ def outpost(
 
 
 @pytest.fixture(scope="module")
-def hub_extra_config(ssh_files: SSHClientFiles, outpost: Outpost) -> str:  # noqa: F811 (the imported fixture)
-    # Every server through outpost dev's own SSH daemon; the forward's local end is 127.0.0.1:<spawner.port>.
-    options = {"ControlPath": str(ssh_files.control_path), "UserKnownHostsFile": str(ssh_files.known_hosts)}
-    return f"""
-c.OutpostSpawner.ssh_during_startup = True
-c.OutpostSpawner.svc_name_template = "127.0.0.1"
-c.OutpostSpawner.svc_create = True
-c.OutpostSpawner.ssh_custom_svc = lambda spawner, port_forward_info: ("127.0.0.1", spawner.port)
-c.OutpostSpawner.ssh_custom_svc_remove = lambda spawner, port_forward_info: None
-c.OutpostSpawner.ssh_node = "127.0.0.1"
-c.OutpostSpawner.ssh_port = {outpost.ssh_port}
-c.OutpostSpawner.ssh_username = "jhuboutpost"
-c.OutpostSpawner.ssh_key = {str(ssh_files.key)!r}
-c.OutpostSpawner.ssh_forward_options = {options!r}
-c.OutpostSpawner.custom_misc_disable_default = True
-"""
+def hub_extra_config(ssh_files: SSHClientFiles, outpost: Outpost) -> str:
+    """Every server through outpost dev's own SSH daemon (the snippet's SSH variant)."""
+    return harness.tunnelled_hub_config(ssh_files, outpost.ssh_port)
 
 
 @pytest.fixture(scope="module", autouse=True)

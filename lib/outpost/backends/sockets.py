@@ -314,13 +314,18 @@ async def wait_until_served(
                 return
             if found is Ownership.FOREIGN:
                 raise AddressTaken(f"{host}:{port}")
-        code = await exit_code()
-        if code is not None:
-            raise BackendError(f"the server exited with code {code} before it was ready")
-        if time.monotonic() >= deadline:
-            raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
+        await _unless_given_up(exit_code, deadline, timeout)
         if listeners is None:
             pause = min(pause * 2, 0.05)
+
+
+async def _unless_given_up(exit_code: Callable[[], Awaitable[int | None]], deadline: float, timeout: float) -> None:
+    """BackendError once the server has exited, or the wait has lasted `timeout`."""
+    code = await exit_code()
+    if code is not None:
+        raise BackendError(f"the server exited with code {code} before it was ready")
+    if time.monotonic() >= deadline:
+        raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
 
 
 async def _accepts(host: str, port: int) -> bool:
@@ -346,10 +351,6 @@ async def _wait_connecting(
                 return
             if found is Ownership.FOREIGN:
                 raise AddressTaken(f"{host}:{port}")
-        code = await exit_code()
-        if code is not None:
-            raise BackendError(f"the server exited with code {code} before it was ready")
-        if time.monotonic() >= deadline:
-            raise BackendError(f"the server did not answer within {timeout:.0f} seconds")
+        await _unless_given_up(exit_code, deadline, timeout)
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.05)
