@@ -69,10 +69,11 @@ async def authenticate(authorization: str | None, source: str, logins: HubLogins
     """The hub name for valid credentials. The comparison is local (or skipped for a header that proved a hub
     before, `HubLogins`) and its answer leaves only once the guard has counted a failure (one script) or found
     the source not blocked (one read): no guess is answered beyond the source's budget, a blocked source is
-    refused even with a header that proved a hub, and right credentials cost one round trip."""
+    refused even with a header that proved a hub (within a second, `LoginGuard.admit`), and right credentials
+    cost one round trip (a header that proved itself, one a second per source)."""
     hub = logins.known(authorization) if authorization else None
     if hub is not None:
-        await guard.admit(source)
+        await guard.admit(source, known=True)
         return hub
     hub, password = parse_basic(authorization)
     if verify(hub, password, logins.credentials):

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from outpost.errors import TooManyAttempts
 
+# How long a source's standing read for credentials it proved before stands, per process, and how many
+# sources are remembered (a hub polls from a few).
+ADMITTED_SECONDS = 1.0
+ADMITTED_SOURCES = 10_000
 HUB_BUCKETS = 1024  # a few hubs rarely share one; sharing only lowers each source's budget for both
 IPV6_SOURCE_PREFIX = 64  # one site's network: its hosts pick their addresses in it freely
 
@@ -80,15 +85,27 @@ class LoginGuard:
     def __init__(self, counts: FailureCounts, limits: LoginLimits) -> None:
         self._counts = counts
         self._limits = limits
+        self._admitted: dict[str, float] = {}  # source -> until when its standing stands for known credentials
 
-    async def admit(self, source: str) -> None:
-        """For right credentials: TooManyAttempts if the source used up its failures (one Redis read)."""
+    async def admit(self, source: str, *, known: bool = False) -> None:
+        """For right credentials: TooManyAttempts if the source used up its failures (one Redis read).
+        `known`: the very credentials proved themselves before in this process (`auth.HubLogins`), so a read
+        of the source's standing less than ADMITTED_SECONDS old stands: a hub's polls cost one read a second,
+        not one each. A new guess, even a right one, always reads: none is answered beyond the budget."""
+        now = time.monotonic()
+        if known and self._admitted.get(source, 0.0) > now:
+            return
         if await self._counts.blocked(source_id(source)):
             raise TooManyAttempts(retry_after=self._limits.window_seconds)
+        if known:
+            if len(self._admitted) >= ADMITTED_SOURCES:
+                self._admitted.clear()
+            self._admitted[source] = now + ADMITTED_SECONDS
 
     async def fail(self, source: str, hub: str | None) -> None:
         """Count a failed login (`hub`: the name it tried; None for an SSH key); TooManyAttempts when
         the source's budget was used up before it, so the caller must not answer it as checked."""
+        self._admitted.pop(source, None)  # its next known login reads its standing again
         bucket = None if hub is None else hub_bucket(hub)
         if not await self._counts.count_failure(source_id(source), bucket, self._limits):
             raise TooManyAttempts(retry_after=self._limits.window_seconds)

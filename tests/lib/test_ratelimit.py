@@ -116,3 +116,30 @@ def test_an_ipv6_source_is_its_64_and_a_mapped_ipv4_its_address() -> None:
     assert source_id("2001:db8:1:2::1") == source_id("2001:db8:1:2:ffff:ffff:ffff:ffff")
     assert source_id("2001:db8:1:2::1") != source_id("2001:db8:1:3::1")
     assert source_id("::ffff:192.0.2.1") == source_id("192.0.2.1") != source_id("192.0.2.2")
+
+
+class CountingReads(LoginCounters):
+    """The real counters, counting the standing reads."""
+
+    reads = 0
+
+    async def blocked(self, source: str) -> bool:
+        self.reads += 1
+        return await super().blocked(source)
+
+
+@on_loop
+async def test_known_credentials_read_the_standing_once_a_second_a_new_guess_always(redis: aioredis.Redis) -> None:
+    counts = CountingReads(redis)
+    guard = LoginGuard(counts, LoginLimits(per_source=2, per_hub=100, window_seconds=30))
+    for _ in range(50):  # a hub's polls with the header that proved itself: one read
+        await guard.admit(HOME, known=True)
+    assert counts.reads == 1
+    for _ in range(3):  # credentials not proved before (a right guess): a read each
+        await guard.admit(HOME)
+    assert counts.reads == 4
+    await outcomes(guard, HOME, "hubA", 2)  # its failures close it, and forget the cached standing
+    with pytest.raises(TooManyAttempts):
+        await guard.admit(HOME, known=True)
+    with pytest.raises(TooManyAttempts):
+        await guard.admit(HOME)
