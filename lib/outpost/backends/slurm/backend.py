@@ -15,8 +15,8 @@ import os
 import pwd
 import re
 import secrets
+import stat
 import time
-from pathlib import Path
 from typing import Any
 
 from traitlets.config import Config
@@ -179,7 +179,7 @@ class SlurmJobBackend:
                     # timeout for a dead one, and a long queue wait is not.
                     await save_state(state)
             elif job.ended:
-                tail = output.file_tail(Path(state["output"]), secret_values)
+                tail = output.clean_tail(_job_output(state).splitlines(), secret_values)
                 raise BackendError(output.with_tail(_ended_message(job), tail))
             else:
                 if running_since is None:
@@ -189,7 +189,7 @@ class SlurmJobBackend:
                 if served is not None:
                     return served
                 if time.time() - running_since > options.listen_timeout:
-                    tail = output.file_tail(Path(state["output"]), secret_values)
+                    tail = output.clean_tail(_job_output(state).splitlines(), secret_values)
                     raise BackendError(
                         output.with_tail(f"the server of Slurm job {job_id} did not listen within "
                                          f"{options.listen_timeout:.0f} s", tail)
@@ -249,11 +249,7 @@ class SlurmJobBackend:
             log.warning("could not cancel Slurm job %s after its start failed: %s", job_id, exc.message)
 
     async def logs(self, state: dict[str, Any]) -> list[str]:
-        try:
-            text = Path(state["output"]).read_text(errors="replace")
-        except (OSError, KeyError):
-            return []
-        return common.log_tail(text)
+        return common.log_tail(_job_output(state))
 
     async def running(self) -> list[tuple[ServiceId, dict[str, Any]]]:
         snapshot = await self.jobs.current(self._defaults.query_interval)
@@ -282,6 +278,25 @@ class SlurmJobBackend:
         controller = self.__dict__.get("controller")
         if isinstance(controller, Rest):
             await controller.aclose()
+
+
+def _job_output(state: dict[str, Any]) -> str:
+    """The end of the job's output file, only while it is a regular file of the job's own user: the output
+    lies where that user writes (its home by default), and the outpost (root, on a login node) must not read
+    a link to a file only root may read in its place, nor show it to the hub. Empty otherwise."""
+    try:
+        owner = pwd.getpwnam(state["user"]).pw_uid
+        fd = os.open(state["output"], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (OSError, KeyError):
+        return ""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != owner:
+            return ""
+        start = max(0, info.st_size - output.READ_BYTES)
+        return os.pread(fd, output.READ_BYTES, start).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def _queued_note(job: Job) -> str:
